@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI catches `LstmTradingError` once and prints one line (exit code 2)."""
+
+
+class LstmTradingError(Exception):
+    """Base of every error the tool raises on purpose; the message names the file, row or key and the fix."""
+
+
+class DataError(LstmTradingError):
+    """Bad candles, journal rows or databases."""
+
+
+class ConfigError(LstmTradingError):
+    """Unknown keys, wrong types or out-of-range values in a configuration or a command-line option."""
+
+
+class ModelFileError(LstmTradingError):
+    """A model bundle that is missing, truncated, edited or from a newer format version."""
