@@ -11,9 +11,11 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lstm_trading.errors import ConfigError
+
+_T = TypeVar("_T")
 
 MAX_WINDOW_MINUTES = 129_600  # 90 days of minutes: the seed's MAX_SEQUENCE_LENGTH
 
@@ -226,7 +228,7 @@ def _type_ok(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation)
 
 
-def _build[T](cls: type[T], values: dict[str, Any], section: str) -> T:
+def _build(cls: type[_T], values: dict[str, Any], section: str) -> _T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     for key, value in values.items():
@@ -286,4 +288,3 @@ def dump_config(config: Config) -> str:
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
         lines.append("")
     return "\n".join(lines)
-
