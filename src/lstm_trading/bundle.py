@@ -1,0 +1,198 @@
+"""The model bundle: `weights.safetensors` + `bundle.json`. Loading never unpickles anything.
+
+`bundle.json` carries everything needed to rebuild and use the model from the folder alone: the format
+version, hyperparameters, feature names and indicator parameters, window length, both scalers' numbers,
+class names, the training period, the data fingerprint and validation metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lstm_trading import __version__
+from lstm_trading.atomic import atomic_path, write_text_atomic
+from lstm_trading.config import FeatureConfig, ModelConfig, TargetConfig
+from lstm_trading.errors import ConfigError, ModelFileError
+from lstm_trading.model import LSTMModel
+from lstm_trading.samples import CLASS_NAMES, FeatureScaler, TargetScaler
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas as pd
+
+FORMAT = "lstm-trading-bundle"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+BUNDLE_FILE = "bundle.json"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A trained model with everything needed to predict in prices."""
+
+    model: LSTMModel
+    model_config: ModelConfig
+    feature_config: FeatureConfig
+    target_config: TargetConfig
+    feature_names: tuple[str, ...]
+    feature_scaler: FeatureScaler
+    target_scaler: TargetScaler
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def max_len(self) -> int:
+        return self.target_config.max_len
+
+    @property
+    def history_minutes(self) -> int:
+        """Candles needed before a moment: the window plus the indicator warm-up."""
+        return self.target_config.max_len + self.feature_config.warmup_minutes
+
+    def predict(
+        self,
+        candles: pd.DataFrame,
+        at: int | Sequence[int] | None = None,
+        *,
+        entry: float | Sequence[float] | None = None,
+        batch_size: int = 64,
+    ) -> pd.DataFrame:
+        """Probabilities, side and SL/TP prices at each moment (default: after the last closed candle)."""
+        from lstm_trading.predict import predict_moments
+
+        return predict_moments(self, candles, at, entry=entry, batch_size=batch_size)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(
+    directory: Path | str,
+    model: LSTMModel,
+    *,
+    feature_config: FeatureConfig,
+    target_config: TargetConfig,
+    feature_names: Sequence[str],
+    feature_scaler: FeatureScaler,
+    target_scaler: TargetScaler,
+    training: dict[str, Any],
+    validation: dict[str, Any],
+) -> Path:
+    """Write the bundle into `directory` (weights first, then the JSON that names their checksum)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as temporary:
+        save_file(weights, str(temporary), metadata={"format": FORMAT})
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model": asdict(model.config),
+        "features": {"names": list(feature_names), "config": asdict(feature_config)},
+        "targets": asdict(target_config),
+        "feature_scaler": feature_scaler.to_json(),
+        "target_scaler": target_scaler.to_json(),
+        "class_names": list(CLASS_NAMES),
+        "training": training,
+        "validation": validation,
+        "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(directory / WEIGHTS_FILE)},
+    }
+    write_text_atomic(directory / BUNDLE_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    return directory
+
+
+def _bundle_dir(path: Path) -> Path:
+    """Accept the bundle folder itself or a run folder holding `model/`."""
+    if (path / BUNDLE_FILE).exists() or (path / WEIGHTS_FILE).exists():
+        return path
+    if (path / "model").is_dir():
+        return path / "model"
+    return path
+
+
+def _require(document: dict[str, Any], key: str, where: Path) -> Any:
+    if key not in document:
+        raise ModelFileError(f"{where}: missing key '{key}'; the bundle is incomplete or was edited by hand")
+    return document[key]
+
+
+def load_bundle(path: Path | str) -> Bundle:
+    """Load and check a bundle; every problem is a `ModelFileError` that says what is wrong."""
+    directory = _bundle_dir(Path(path))
+    json_path, weights_path = directory / BUNDLE_FILE, directory / WEIGHTS_FILE
+    for needed in (json_path, weights_path):
+        if not needed.exists():
+            raise ModelFileError(f"{needed}: missing; a run folder holds model/{BUNDLE_FILE} and model/{WEIGHTS_FILE}")
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{json_path}: not valid JSON ({error})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ModelFileError(f'{json_path}: not an lstm-trading bundle (no "format": "{FORMAT}")')
+    version = _require(document, "format_version", json_path)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{json_path}: format version {version} is newer than this lstm-trading reads ({FORMAT_VERSION}); "
+            "upgrade lstm-trading"
+        )
+    try:
+        model_config = ModelConfig(**_require(document, "model", json_path))
+        features = _require(document, "features", json_path)
+        feature_config = FeatureConfig(**_require(features, "config", json_path))
+        names = tuple(str(n) for n in _require(features, "names", json_path))
+        target_config = TargetConfig(**_require(document, "targets", json_path))
+    except (TypeError, ConfigError) as error:
+        raise ModelFileError(f"{json_path}: malformed settings ({error})") from None
+    if len(names) != model_config.input_size:
+        raise ModelFileError(f"{json_path}: {len(names)} feature names for input_size {model_config.input_size}")
+    feature_scaler = FeatureScaler.from_json(_require(document, "feature_scaler", json_path), len(names))
+    target_scaler = TargetScaler.from_json(_require(document, "target_scaler", json_path))
+    expected_sha = _require(document, "weights", json_path).get("sha256")
+    if expected_sha is not None and expected_sha != _sha256(weights_path):
+        raise ModelFileError(
+            f"{weights_path}: checksum differs from {BUNDLE_FILE}; the weights file is truncated or was replaced"
+        )
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    model = LSTMModel.from_config(model_config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise ModelFileError(f"{weights_path}: tensors do not match the model (missing {missing}, unexpected {extra})")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise ModelFileError(
+                f"{weights_path}: tensor '{name}' has shape {tuple(state[name].shape)}, "
+                f"the model in {BUNDLE_FILE} needs {tuple(tensor.shape)}"
+            )
+    model.load_state_dict({name: t.to(torch.float32) for name, t in state.items()})
+    meta = {key: document.get(key) for key in ("package_version", "training", "validation", "class_names")}
+    return Bundle(
+        model=model.eval(),
+        model_config=model_config,
+        feature_config=feature_config,
+        target_config=target_config,
+        feature_names=names,
+        feature_scaler=feature_scaler,
+        target_scaler=target_scaler,
+        meta=meta,
+        path=directory,
+    )

@@ -1,0 +1,286 @@
+"""Training on Lightning: the loss, the LightningModule, the DataModule and the Trainer set-up.
+
+The loss is normalised by the nominal batch size (not by the sum of class weights, nor by the number of trades
+in the batch), so N processes with batch b average to exactly the gradient of one process with batch N*b:
+DDP then reproduces a single-process run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from lstm_trading.batches import Batch, BucketBatchSampler, SampleWindows
+from lstm_trading.config import ModelConfig, TrainConfig
+from lstm_trading.errors import ConfigError, DataError
+from lstm_trading.model import LSTMModel, ModelOutput
+from lstm_trading.samples import CLASS_NAMES, Samples, TargetScaler
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Inverse class frequency, normalised so the average weight over the training samples is 1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    mean = float((weights[labels]).mean()) if len(labels) else 1.0
+    return weights / mean
+
+
+@dataclass(frozen=True)
+class LossParts:
+    total: torch.Tensor
+    classification: torch.Tensor
+    regression: torch.Tensor
+
+
+def trading_loss(
+    output: ModelOutput,
+    batch: Batch,
+    weights: torch.Tensor,
+    *,
+    nominal_batch: int,
+    class_weight: float = 1.0,
+    reg_weight: float = 1.0,
+) -> LossParts:
+    """`class_weight * weighted CE + reg_weight * (SmoothL1(sl) + SmoothL1(tp))`, the regression on trades only."""
+    ce = F.cross_entropy(output.logits.float(), batch.label, weight=weights, reduction="sum") / nominal_batch
+    trade = batch.is_trade
+    sl = F.smooth_l1_loss(output.sl.float()[trade], batch.sl[trade], reduction="sum")
+    tp = F.smooth_l1_loss(output.tp.float()[trade], batch.tp[trade], reduction="sum")
+    regression = (sl + tp) / nominal_batch
+    return LossParts(class_weight * ce + reg_weight * regression, ce, regression)
+
+
+class LSTMTrainingModule(L.LightningModule):
+    """The model, its loss, AdamW with a linear warm-up and ReduceLROnPlateau on validation loss."""
+
+    def __init__(self, model: dict[str, int], train: dict[str, Any], class_weights: list[float]) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain numbers only: checkpoints load with weights_only=True
+        self.train_config = TrainConfig(**train)
+        self.model = LSTMModel.from_config(ModelConfig(**model))
+        self.register_buffer("weights", torch.tensor(class_weights, dtype=torch.float32))
+        self.weights: torch.Tensor
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        return self.model(features, lengths)
+
+    def _loss(self, batch: Batch) -> LossParts:
+        output = self.model(batch.features, batch.lengths)
+        cfg = self.train_config
+        return trading_loss(
+            output,
+            batch,
+            self.weights,
+            nominal_batch=cfg.batch_size,
+            class_weight=cfg.class_weight,
+            reg_weight=cfg.reg_weight,
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        parts = self._loss(batch)
+        if not torch.isfinite(parts.total):  # a CPU-GPU sync point, but a silent NaN run costs far more
+            raise DataError(
+                f"non-finite training loss in epoch {self.current_epoch}, batch {batch_idx} "
+                f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
+                "lower --lr or check the candles for extreme values"
+            )
+        self.log("train_loss", parts.total, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        return parts.total
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        parts = self._loss(batch)
+        output = self.model(batch.features, batch.lengths)
+        accuracy = (output.logits.argmax(dim=1) == batch.label).float().mean()
+        size = len(batch)
+        self.log("val_loss", parts.total, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_class_loss", parts.classification, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def _warmup_factor(self, epoch: int) -> float:
+        warmup = self.train_config.warmup_epochs
+        return 1.0 if warmup == 0 or epoch >= warmup else (epoch + 1) / warmup
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        if epoch <= self.train_config.warmup_epochs:  # after warm-up the plateau scheduler owns the rate
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = self.train_config.lr * self._warmup_factor(epoch)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_config
+        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"},
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if self.current_epoch + 1 >= self.train_config.warmup_epochs:
+            scheduler.step(metric)
+
+
+class WindowDataModule(L.LightningDataModule):
+    """Train and validation windows over one scaled matrix; each process takes its share of every batch."""
+
+    def __init__(
+        self,
+        scaled: np.ndarray,
+        train: Samples,
+        val: Samples,
+        target_scaler: TargetScaler,
+        *,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.train_windows = SampleWindows(scaled, train, target_scaler)
+        self.val_windows = SampleWindows(scaled, val, target_scaler)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def _loader(self, windows: SampleWindows, *, shuffle: bool) -> DataLoader[int]:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = BucketBatchSampler(
+            windows.samples.length, self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+        )
+        return DataLoader(windows, batch_sampler=sampler, collate_fn=windows.collate, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader[int]:
+        return self._loader(self.train_windows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[int]:
+        return self._loader(self.val_windows, shuffle=False)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on CUDA cards that have it, else 16-mixed with gradient scaling; fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def parse_devices(devices: str) -> int | str:
+    if devices == "auto":
+        return "auto"
+    if devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ConfigError(f"train.devices: expected 'auto' or a positive number of devices, got {devices!r}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The best model by validation loss, where its checkpoint lies, and the metrics it was chosen by."""
+
+    model: LSTMModel
+    best_checkpoint: Path
+    best_val_loss: float
+    epochs_run: int
+    is_global_zero: bool
+
+
+def make_loggers(run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="logs")]
+    try:
+        import tensorboard  # noqa: F401  (only when installed)
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="", version="tensorboard"))
+    except ImportError:
+        pass
+    return loggers
+
+
+def fit(
+    scaled: np.ndarray,
+    train: Samples,
+    val: Samples,
+    target_scaler: TargetScaler,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    accelerator: str = "auto",
+    progress: bool = True,
+) -> FitResult:
+    """Train with Lightning; early stopping and the best checkpoint follow validation loss."""
+    if len(val) == 0:
+        raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        torch.set_flush_denormal(True)  # vanishing LSTM gradients turn denormal: 10x slower backward on CPU
+    else:
+        torch.backends.cudnn.enabled = True
+    checkpoints = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+    )
+    stop = EarlyStopping(monitor="val_loss", mode="min", patience=train_config.early_stop_patience)
+    module = LSTMTrainingModule(
+        model={
+            "input_size": model_config.input_size,
+            "hidden_size": model_config.hidden_size,
+            "num_layers": model_config.num_layers,
+            "output_size": model_config.output_size,
+        },
+        train=train_config.__dict__.copy(),
+        class_weights=[float(w) for w in class_weights(train.label)],
+    )
+    data = WindowDataModule(
+        scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=parse_devices(train_config.devices),
+        strategy=train_config.strategy,
+        precision=resolve_precision(train_config.precision, accelerator),  # type: ignore[arg-type]
+        max_epochs=train_config.epochs,
+        accumulate_grad_batches=train_config.accumulate_grad_batches,
+        gradient_clip_val=train_config.gradient_clip,
+        callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch")],
+        logger=make_loggers(run_dir),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # BucketBatchSampler shares batches across processes itself
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic=False,
+        default_root_dir=str(run_dir),
+    )
+    last = checkpoints / "last.ckpt"
+    if resume and not last.exists():
+        raise DataError(f"--resume: no checkpoint to resume from at {last}; start without --resume")
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    model = LSTMModel.from_config(model_config)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    score = best.best_model_score
+    return FitResult(
+        model=model.eval(),
+        best_checkpoint=best_path,
+        best_val_loss=float(score) if score is not None else math.nan,
+        epochs_run=trainer.current_epoch,
+        is_global_zero=trainer.is_global_zero,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
