@@ -135,13 +135,12 @@ def _scale(values: np.ndarray) -> float:
 
 
 # Start-dependence at the default warm-up of 8,000 minutes, as measured on the Bybit and Binance files (21 starts
-# each): SMA, Bollinger and the candle columns are exact (running sums: ~1e-9 of scale), EMA 2e-11, the RSI level
-# 1.3e-5 relative, the ATR level 3.2e-5 relative, ATR_14h_pct 4.5e-4 of scale (above the 1e-4 that DESIGN.md
+# each): SMA, Bollinger and the candle columns are exact up to float32 rounding (running sums), EMA 2e-11, the RSI
+# level 1.3e-5 relative, the ATR level 3.2e-5 relative, ATR_14h_pct 4.5e-4 of scale (above the 1e-4 that DESIGN.md
 # claims). MACD_pct and MACD_Signal_pct are percentage changes of a line that crosses zero: near a crossing any
 # difference in the line, however small, moves them without bound (single rows off by many scale units at 8,000;
-# 3 % of rows above 1e-4 of scale; 99th percentile 3.2e-3), so they are held to their 99th percentile and the MACD
-# lines themselves to
-# price (measured 5e-6 of the close).
+# 3 % of rows above 1e-4 of scale; 99th percentile 3.2e-3), so they are held to their 99th percentile and the
+# MACD lines themselves to the price (measured 5e-6 of the close).
 EXACT = ("open_pct", "high_pct", "low_pct", "close_pct", "volume_pct", "SMA_10h_pct", "EMA_10h_pct")
 EXACT += ("BB_Upper_pct", "BB_Lower_pct")
 
