@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from lstm_trading.config import FeatureConfig
+from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.errors import DataError
 from lstm_trading.features import FEATURE_NAMES, compute_features, compute_indicators
-from lstm_trading.timeutil import to_unix_seconds
 
 # Windows of 2 minutes so that every value below can be worked out by hand; MACD(2, 3, 2) is defined from
 # row 3, so its percentage change (and the first row kept) from row 4.
@@ -20,15 +20,9 @@ TINY = FeatureConfig(
 )
 
 
-def read_candles(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    frame["timestamp"] = to_unix_seconds(frame["timestamp"])
-    return frame
-
-
 @pytest.fixture(scope="module")
 def bybit(bybit_csv: Path) -> pd.DataFrame:
-    return read_candles(bybit_csv)
+    return read_candles_csv(bybit_csv)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +176,7 @@ def test_features_from_the_first_rows_do_depend_on_the_start(bybit: pd.DataFrame
 
 
 def test_gap_is_not_filled_and_windows_count_rows(binance_gap_csv: Path) -> None:
-    candles = read_candles(binance_gap_csv)
+    candles = read_candles_csv(binance_gap_csv)
     stamps = candles["timestamp"].to_numpy()
     (gap,) = np.flatnonzero(np.diff(stamps) > 60) + 1
     assert stamps[gap] - stamps[gap - 1] == 271 * 60  # 270 missing minutes

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from lstm_trading.config import FeatureConfig, LabelConfig
+from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.features import compute_features
 from lstm_trading.labels import JOURNAL_COLUMNS, LabelResult, label_first_touch
-from lstm_trading.timeutil import to_unix_seconds
 
 T = 1_750_000_000 // 3_600 * 3_600  # a moment on the hour
 # Flat price 100 and ATR 1: long SL 98, TP 103; short SL 102, TP 97; the horizon is the 10 candles from T.
@@ -76,7 +76,7 @@ def test_stop_and_target_in_the_same_candle_count_the_stop_first() -> None:
     assert result.invalid_reasons == {"neither": 1, "both": 0, "costs": 0}
 
 
-def test_no_touch_within_the_horizon_is_invalid_and_the_candle_at_t_plus_horizon_is_not_read() -> None:
+def test_no_touch_within_the_horizon_is_invalid_and_the_candle_at_t_plus_horizon_is_notread_candles_csv() -> None:
     assert _label({}).counts == {"Buy": 0, "Sell": 0, "Invalid": 1}
     # The candle opening at T + horizon (offset 10) would be a take profit: it lies outside the horizon.
     assert _label({10: (103.0, 99.5)}).trades["side"].tolist() == ["Invalid"]
@@ -162,12 +162,6 @@ def test_meta_records_the_parameters_and_symbol() -> None:
 # --- real candles, against a plain per-moment loop ---
 
 
-def _read(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    frame["timestamp"] = to_unix_seconds(frame["timestamp"])
-    return frame
-
-
 def _reference(candles: pd.DataFrame, features: pd.DataFrame, t: int, config: LabelConfig) -> str:
     """The rule read literally, one moment at a time: the oracle for the vectorised labeller."""
     horizon = candles[(candles["timestamp"] >= t) & (candles["timestamp"] < t + config.horizon_seconds)]
@@ -201,7 +195,7 @@ def _reference(candles: pd.DataFrame, features: pd.DataFrame, t: int, config: La
 def test_vectorised_labels_match_a_plain_loop_on_real_candles(
     request: pytest.FixtureRequest, fixture: str, config: FeatureConfig, every: int
 ) -> None:
-    candles = _read(request.getfixturevalue(fixture))
+    candles = read_candles_csv(request.getfixturevalue(fixture))
     if fixture == "binance_gap_csv":
         candles = candles.iloc[:12_000]  # the gap is at row 5,700; keep the loop short
     features = compute_features(candles, config)
@@ -223,7 +217,7 @@ def test_vectorised_labels_match_a_plain_loop_on_real_candles(
 
 
 def test_candles_at_or_after_the_horizon_change_nothing(bybit_csv: Path) -> None:
-    candles = _read(bybit_csv)
+    candles = read_candles_csv(bybit_csv)
     features = compute_features(candles)
     config = LabelConfig(every_seconds=3_600, horizon_seconds=6 * 3_600)
     first = label_first_touch(candles, features, config).trades
