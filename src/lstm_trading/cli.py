@@ -5,8 +5,8 @@ Every `LstmTradingError` becomes one line on stderr and exit code 2 (`--debug` s
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-
 from typing import Any
 
 import typer
@@ -57,6 +57,126 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # --- commands are added below, one section per module ---
+
+
+# --- data/csv.py, data/store.py: ingest csv, db migrate, gaps ---
+# Imports inside the commands keep `lstm-trading ingest` from importing torch and the other stages.
+
+
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for warning in caught:
+        err_console.print(f"warning: {warning.message}", markup=False, highlight=False, soft_wrap=True)
+
+
+@ingest_app.command("csv")
+def ingest_csv(
+    file: Path = typer.Argument(..., help="CSV with the header timestamp,open,high,low,close,volume."),
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    exchange: str | None = typer.Option(None, "--exchange", help="Exchange the candles come from, e.g. bybit."),
+    market: str | None = typer.Option(None, "--market", help="spot or linear (with --exchange)."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite stored minutes whose values differ."),
+) -> None:
+    """Import 1-minute candles from a CSV file: idempotent, one transaction per file."""
+    from lstm_trading.data.candles import describe_gaps
+    from lstm_trading.data.csv import read_candles_csv
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.errors import ConfigError
+    from lstm_trading.timeutil import format_time
+
+    if (exchange is None) != (market is None):
+        raise ConfigError("give --exchange and --market together, e.g. --exchange bybit --market linear")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        candles = read_candles_csv(file)
+    _show_warnings(caught)
+    with CandleStore(db, create=True) as store:
+        result = store.upsert(symbol, candles, replace=replace, source=str(file), exchange=exchange, market=market)
+        held = store.time_range(symbol)
+        gaps = store.gaps(symbol)
+    console.print(
+        f"{symbol} in {db}: {result.added:,} rows added, {result.already_present:,} already present, "
+        f"{result.conflicts:,} conflicts",
+        markup=False,
+        highlight=False,
+    )
+    if result.first_conflict is not None:
+        what = "replaced" if replace else "kept as stored (use --replace to overwrite)"
+        first = format_time(result.first_conflict)
+        console.print(
+            f"conflicts: {result.conflicts:,} stored minutes have other values, first {first}; {what}",
+            markup=False,
+            highlight=False,
+        )
+    if held is not None:
+        span = f"{format_time(held[0])} to {format_time(held[1])}"
+        console.print(f"held: {span} ({held[2]:,} candles)", markup=False, highlight=False)
+    console.print(f"gaps: {describe_gaps(gaps)}", markup=False, highlight=False)
+
+
+@db_app.command("migrate")
+def db_migrate(
+    database: Path = typer.Argument(..., help="Database from the original script (no primary key)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the migrated copy here and keep DATABASE as is."),
+) -> None:
+    """Copy a seed database into the current schema (the original is kept as a .bak file)."""
+    from lstm_trading.data.store import CandleStore, backup_path, migrate_database
+
+    with CandleStore(database) as store:
+        legacy, extra = store.legacy, store.extra_columns
+    if not legacy and out is None:
+        console.print(f"{database}: already in the current schema; nothing to do", markup=False, highlight=False)
+        return
+    backup = None if out is not None else backup_path(database)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        target = migrate_database(database, out)
+    _show_warnings(caught)
+    with CandleStore(target) as store:
+        held = {symbol: store.time_range(symbol) for symbol in store.symbols()}
+    counts = ", ".join(f"{symbol} {value[2]:,} candles" for symbol, value in held.items() if value) or "no candles"
+    console.print(f"migrated {database} -> {target}: {counts}", markup=False, highlight=False)
+    if extra:
+        console.print(f"dropped columns: {', '.join(extra)}", markup=False, highlight=False)
+    if backup is not None:
+        console.print(f"original kept as {backup}", markup=False, highlight=False)
+
+
+@app.command("gaps")
+def gaps_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    start: str | None = typer.Option(None, "--start", help="Only from this moment (ISO or Unix time)."),
+    end: str | None = typer.Option(None, "--end", help="Only before this moment (ISO or Unix time)."),
+) -> None:
+    """List the missing minutes (gaps) of a symbol's candles."""
+    from rich.table import Table
+
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.errors import DataError
+    from lstm_trading.timeutil import format_time, parse_moment
+
+    first = None if start is None else parse_moment(start)
+    last = None if end is None else parse_moment(end)
+    with CandleStore(db) as store:
+        held = store.time_range(symbol)
+        if held is None:
+            have = ", ".join(store.symbols()) or "none"
+            raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
+        gaps = store.gaps(symbol, first, last)
+    span = f"{format_time(held[0])} to {format_time(held[1])}"
+    console.print(f"{symbol} in {db}: {span} ({held[2]:,} candles)", markup=False, highlight=False)
+    if not gaps:
+        console.print("no gaps", markup=False, highlight=False)
+        return
+    total = sum(gap.minutes for gap in gaps)
+    table = Table(title=f"Gaps in {symbol}", show_footer=True)
+    table.add_column("first missing", footer=f"total: {len(gaps):,} gap{'s' if len(gaps) > 1 else ''}")
+    table.add_column("last missing")
+    table.add_column("minutes", justify="right", footer=f"{total:,}")
+    for gap in gaps:
+        table.add_row(format_time(gap.first_missing), format_time(gap.last_missing), f"{gap.minutes:,}")
+    console.print(table)
 
 
 def main() -> None:
