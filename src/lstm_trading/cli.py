@@ -59,6 +59,89 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 # --- commands are added below, one section per module ---
 
 
+# --- ingest exchange (data/exchange.py) ---
+
+
+@ingest_app.command("exchange")
+def ingest_exchange(
+    db: Path = DB_OPTION,
+    exchange_id: str = typer.Option("bybit", "--exchange", help="Any exchange ccxt knows (ccxt.exchanges)."),
+    symbol: str = SYMBOL_OPTION,
+    market: str = typer.Option("linear", "--market", help="linear (USDT perpetual) or spot."),
+    since: str | None = typer.Option(
+        None, "--since", help="Fill every missing minute from here on (gaps included); default: after the last stored."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help="Stop before this moment (default: the last closed minute)."
+    ),
+    page_limit: int | None = typer.Option(
+        None, "--page-limit", min=1, help="Candles per request (default: the exchange's maximum, e.g. Bybit 1000)."
+    ),
+    retries: int = typer.Option(5, "--retries", min=0, help="Retries after a network error or rate limit, then stop."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds before the first retry; doubles each time."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary: only warnings and errors (cron)."),
+) -> None:
+    """Download 1-minute candles with ccxt: incremental, resumable, safe to run every minute from cron."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    # ccxt takes half a second to import: only this command pays for it.
+    from lstm_trading.data import exchange
+    from lstm_trading.data.candles import describe_gaps
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.timeutil import format_time, parse_moment
+
+    start = parse_moment(since) if since is not None else None
+    end = parse_moment(until) if until is not None else None
+    source = exchange.source_factory(exchange_id, market, page_limit=page_limit)
+    bar = Progress(
+        TextColumn(f"{symbol} minutes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet or not err_console.is_terminal,
+        transient=True,
+    )
+    task = bar.add_task("download", total=None, rate="")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+        speed = bar.tasks[task].speed
+        bar.update(task, rate=f"{speed:,.0f} min/s" if speed else "")
+
+    def show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        with warnings.catch_warnings(), bar, CandleStore(db, create=True) as store:
+            warnings.simplefilter("always")  # one warning per page, even when two pages read alike
+            warnings.showwarning = show_warning
+            result = exchange.ingest(
+                store, source, symbol, since=start, until=end, retries=retries, backoff_s=backoff, progress=progress
+            )
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished page is stored; run the command again to resume")
+        raise typer.Exit(130) from None
+    if quiet or result.pages == 0:
+        return  # cron: silent when there was nothing to do
+    console.print(
+        f"{symbol} ({source.exchange_id} {market}, {result.exchange_symbol}): {result.added:,} rows added "
+        f"from {result.pages:,} request{'s' if result.pages != 1 else ''}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.held is not None:
+        first, last, count = result.held
+        held = f"held: {format_time(first)} to {format_time(last)}, {count:,} minutes"
+        console.print(held, markup=False, highlight=False, soft_wrap=True)
+    gaps = describe_gaps(result.gaps)
+    if result.gaps:
+        gaps += f" (`lstm-trading gaps --db {db} --symbol {symbol}` lists them; --since fetches them again)"
+    console.print(gaps, markup=False, highlight=False, soft_wrap=True)
+
+
 # --- data/csv.py, data/store.py: ingest csv, db migrate, gaps ---
 # Imports inside the commands keep `lstm-trading ingest` from importing torch and the other stages.
 

@@ -1,0 +1,475 @@
+"""ccxt pages -> candle store: incremental, resumable, gap-aware downloads of 1-minute candles.
+
+Why it is built this way:
+
+- **One seam.** The exchange is reached only through `OhlcvSource` (ccxt-shaped rows `[ms, o, h, l, c, v]`), so
+  tests drive the whole download with a fake exchange, and `source_factory` is the one place the CLI builds it.
+- **Only what is missing.** The store says which minutes of the range it lacks; only those are requested, page
+  by page (the exchange's maximum page size), each request bounded by `since` and `until` so an exchange that
+  answers "the latest candles" to a bare `since` (Bybit does) cannot skip minutes.
+- **Every page is its own transaction.** Ctrl-C, a network error or a killed process keeps each finished page;
+  the next run asks the store again and resumes where the last one stopped.
+- **Gaps end.** A request that brings nothing back still moves the cursor past its window, so minutes the
+  exchange really lacks (maintenance) stay gaps and a run always finishes.
+- **Closed candles only.** A candle opened at `s` is stored once `s + 60 <= now`; the still-forming minute never
+  is, because nothing would ever correct it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import ccxt
+import numpy as np
+import pandas as pd
+
+from lstm_trading.data.candles import CANDLE_COLUMNS, Gap
+from lstm_trading.data.store import CandleStore
+from lstm_trading.errors import ConfigError, DataError
+from lstm_trading.timeutil import MINUTE, format_time
+
+MARKETS = ("linear", "spot")
+DEFAULT_PAGE_LIMIT = 1000  # Bybit's, Binance spot's; used where ccxt does not know an exchange's maximum
+DEFAULT_RETRIES = 5  # backoff 1, 2, 4, 8, 16 s: half a minute of outage, then stop
+DEFAULT_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 60.0
+# Local clocks drift from the exchange's; a candle stored while the exchange still forms it would never be
+# corrected (the next run continues after it), so a candle counts as closed only this long after its close.
+CLOCK_MARGIN_MS = 3000
+_MS = 1000
+_MINUTE_MS = MINUTE * _MS
+_LARGEST_VALUE = float(np.finfo(np.float32).max)  # the store refuses what float32 features cannot hold
+# ccxt's NetworkError covers RequestTimeout, ExchangeNotAvailable (and OnMaintenance), DDoSProtection and
+# RateLimitExceeded: all worth another try after a pause.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError,)
+# Kinds of bad rows, in the order a row is classified (the first that applies).
+BAD_ROW_KINDS = (
+    "malformed",
+    "non-minute timestamp",
+    "duplicate",
+    "out-of-order",
+    "in the future",
+    "NaN",
+    "invalid OHLC",
+)
+
+
+class OhlcvSource(Protocol):
+    """The seam between the download loop and an exchange: ccxt's `fetch_ohlcv`, narrowed to 1-minute candles."""
+
+    exchange_id: str
+    market: str
+    page_limit: int
+
+    def resolve_symbol(self, name: str) -> str:
+        """The exchange's symbol for a store name (`ETHUSDT` -> `ETH/USDT:USDT`); ConfigError with close matches."""
+        ...
+
+    def fetch_ohlcv(self, symbol: str, since_ms: int, limit: int, until_ms: int) -> list[list[Any]]:
+        """Up to `limit` 1-minute candles opened in `[since_ms, until_ms]`: `[ms, open, high, low, close, volume]`."""
+        ...
+
+    def milliseconds(self) -> int:
+        """Now, in Unix milliseconds: candles closed before it are final."""
+        ...
+
+
+def _close_matches(name: str, choices: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(name, sorted(set(choices)), n=5, cutoff=0.6)
+    return f"did you mean {', '.join(matches)}?" if matches else "no close matches"
+
+
+def _market_kind_matches(market: Mapping[str, Any], kind: str) -> bool:
+    if kind == "spot":
+        return bool(market.get("spot"))
+    return bool(market.get("swap")) and bool(market.get("linear"))
+
+
+def _store_names(market: Mapping[str, Any]) -> set[str]:
+    """The names a market may go by in the store: the exchange's id (`ETHUSDT`) and base + quote."""
+    names = {str(market.get("id", "")).upper()}
+    if market.get("base") and market.get("quote"):
+        names.add(f"{market['base']}{market['quote']}".upper())
+    names.discard("")
+    return names
+
+
+def unified_symbol(markets: Iterable[Mapping[str, Any]], name: str, market: str, exchange_id: str) -> str:
+    """Map a store name to ccxt's unified symbol among an exchange's markets of one kind.
+
+    `ETHUSDT` is `ETH/USDT:USDT` among Bybit's linear perpetuals and `ETH/USDT` among its spot markets. The
+    exchange's own id wins over base + quote; among several, the one settled in its quote currency (USDT-margined).
+    """
+    wanted = name.upper()
+    of_kind = [m for m in markets if _market_kind_matches(m, market)]
+    candidates = [m for m in of_kind if wanted in _store_names(m)]
+    if not candidates:
+        names = [n for m in of_kind for n in _store_names(m)]
+        raise ConfigError(
+            f"unknown symbol {name!r} among {exchange_id}'s {len(of_kind)} {market} markets: "
+            f"{_close_matches(wanted, names)} (--symbol takes the store name, e.g. ETHUSDT)"
+        )
+
+    def preference(m: Mapping[str, Any]) -> tuple[bool, bool, bool, str]:
+        return (
+            str(m.get("id", "")).upper() != wanted,
+            market == "linear" and m.get("settle") != m.get("quote"),
+            m.get("active") is False,
+            str(m["symbol"]),
+        )
+
+    return str(min(candidates, key=preference)["symbol"])
+
+
+class CcxtSource:
+    """A ccxt exchange as an `OhlcvSource` for one kind of market (linear perpetual or spot)."""
+
+    def __init__(self, exchange: Any, market: str, *, page_limit: int | None = None) -> None:
+        self.exchange = exchange
+        self.exchange_id = str(exchange.id)
+        self.market = market
+        self.page_limit = page_limit or exchange_page_limit(exchange, market)
+
+    def resolve_symbol(self, name: str) -> str:
+        # Loads the markets once per run (network); a test may `set_markets` a fixture first.
+        markets = self.exchange.load_markets()
+        return unified_symbol(markets.values(), name, self.market, self.exchange_id)
+
+    def fetch_ohlcv(self, symbol: str, since_ms: int, limit: int, until_ms: int) -> list[list[Any]]:
+        return list(self.exchange.fetch_ohlcv(symbol, "1m", since_ms, limit, {"until": until_ms}))
+
+    def milliseconds(self) -> int:
+        return int(self.exchange.milliseconds()) - CLOCK_MARGIN_MS
+
+
+def exchange_page_limit(exchange: Any, market: str) -> int:
+    """The most candles one `fetch_ohlcv` may return on this exchange and market, from ccxt's `features`."""
+    market_type, sub_type = ("spot", None) if market == "spot" else ("swap", "linear")
+    try:
+        limit = exchange.featureValueByType(market_type, sub_type, "fetchOHLCV", "limit")
+    except Exception:  # older ccxt or an exchange without `features`: the safe default below
+        limit = None
+    return int(limit) if isinstance(limit, int | float) and limit > 0 else DEFAULT_PAGE_LIMIT
+
+
+def ccxt_options(exchange_id: str, market: str) -> dict[str, Any]:
+    """Constructor settings: rate limiting on, the market kind as default type, only that kind's markets loaded."""
+    if market not in MARKETS:
+        raise ConfigError(f"--market: unknown market {market!r}; use linear (USDT perpetual) or spot")
+    options: dict[str, Any] = (
+        {"defaultType": "spot"} if market == "spot" else {"defaultType": "swap", "defaultSubType": "linear"}
+    )
+    if exchange_id == "bybit":
+        # Bybit otherwise loads spot, linear, inverse and option markets: several requests on every cron run.
+        options["fetchMarkets"] = {"types": [market]}
+    return {"enableRateLimit": True, "options": options}
+
+
+def make_ccxt_source(exchange_id: str, market: str = "linear", *, page_limit: int | None = None) -> CcxtSource:
+    """Build the real ccxt exchange (no network until the first request)."""
+    exchange_id = exchange_id.strip().lower()
+    if exchange_id not in ccxt.exchanges:
+        raise ConfigError(
+            f"--exchange: unknown exchange {exchange_id!r}: {_close_matches(exchange_id, ccxt.exchanges)} "
+            "(ccxt.exchanges lists all)"
+        )
+    settings = ccxt_options(exchange_id, market)
+    exchange = getattr(ccxt, exchange_id)(settings)
+    return CcxtSource(exchange, market, page_limit=page_limit)
+
+
+# The CLI builds its source through this name, so tests can put a fake exchange in its place.
+source_factory: Callable[..., OhlcvSource] = make_ccxt_source
+
+
+@dataclass(frozen=True)
+class CleanPage:
+    """One page after validation: the candles to store, the bad rows dropped, how far the page reached."""
+
+    candles: pd.DataFrame
+    dropped: Counter[str]
+    reached: int | None  # open time of the last well-formed row inside the window, for the cursor
+
+
+def _as_float_matrix(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows -> (n, 6) float array with NaN for missing values, and a mask of rows that were not 6 numbers."""
+    values = np.full((len(rows), 6), np.nan)
+    malformed = np.zeros(len(rows), dtype=bool)
+    for i, row in enumerate(rows):
+        try:
+            if len(row) < 6:
+                raise ValueError
+            values[i] = [np.nan if v is None else float(v) for v in row[:6]]
+        except (TypeError, ValueError):
+            malformed[i] = True
+    malformed |= ~np.isfinite(values[:, 0])
+    return values, malformed
+
+
+def clean_page(rows: Sequence[Sequence[Any]], *, start: int, end: int, now_ms: int) -> CleanPage:
+    """Validate one page of ccxt rows and keep the good candles opened in `[start, end)` (UTC seconds).
+
+    Each bad row is counted once, under the first kind that applies (`BAD_ROW_KINDS`); a row in the future is
+    one opened after `now_ms`. Rows outside the window that are not bad (the candle before `since` that some
+    exchanges add, the still-forming minute) are ignored silently.
+    """
+    values, malformed = _as_float_matrix(rows)
+    kind = np.full(len(rows), "", dtype=object)
+    kind[malformed] = "malformed"
+    stamps_ms = np.where(malformed, 0, values[:, 0]).astype(np.int64)
+    off_grid = ~malformed & (stamps_ms % _MINUTE_MS != 0)
+    kind[(kind == "") & off_grid] = "non-minute timestamp"
+    # Order and duplicates are judged against every earlier row on the minute grid, good or not.
+    seen: set[int] = set()
+    latest: int | None = None
+    for i in np.flatnonzero(~malformed & ~off_grid):
+        stamp = int(stamps_ms[i])
+        if stamp in seen:
+            kind[i] = "duplicate"
+        elif latest is not None and stamp < latest:
+            kind[i] = "out-of-order"
+        seen.add(stamp)
+        latest = stamp if latest is None else max(latest, stamp)
+    kind[(kind == "") & (stamps_ms > now_ms)] = "in the future"
+    prices = values[:, 1:5]
+    kind[(kind == "") & ~np.isfinite(values[:, 1:]).all(axis=1)] = "NaN"
+    with np.errstate(invalid="ignore"):
+        open_, high, low, close, volume = (values[:, j] for j in range(1, 6))
+        bad_ohlc = (
+            (prices <= 0).any(axis=1)
+            | (high < np.maximum(open_, close))
+            | (low > np.minimum(open_, close))
+            | (volume < 0)
+            | (np.abs(values[:, 1:]) > _LARGEST_VALUE).any(axis=1)
+        )
+    kind[(kind == "") & bad_ohlc] = "invalid OHLC"
+
+    stamps = stamps_ms // _MS
+    in_window = (stamps >= start) & (stamps < end)
+    good = (kind == "") & in_window
+    gridded = in_window & ~malformed & ~off_grid
+    reached = int(stamps[gridded].max()) if gridded.any() else None
+    candles = pd.DataFrame({"timestamp": stamps[good].astype(np.int64)})
+    for j, column in enumerate(CANDLE_COLUMNS[1:], start=1):
+        candles[column] = values[good, j].astype(np.float64)
+    candles = candles.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    dropped = Counter({k: int(n) for k, n in Counter(kind[kind != ""].tolist()).items()})
+    return CleanPage(candles=candles, dropped=dropped, reached=reached)
+
+
+def describe_dropped(dropped: Mapping[str, int]) -> str:
+    """`3 bad rows (2 duplicate, 1 NaN)` in the order of `BAD_ROW_KINDS`."""
+    parts = ", ".join(f"{dropped[k]} {k}" for k in BAD_ROW_KINDS if dropped.get(k))
+    return f"{_plural(sum(dropped.values()), 'bad row')} ({parts})"
+
+
+def missing_intervals(held: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
+    """The half-open intervals `[a, b)` of minute open times in `[start, end)` that `held` lacks.
+
+    `held` is sorted, unique and on the minute grid (the store guarantees it); `start` and `end` are minutes.
+    """
+    held = np.asarray(held, dtype=np.int64)
+    held = held[(held >= start) & (held < end)]
+    firsts = np.concatenate([[start], held + MINUTE])
+    lasts = np.concatenate([held, [end]])
+    keep = lasts > firsts
+    return [(int(a), int(b)) for a, b in zip(firsts[keep], lasts[keep], strict=True)]
+
+
+def _ceil_minute(seconds: int) -> int:
+    return -(-seconds // MINUTE) * MINUTE
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one run did and what the store holds afterwards."""
+
+    symbol: str
+    exchange_symbol: str
+    missing_minutes: int  # minutes the store lacked in the range before the run
+    pages: int
+    added: int
+    already_present: int
+    conflicts: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    held: tuple[int, int, int] | None = None  # first, last open time, count
+    gaps: list[Gap] = field(default_factory=list)
+
+
+ProgressCallback = Callable[[int, int], None]  # (missing minutes covered so far, missing minutes in all)
+
+
+@dataclass
+class _Retrier:
+    """Retries transient exchange errors with exponential backoff; turns the rest into one clear error."""
+
+    source: OhlcvSource
+    retries: int
+    backoff_s: float
+    sleep: Callable[[float], None]
+
+    def __call__(self, what: str, call: Callable[[], Any], stored_note: str) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except TRANSIENT_ERRORS as error:
+                if attempt == self.retries:
+                    raise DataError(
+                        f"{self.source.exchange_id}: {what} failed {_times(self.retries + 1)} (last: "
+                        f"{type(error).__name__}: {_short(error)}); {stored_note}; run the command again to resume"
+                    ) from error
+                self.sleep(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S))
+            except ccxt.BadSymbol as error:
+                raise ConfigError(f"{self.source.exchange_id}: {what}: {_short(error)}") from error
+            except ccxt.BaseError as error:
+                raise DataError(
+                    f"{self.source.exchange_id}: {what} refused with {type(error).__name__}: {_short(error)}; "
+                    f"{stored_note}"
+                ) from error
+        raise AssertionError("unreachable")
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _short(error: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plan(
+    store: CandleStore, symbol: str, *, since: int | None, until: int | None, now_ms: int
+) -> list[tuple[int, int]]:
+    """The intervals to download: after the last stored minute, or every missing minute of `[since, until)`."""
+    if since is not None and until is not None and until <= since:
+        raise ConfigError(f"--until {format_time(until)} is not after --since {format_time(since)}")
+    closed_end = (now_ms // _MINUTE_MS) * MINUTE  # open time of the still-forming minute
+    end = closed_end if until is None else min(_ceil_minute(until), closed_end)
+    if since is None:
+        held = store.time_range(symbol)
+        if held is None:
+            raise ConfigError(
+                f"the store holds no {symbol} candles yet: give --since (e.g. --since 2024-01-01) for the first "
+                "download; later runs continue from the last stored minute"
+            )
+        start = held[1] + MINUTE
+        return [(start, end)] if start < end else []
+    start = _ceil_minute(since)
+    if start >= end:
+        return []
+    held_stamps = store.read(symbol, start, end)["timestamp"].to_numpy()
+    return missing_intervals(held_stamps, start, end)
+
+
+def ingest(
+    store: CandleStore,
+    source: OhlcvSource,
+    symbol: str,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    retries: int = DEFAULT_RETRIES,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: ProgressCallback | None = None,
+) -> IngestResult:
+    """Download the 1-minute candles `store` lacks for `symbol` from `source`, one transaction per page.
+
+    Parameters
+    ----------
+    since, until
+        UTC seconds. Without `since` the download continues after the last stored minute; with it, every
+        missing minute of `[since, until)` is fetched (gaps included) and minutes already held are skipped.
+        `until` defaults to now; the still-forming minute is never stored.
+    retries, backoff_s, sleep
+        Transient errors (network, rate limit, exchange unavailable) are retried `retries` times, waiting
+        `backoff_s * 2**attempt` seconds (at most a minute) between tries; then a `DataError`. Pages finished
+        before stay stored.
+    progress
+        Called with (missing minutes covered, missing minutes in all) before the first page and after each.
+    """
+    now_ms = source.milliseconds()
+    intervals = plan(store, symbol, since=since, until=until, now_ms=now_ms)
+    store.register_symbol(symbol, source.exchange_id, source.market)
+    if not intervals:  # nothing to do: no request at all (cron runs often)
+        held = store.time_range(symbol)
+        return IngestResult(symbol, "", 0, 0, 0, 0, 0, held=held)
+    retry = _Retrier(source, retries, backoff_s, sleep)
+    exchange_symbol: str = retry(
+        f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
+    )
+    total = sum((b - a) // MINUTE for a, b in intervals)
+    if progress:
+        progress(0, total)
+
+    pages = added = already_present = conflicts = 0
+    dropped: Counter[str] = Counter()
+    covered = 0
+    for first, last_end in intervals:
+        cursor = first
+        while cursor < last_end:
+            # One request: up to a page of minutes from the cursor, within this missing interval.
+            window_end = min(cursor + source.page_limit * MINUTE, last_end)
+            limit = (window_end - cursor) // MINUTE
+            stored_note = (
+                f"the {_plural(pages, 'earlier page')} ({_plural(added, 'row')} added) "
+                f"{'is' if pages == 1 else 'are'} stored"
+            )
+            rows = retry(
+                f"fetching {symbol} ({exchange_symbol}) candles from {format_time(cursor)}",
+                partial(source.fetch_ohlcv, exchange_symbol, cursor * _MS, limit, window_end * _MS - 1),
+                stored_note,
+            )
+            page = clean_page(rows, start=cursor, end=window_end, now_ms=now_ms)
+            if page.dropped:
+                warnings.warn(
+                    f"{source.exchange_id} {symbol} page from {format_time(cursor)}: dropped "
+                    f"{describe_dropped(page.dropped)}; they are not stored",
+                    stacklevel=2,
+                )
+                dropped.update(page.dropped)
+            if len(page.candles):
+                result = store.upsert(symbol, page.candles, source=f"{source.exchange_id}:{exchange_symbol}")
+                added += result.added
+                already_present += result.already_present
+                if result.conflicts:
+                    conflicts += result.conflicts
+                    warnings.warn(
+                        f"{source.exchange_id} {symbol}: {result.conflicts} candles from "
+                        f"{format_time(result.first_conflict or cursor)} differ from the stored ones; "
+                        "kept the stored values",
+                        stacklevel=2,
+                    )
+            pages += 1
+            # A page that brought nothing (a gap on the exchange) moves the cursor past its window, so a run
+            # always ends; otherwise it continues after the last row (a short page: the exchange's own cap).
+            advance_to = window_end if page.reached is None else page.reached + MINUTE
+            covered += (advance_to - cursor) // MINUTE
+            cursor = advance_to
+            if progress:
+                progress(covered, total)
+
+    return IngestResult(
+        symbol=symbol,
+        exchange_symbol=exchange_symbol,
+        missing_minutes=total,
+        pages=pages,
+        added=added,
+        already_present=already_present,
+        conflicts=conflicts,
+        dropped=dict(dropped),
+        held=store.time_range(symbol),
+        gaps=store.gaps(symbol),
+    )
