@@ -9,16 +9,21 @@ Gaps (missing minutes) are not filled: windows count rows (minutes of data), as 
 270-minute gap a 600-minute SMA spans 870 minutes of clock time, and the `*_pct` of the first candle after the
 gap compares it with the last candle before the gap (the jump across the gap is one percentage change). A gap
 does not restart the warm-up, since the indicators carry on through it.
+
+`write_features` is the one piece of I/O here: a CSV or Parquet file for a user to inspect.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import talib
 
 from lstm_trading.config import FeatureConfig
-from lstm_trading.errors import DataError
+from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.timeutil import format_time
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -161,3 +166,22 @@ def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfi
     )
     frame["atr"] = levels["ATR_14h"][keep] if n else np.empty(0, dtype=np.float64)
     return frame
+
+
+def write_features(features: pd.DataFrame, path: Path) -> None:
+    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {path}: write features to a .csv or a .parquet file")
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(
+            f"--out {path}: writing Parquet needs pyarrow: pip install 'lstm-trading[parquet]', or write a .csv"
+        )
+    try:
+        if suffix == ".parquet":
+            features.to_parquet(path)
+        else:
+            features.to_csv(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot write the features ({error.strerror or error})") from None
