@@ -14,6 +14,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from lstm_trading.errors import LstmTradingError
+from lstm_trading.timeutil import format_time
 
 
 class _OneLineErrors(TyperGroup):
@@ -106,6 +107,7 @@ def ingest_exchange(
     task = bar.add_task("download", total=None, rate="")
 
     def progress(done: int, total: int) -> None:
+        bar.start()  # only once there is something to fetch: a run with nothing to do shows nothing
         bar.update(task, completed=done, total=total)
         speed = bar.tasks[task].speed
         bar.update(task, rate=f"{speed:,.0f} min/s" if speed else "")
@@ -114,7 +116,7 @@ def ingest_exchange(
         err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     try:
-        with warnings.catch_warnings(), bar, CandleStore(db, create=True) as store:
+        with warnings.catch_warnings(), CandleStore(db, create=True) as store:
             warnings.simplefilter("always")  # one warning per page, even when two pages read alike
             warnings.showwarning = show_warning
             result = exchange.ingest(
@@ -123,6 +125,8 @@ def ingest_exchange(
     except KeyboardInterrupt:
         err_console.print("interrupted: every finished page is stored; run the command again to resume")
         raise typer.Exit(130) from None
+    finally:
+        bar.stop()
     if quiet or result.pages == 0:
         return  # cron: silent when there was nothing to do
     console.print(
@@ -182,6 +186,7 @@ def ingest_csv(
         f"{result.conflicts:,} conflicts",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     if result.first_conflict is not None:
         what = "replaced" if replace else "kept as stored (use --replace to overwrite)"
@@ -190,11 +195,12 @@ def ingest_csv(
             f"conflicts: {result.conflicts:,} stored minutes have other values, first {first}; {what}",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
     if held is not None:
         span = f"{format_time(held[0])} to {format_time(held[1])}"
-        console.print(f"held: {span} ({held[2]:,} candles)", markup=False, highlight=False)
-    console.print(f"gaps: {describe_gaps(gaps)}", markup=False, highlight=False)
+        console.print(f"held: {span} ({held[2]:,} candles)", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"gaps: {describe_gaps(gaps)}", markup=False, highlight=False, soft_wrap=True)
 
 
 @db_app.command("migrate")
@@ -208,7 +214,7 @@ def db_migrate(
     with CandleStore(database) as store:
         legacy, extra = store.legacy, store.extra_columns
     if not legacy and out is None:
-        console.print(f"{database}: already in the current schema; nothing to do", markup=False, highlight=False)
+        console.print(f"{database}: already in the current schema; nothing to do", markup=False, soft_wrap=True)
         return
     backup = None if out is not None else backup_path(database)
     with warnings.catch_warnings(record=True) as caught:
@@ -218,11 +224,11 @@ def db_migrate(
     with CandleStore(target) as store:
         held = {symbol: store.time_range(symbol) for symbol in store.symbols()}
     counts = ", ".join(f"{symbol} {value[2]:,} candles" for symbol, value in held.items() if value) or "no candles"
-    console.print(f"migrated {database} -> {target}: {counts}", markup=False, highlight=False)
+    console.print(f"migrated {database} -> {target}: {counts}", markup=False, highlight=False, soft_wrap=True)
     if extra:
-        console.print(f"dropped columns: {', '.join(extra)}", markup=False, highlight=False)
+        console.print(f"dropped columns: {', '.join(extra)}", markup=False, highlight=False, soft_wrap=True)
     if backup is not None:
-        console.print(f"original kept as {backup}", markup=False, highlight=False)
+        console.print(f"original kept as {backup}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("gaps")
@@ -248,9 +254,9 @@ def gaps_command(
             raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
         gaps = store.gaps(symbol, first, last)
     span = f"{format_time(held[0])} to {format_time(held[1])}"
-    console.print(f"{symbol} in {db}: {span} ({held[2]:,} candles)", markup=False, highlight=False)
+    console.print(f"{symbol} in {db}: {span} ({held[2]:,} candles)", markup=False, highlight=False, soft_wrap=True)
     if not gaps:
-        console.print("no gaps", markup=False, highlight=False)
+        console.print("no gaps", markup=False, highlight=False, soft_wrap=True)
         return
     total = sum(gap.minutes for gap in gaps)
     table = Table(title=f"Gaps in {symbol}", show_footer=True)
@@ -260,6 +266,239 @@ def gaps_command(
     for gap in gaps:
         table.add_row(format_time(gap.first_missing), format_time(gap.last_missing), f"{gap.minutes:,}")
     console.print(table)
+
+
+# --- features.py, labels.py: features, label ---
+
+
+def _candles_and_features(db: Path, symbol: str) -> tuple[Any, Any]:
+    """All of a symbol's candles and their features: computed from the whole history, so that a row's values
+    are the ones training and prediction see (the warm-up is spent once, at the start of the data)."""
+    from lstm_trading.config import FeatureConfig
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.errors import DataError
+    from lstm_trading.features import compute_features
+
+    with CandleStore(db) as store:
+        candles = store.read(symbol)
+        if candles.empty:
+            have = ", ".join(store.symbols()) or "none"
+            raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
+    features = compute_features(candles)
+    if features.empty:
+        raise DataError(
+            f"{db}: {symbol} has {len(candles):,} candles; features need more than the warm-up of "
+            f"{FeatureConfig().warmup_minutes:,} minutes: ingest a longer history"
+        )
+    return candles, features
+
+
+@app.command("features")
+def features_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    out: Path = typer.Option(..., "--out", help="File to write: .csv, or .parquet (needs the parquet extra)."),
+    start: str | None = typer.Option(None, "--from", help="Only rows from this moment (ISO or Unix time)."),
+    end: str | None = typer.Option(None, "--to", help="Only rows before this moment (ISO or Unix time)."),
+) -> None:
+    """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
+    from lstm_trading.errors import DataError
+    from lstm_trading.features import FEATURE_NAMES, features_file_format, write_features
+    from lstm_trading.timeutil import format_time, parse_moment
+
+    features_file_format(out)  # a wrong suffix fails now, not after the features are computed
+    first = None if start is None else parse_moment(start)
+    last = None if end is None else parse_moment(end)
+    _, features = _candles_and_features(db, symbol)
+    held = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
+    features = features.loc[first : None if last is None else last - 1]
+    if features.empty:
+        raise DataError(f"no feature rows of {symbol} in --from/--to; its features run from {held}")
+    write_features(features, out)
+    span = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
+    console.print(
+        f"wrote {len(features):,} rows ({span}) of {len(FEATURE_NAMES)} features and atr to {out}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# --- training, prediction, demo (pipeline.py, predict.py, demo.py) ---
+
+
+def _print_split(prepared: Any) -> None:
+    from rich.table import Table
+
+    split, report = prepared.split, prepared.report
+    table = Table(title="Samples by split (time order)")
+    for column in ("split", "trades", "Buy", "Sell", "Invalid", "purged", "from", "to"):
+        table.add_column(column, justify="right" if column not in ("split", "from", "to") else "left")
+    for name in ("train", "val", "test"):
+        part = getattr(split, name)
+        counts = part.class_counts()
+        span = (format_time(part.start_time[0]), format_time(part.start_time[-1])) if len(part) else ("-", "-")
+        table.add_row(
+            name, str(len(part)), *(str(counts[c]) for c in ("Buy", "Sell", "Invalid")), str(split.purged[name]), *span
+        )
+    console.print(table)
+    skipped = report.skipped_no_history + report.skipped_short_history + report.skipped_after_data
+    console.print(
+        f"skipped trades: {skipped} ({report.skipped_no_history} before the usable candles, "
+        f"{report.skipped_short_history} with too little history, {report.skipped_after_data} after the data)"
+    )
+
+
+@app.command("train")
+def train_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    trades: Path = typer.Option(Path("val.xlsx"), "--trades", help="Trade journal (.xlsx)."),
+    sheet: str = typer.Option("tradesmain", "--sheet", help="Journal sheet."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Warn about bad journal rows and skip them."),
+    out: Path = typer.Option(..., "--out", help="Run folder, e.g. runs/first."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML configuration; flags override it."),
+    max_len: int | None = typer.Option(None, "--max-len", help="Window length in minutes (default 129600)."),
+    min_history: int | None = typer.Option(None, "--min-history", help="Shortest usable window in minutes."),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    seed: int | None = typer.Option(None, "--seed"),
+    scaler: str | None = typer.Option(None, "--scaler", help="standard (default) or minmax (the seed's)."),
+    purge: str | None = typer.Option(None, "--purge", help="Outcome horizon for the purge when the journal has none."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, 32-true, 16-mixed or bf16-mixed."),
+    devices: str | None = typer.Option(None, "--devices", help="auto or a number of devices (processes on CPU)."),
+    strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train the LSTM on a journal's trades and write the run folder (checkpoints, logs, model bundle)."""
+    from lstm_trading.config import load_config
+    from lstm_trading.data.journal import read_journal
+    from lstm_trading.pipeline import load_candles, prepare, train_run
+    from lstm_trading.timeutil import parse_duration
+
+    config = load_config(config_file)
+    config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
+    config = config.with_overrides(
+        "train",
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        precision=precision,
+        devices=devices,
+        strategy=strategy,
+    )
+    config = config.with_overrides(
+        "split", scaler=scaler, purge_seconds=parse_duration(purge, option="--purge") if purge else None
+    )
+    journal = read_journal(trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
+    if journal.moved_to_boundary:
+        err_console.print(
+            f"warning: {journal.moved_to_boundary} start times inside a minute moved up to the next minute boundary"
+        )
+    times = journal.trades["start_time"]
+    candles = load_candles(db, symbol, int(times.min()), int(times.max()), config)
+    horizon = journal.meta.get("horizon_seconds")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = prepare(
+            candles, journal.trades, config, symbol=symbol, horizon_seconds=int(horizon) if horizon else None
+        )
+    _show_warnings(caught)
+    _print_split(prepared)
+    run = train_run(
+        prepared, config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, progress=progress
+    )
+    if run.is_global_zero:
+        console.print(
+            f"best validation loss {run.best_val_loss:.4f} after {run.epochs_run} epochs; model: {out / 'model'}"
+        )
+
+
+@app.command("predict")
+def predict_command(
+    run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    at: str | None = typer.Option(None, "--at", help="Moment (Unix s/ms or ISO, UTC); default after the last candle."),
+    entry: float | None = typer.Option(None, "--entry", help="Entry price; default the last close."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment."""
+    import json
+
+    from lstm_trading.bundle import load_bundle
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.predict import prediction_record
+    from lstm_trading.timeutil import MINUTE, parse_moment
+
+    bundle = load_bundle(run)
+    moment = parse_moment(at) if at is not None else None
+    with CandleStore(db) as store:
+        if moment is None:
+            candles = store.read_last(symbol, bundle.history_minutes)
+        else:
+            candles = store.read(symbol, start=moment - bundle.history_minutes * MINUTE, end=moment)
+    result = prediction_record(bundle.predict(candles, moment, entry=entry).iloc[0])
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(f"at {result['at_utc']} ({result['window_minutes']} minutes of history)")
+    console.print("P(Buy) {Buy:.3f}  P(Sell) {Sell:.3f}  P(Invalid) {Invalid:.3f}".format(**result["probabilities"]))
+    console.print(f"decision: {result['side']}  entry {result['entry']:.2f}")
+    if result["side"] != "Invalid":
+        console.print(
+            f"stop loss {result['stop_loss']:.2f} ({result['stop_loss_pct']:.3f} %)  "
+            f"take profit {result['take_profit']:.2f} ({result['take_profit_pct']:.3f} %)"
+        )
+
+
+@app.command("demo")
+def demo_command(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for the demo's database, journal and run."),
+    days: float | None = typer.Option(None, "--days", help="Days of synthetic market."),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The main job on built-in synthetic data: market, labels, training, test metrics, latest prediction."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from lstm_trading.demo import DemoSettings, run_demo
+
+    settings = DemoSettings()
+    if days is not None:
+        settings = replace(settings, days=days)
+    if epochs is not None:
+        settings = replace(settings, epochs=epochs)
+    result = run_demo(out, settings=settings, progress=progress, echo=console.print)
+    table = Table(title="Demo: test split against baselines")
+    for column in ("", "macro-F1", "accuracy", "log-loss"):
+        table.add_column(column, justify="left" if not column else "right")
+    rows = {"model": result.test_metrics, **result.baselines}
+    for name, metrics in rows.items():
+        log_loss = metrics.get("log_loss")
+        table.add_row(
+            name.replace("_", " "),
+            f"{metrics['macro_f1']:.3f}",
+            f"{metrics['accuracy']:.3f}",
+            "-" if log_loss is None else f"{log_loss:.3f}",
+        )
+    console.print(table)
+    latest = result.latest.iloc[0]
+    console.print(
+        f"latest moment {format_time(int(latest['at']))}: {latest['side']} "
+        f"(P Buy {latest['p_buy']:.2f}, Sell {latest['p_sell']:.2f}, Invalid {latest['p_invalid']:.2f}), "
+        f"entry {latest['entry']:.2f}"
+    )
+    console.print(
+        f"run folder: {result.run_dir}  (predict again: lstm-trading predict {result.run_dir} --db {out / 'demo.db'})"
+    )
 
 
 def main() -> None:

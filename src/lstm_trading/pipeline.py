@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from lstm_trading.atomic import write_text_atomic
 from lstm_trading.bundle import save_bundle
 from lstm_trading.config import Config, dump_config
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import DataError
+from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.features import compute_features
 from lstm_trading.samples import (
     FeatureMatrix,
@@ -118,12 +119,26 @@ def train_run(
     run_dir: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     accelerator: str = "auto",
     progress: bool = True,
 ) -> TrainRun:
-    """Train, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only)."""
+    """Train, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only).
+
+    A run folder that already holds a model or checkpoints is continued only with `resume`, replaced only with
+    `overwrite`, and otherwise refused: a finished run is never lost to a typo.
+    """
     from lstm_trading.training import fit
 
+    used = [run_dir / name for name in ("model", "checkpoints", "logs") if (run_dir / name).exists()]
+    if used and not resume:
+        if not overwrite:
+            raise ConfigError(
+                f"{run_dir}: already holds a run ({', '.join(p.name for p in used)}); "
+                "use --resume to continue it, --overwrite to replace it, or another --out"
+            )
+        for path in used:
+            shutil.rmtree(path)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.toml", dump_config(config))
     split = prepared.split

@@ -7,7 +7,7 @@ feature computation and go through the model in length-bucketed batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -131,3 +131,20 @@ def predict_moments(
         },
         columns=list(PREDICTION_COLUMNS),
     )
+
+
+def prediction_record(row: pd.Series) -> dict[str, Any]:
+    """One prediction as plain JSON-ready values (SL/TP prices are null for Invalid)."""
+    trade = row["side"] != "Invalid"
+    return {
+        "at": int(row["at"]),
+        "at_utc": format_time(int(row["at"])),
+        "side": str(row["side"]),
+        "probabilities": {"Buy": float(row["p_buy"]), "Sell": float(row["p_sell"]), "Invalid": float(row["p_invalid"])},
+        "entry": float(row["entry"]),
+        "stop_loss": float(row["stop_loss"]) if trade else None,
+        "take_profit": float(row["take_profit"]) if trade else None,
+        "stop_loss_pct": float(row["stop_loss_pct"]),
+        "take_profit_pct": float(row["take_profit_pct"]),
+        "window_minutes": int(row["window_minutes"]),
+    }

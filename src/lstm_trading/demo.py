@@ -1,0 +1,132 @@
+"""The main job on built-in data: a synthetic market, a labelled journal, a small model, its test metrics.
+
+Everything lands in one folder (`demo.db`, `val.xlsx`, `run/`); running it again into the same folder starts
+over. The configuration is small on purpose (short windows, few epochs) so it finishes in minutes on a laptop
+CPU; real runs use the defaults (90-day windows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lstm_trading.atomic import write_text_atomic
+from lstm_trading.bundle import load_bundle
+from lstm_trading.config import Config
+from lstm_trading.data.journal import read_journal, write_journal
+from lstm_trading.data.store import CandleStore
+from lstm_trading.data.synthetic import synthetic_candles
+from lstm_trading.evaluate import baseline_metrics, classification_metrics, level_errors
+from lstm_trading.features import compute_features
+from lstm_trading.labels import label_first_touch
+from lstm_trading.pipeline import prepare, train_run
+from lstm_trading.predict import forward_windows
+
+SYMBOL = "ETHUSDT"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """The demo's small configuration: about five weeks of minutes, 6-hour windows, a dozen epochs."""
+
+    days: float = 35.0
+    seed: int = 7
+    label_every_seconds: int = 1_800
+    max_len: int = 360
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_epochs: int = 2
+
+    def config(self) -> Config:
+        return (
+            Config()
+            .with_overrides("labels", every_seconds=self.label_every_seconds)
+            .with_overrides("targets", max_len=self.max_len)
+            .with_overrides(
+                "train",
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                warmup_epochs=self.warmup_epochs,
+                accumulate_grad_batches=1,
+                seed=self.seed,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    out_dir: Path
+    run_dir: Path
+    label_counts: dict[str, int]
+    split_sizes: dict[str, int]
+    test_metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    latest: pd.DataFrame
+
+
+def run_demo(
+    out_dir: Path,
+    *,
+    settings: DemoSettings = DemoSettings(),
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Synthetic market -> SQLite -> first-touch journal -> training -> test metrics -> latest prediction."""
+    config = settings.config()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db, journal_path, run_dir = out_dir / "demo.db", out_dir / "val.xlsx", out_dir / "run"
+    echo(f"1/5 synthetic market: {settings.days:g} days of 1-minute candles (seed {settings.seed}) -> {db}")
+    market = synthetic_candles(settings.days, seed=settings.seed)
+    with CandleStore(db, create=True) as store:
+        store.register_symbol(SYMBOL, "synthetic", "linear")
+        store.upsert(SYMBOL, market, replace=True, source="synthetic market")
+        candles = store.read(SYMBOL)
+    echo(f"2/5 first-touch labels every {config.labels.every_seconds // 60} min -> {journal_path}")
+    features = compute_features(candles, config.features)
+    labels = label_first_touch(candles, features, config.labels)
+    write_journal(journal_path, labels.trades, labels.meta)
+    journal = read_journal(journal_path)
+    horizon = journal.meta.get("horizon_seconds")
+    echo(
+        f"3/5 training a small model ({settings.max_len}-minute windows, {settings.epochs} epochs; "
+        f"real runs default to {Config().targets.max_len:,}-minute windows and {Config().train.epochs} epochs)"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # trades inside the warm-up are skipped: expected here
+        prepared = prepare(
+            candles, journal.trades, config, symbol=SYMBOL, horizon_seconds=int(horizon) if horizon else None
+        )
+    if not progress:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    train_run(prepared, config, run_dir, progress=progress, overwrite=True)
+    echo("4/5 evaluating on the test split (trades after every training and validation trade)")
+    bundle = load_bundle(run_dir)
+    test = prepared.split.test
+    proba, sl, tp = forward_windows(bundle.model, prepared.scaled, test.end, test.length)
+    metrics = classification_metrics(test.label, proba.argmax(axis=1), proba)
+    sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
+    metrics["stop_loss_error_pct"] = level_errors(test.stop_loss_pct, sl_pct)
+    metrics["take_profit_error_pct"] = level_errors(test.take_profit_pct, tp_pct)
+    baselines = baseline_metrics(test.label, prepared.split.train.label, seed=settings.seed)
+    document = {"split": "test", "samples": len(test), "model": metrics, "baselines": baselines}
+    write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
+    echo("5/5 predicting the moment after the last candle")
+    latest = bundle.predict(candles.tail(bundle.history_minutes))
+    return DemoResult(
+        out_dir=out_dir,
+        run_dir=run_dir,
+        label_counts=labels.counts,
+        split_sizes=prepared.split.sizes(),
+        test_metrics=metrics,
+        baselines=baselines,
+        latest=latest,
+    )
