@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from lstm_trading.cli import app
 from lstm_trading.config import FeatureConfig
 from lstm_trading.data.csv import read_candles_csv
+from lstm_trading.data.store import CandleStore
+from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.errors import DataError
 from lstm_trading.features import FEATURE_NAMES, compute_features, compute_indicators
 
@@ -211,3 +216,95 @@ def test_unsorted_candles_are_refused(bybit: pd.DataFrame) -> None:
 
     with pytest.raises(DataError, match=r"not sorted by time with unique timestamps \(row 2, 2025-05-29 17:07 UTC\)"):
         compute_features(shuffled)
+
+
+# --- the `features` command ---
+
+
+@pytest.fixture(scope="module")
+def week_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """A store with 7 synthetic days: 10,080 minutes, 2,080 of them after the warm-up."""
+    candles = synthetic_candles(days=7, seed=3)
+    path = tmp_path_factory.mktemp("features") / "week.db"
+    with CandleStore(path, create=True) as store:
+        store.upsert("ETHUSDT", candles)
+    return path, candles
+
+
+def test_features_command_writes_the_features_of_the_whole_history_as_csv(
+    week_db: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    db, candles = week_db
+    out = tmp_path / "features.csv"
+
+    result = CliRunner().invoke(app, ["features", "--db", str(db), "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    assert "wrote 2,080 rows (2024-01-06 13:20 UTC to 2024-01-07 23:59 UTC) of 13 features and atr to" in result.output
+    written = pd.read_csv(out, index_col="timestamp")
+    expected = compute_features(candles)
+    assert tuple(written.columns) == (*FEATURE_NAMES, "atr")
+    assert written.index.tolist() == expected.index.tolist()
+    np.testing.assert_allclose(written.to_numpy(), expected.to_numpy(np.float64), rtol=1e-6)
+
+
+def test_features_command_from_to_is_half_open_and_parquet_round_trips(
+    week_db: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    db, candles = week_db
+    out = tmp_path / "features.parquet"
+
+    result = CliRunner().invoke(
+        app, ["features", "--db", str(db), "--out", str(out), "--from", "2024-01-07T12:00", "--to", "2024-01-07T13:00"]
+    )
+
+    assert result.exit_code == 0, result.output
+    written = pd.read_parquet(out)
+    expected = compute_features(candles).loc[1_704_628_800:1_704_632_340]  # 12:00 to 12:59, from the full history
+    assert len(written) == 60
+    pd.testing.assert_frame_equal(written, expected)
+
+
+@pytest.mark.parametrize(
+    ("out", "pyarrow", "message"),
+    [
+        ("f.xlsx", True, "error: --out {out}: write features to a .csv or a .parquet file"),
+        (
+            "f.parquet",
+            False,
+            "error: --out {out}: writing Parquet needs pyarrow: pip install 'lstm-trading[parquet]', or write a .csv",
+        ),
+    ],
+)
+def test_features_command_refuses_an_unknown_format_or_parquet_without_pyarrow(
+    week_db: tuple[Path, pd.DataFrame],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    out: str,
+    pyarrow: bool,
+    message: str,
+) -> None:
+    if not pyarrow:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "pyarrow" else real(name))
+    path = tmp_path / out
+
+    result = CliRunner().invoke(app, ["features", "--db", str(week_db[0]), "--out", str(path)])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == message.format(out=path)
+    assert not path.exists()
+
+
+def test_features_command_explains_a_history_shorter_than_the_warmup(tmp_path: Path) -> None:
+    db = tmp_path / "short.db"
+    with CandleStore(db, create=True) as store:
+        store.upsert("ETHUSDT", synthetic_candles(days=2))
+
+    result = CliRunner().invoke(app, ["features", "--db", str(db), "--out", str(tmp_path / "f.csv")])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {db}: ETHUSDT has 2,880 candles; features need more than the warm-up of 8,000 minutes: "
+        "ingest a longer history"
+    )

@@ -168,18 +168,24 @@ def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfi
     return frame
 
 
-def write_features(features: pd.DataFrame, path: Path) -> None:
-    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+def features_file_format(path: Path) -> str:
+    """`csv` or `parquet` from the file's suffix, checked before any work is done (Parquet needs pyarrow)."""
+    suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigError(f"--out {path}: write features to a .csv or a .parquet file")
     if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
         raise ConfigError(
             f"--out {path}: writing Parquet needs pyarrow: pip install 'lstm-trading[parquet]', or write a .csv"
         )
+    return suffix[1:]
+
+
+def write_features(features: pd.DataFrame, path: Path) -> None:
+    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow)."""
+    path = Path(path)
+    kind = features_file_format(path)
     try:
-        if suffix == ".parquet":
+        if kind == "parquet":
             features.to_parquet(path)
         else:
             features.to_csv(path)
