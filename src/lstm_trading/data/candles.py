@@ -143,6 +143,13 @@ def _find_columns(frame: pd.DataFrame, source: str) -> dict[str, str]:
     return {name: found[name] for name in CANDLE_COLUMNS}
 
 
+def _show(value: object) -> str:
+    """A value as the user wrote it: text quoted, numbers plain (not numpy's `np.float64(...)`)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def _is_missing(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
@@ -155,14 +162,14 @@ def _timestamps(column: pd.Series, where: Callable[[int], str]) -> np.ndarray:
         if _is_missing(error.value):
             raise DataError(f"{where(error.position)}: timestamp is missing; fill it in or remove the line") from None
         raise DataError(
-            f"{where(error.position)}: timestamp {error.value!r} is not a time; use Unix seconds, milliseconds "
+            f"{where(error.position)}: timestamp {_show(error.value)} is not a time; use Unix seconds, milliseconds "
             "or ISO datetimes such as 2025-06-01 12:00:00+00:00 (UTC)"
         ) from None
     outside = (stamps < 0) | (stamps >= _LATEST_TIMESTAMP)
     if outside.any():
         position = int(np.flatnonzero(outside)[0])
         raise DataError(
-            f"{where(position)}: timestamp {column.iloc[position]!r} is outside 1970 to 2100; "
+            f"{where(position)}: timestamp {_show(column.iloc[position])} is outside 1970 to 2100; "
             "use Unix seconds, milliseconds or ISO datetimes"
         )
     return stamps
@@ -176,7 +183,7 @@ def _numbers(column: pd.Series, name: str, where: Callable[[int], str]) -> np.nd
         not_number = (numbers.isna() & column.notna()).to_numpy()
         if not_number.any():
             position = int(np.flatnonzero(not_number)[0])
-            raise DataError(f"{where(position)}: {name} {column.iloc[position]!r} is not a number")
+            raise DataError(f"{where(position)}: {name} {_show(column.iloc[position])} is not a number")
         values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
     missing = np.isnan(values)
     if missing.any():
@@ -189,7 +196,7 @@ def _numbers(column: pd.Series, name: str, where: Callable[[int], str]) -> np.nd
     if too_large.any():
         position = int(np.flatnonzero(too_large)[0])
         raise DataError(
-            f"{where(position)}: {name} {values[position]!r} is not a finite number in range "
+            f"{where(position)}: {name} {_show(values[position])} is not a finite number in range "
             "(features are float32: at most 3.4e38)"
         )
     return values
@@ -200,23 +207,23 @@ def _check_values(values: dict[str, np.ndarray], where: Callable[[int], str]) ->
         bad = values[name] <= 0
         if bad.any():
             position = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where(position)}: {name} is {values[name][position]!r}; prices must be above 0")
+            raise DataError(f"{where(position)}: {name} is {_show(values[name][position])}; prices must be above 0")
     bad = values["volume"] < 0
     if bad.any():
         position = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where(position)}: volume is {values['volume'][position]!r}; volume cannot be negative")
+        raise DataError(f"{where(position)}: volume is {_show(values['volume'][position])}; volume cannot be negative")
     high, low = values["high"], values["low"]
     bad = high < low
     if bad.any():
         position = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{where(position)}: high {high[position]!r} is below low {low[position]!r}")
+        raise DataError(f"{where(position)}: high {_show(high[position])} is below low {_show(low[position])}")
     for name in ("open", "close"):
         bad = (values[name] < low) | (values[name] > high)
         if bad.any():
             position = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{where(position)}: {name} {values[name][position]!r} lies outside the candle's range "
-                f"low {low[position]!r} to high {high[position]!r}"
+                f"{where(position)}: {name} {_show(values[name][position])} lies outside the candle's range "
+                f"low {_show(low[position])} to high {_show(high[position])}"
             )
 
 
@@ -225,7 +232,7 @@ def _check_minutes(stamps: np.ndarray, column: pd.Series, where: Callable[[int],
     if off.any():
         position = int(np.flatnonzero(off)[0])
         raise DataError(
-            f"{where(position)}: timestamp {column.iloc[position]!r} is not on a minute boundary "
+            f"{where(position)}: timestamp {_show(column.iloc[position])} is not on a minute boundary "
             f"({stamps[position]} s); 1-minute candles are keyed by the minute they open"
         )
 
