@@ -295,8 +295,9 @@ def test_killed_process_keeps_exactly_the_finished_pages_and_a_rerun_completes(
         process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
     assert_holds(db, candles["timestamp"].to_numpy()[: 3 * PAGE], candles)
-    done = subprocess.run([*command, "0", "--", *cli], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    rerun = fake(candles)
+    run(db, rerun)  # continues after the last stored minute
+    assert rerun.requests[0][0] == int(candles["timestamp"].iloc[3 * PAGE]) * 1000
     assert_holds(db, closed(candles), candles)
 
 
@@ -309,6 +310,14 @@ def test_clean_page_ignores_rows_outside_the_window_without_counting_them() -> N
     assert page.candles["timestamp"].tolist() == [660, 720, 780]
     assert page.candles.dtypes.astype(str).tolist() == ["int64"] + ["float64"] * 5
     assert page.dropped == {} and page.reached == 780
+
+
+def test_clean_page_tolerates_a_minute_of_clock_skew_before_calling_a_row_future() -> None:
+    now_ms = 15 * 60_000 + 1_000  # the minute opened at 900 s is forming
+    rows = [[60_000 * k, 10.0, 11.0, 9.0, 10.5, 1.0] for k in (14, 15, 16, 17)]
+    page = clean_page(rows, start=0, end=900, now_ms=now_ms)
+    assert page.candles["timestamp"].tolist() == [840]
+    assert page.dropped == {"in the future": 1}  # only the row opened at 17 min
 
 
 def test_clean_page_counts_malformed_and_none_values() -> None:
@@ -411,6 +420,8 @@ def test_real_ccxt_bybit_spot_maps_to_the_spot_symbol(monkeypatch: pytest.Monkey
 def test_page_limit_comes_from_ccxt_features_or_the_option() -> None:
     assert make_ccxt_source("okx").page_limit == 300
     assert make_ccxt_source("bybit", page_limit=500).page_limit == 500
+    with pytest.raises(ConfigError, match=r"^--page-limit 2000 is above bybit's maximum of 1000 candles per request"):
+        make_ccxt_source("bybit", page_limit=2000)
 
 
 # --- the command ---
@@ -492,6 +503,30 @@ def test_cli_retries_exhausted_exit_2_and_keep_earlier_pages(
         "run the command again to resume\n"
     )
     assert_holds(db, candles["timestamp"].to_numpy()[:PAGE], candles)
+
+
+def test_cli_ctrl_c_keeps_the_finished_pages_and_says_how_to_resume(
+    db: Path, candles: pd.DataFrame, cli_source: dict[str, FakeExchange]
+) -> None:
+    def interrupt(call: int) -> None:
+        if call == 3:
+            raise KeyboardInterrupt
+
+    cli_source["source"] = fake(candles, on_fetch=interrupt)
+    result = runner.invoke(app, ["ingest", "exchange", "--db", str(db), "--since", str(first_of(candles))])
+    assert result.exit_code == 130
+    assert result.stderr == "interrupted: every finished page is stored; run the command again to resume\n"
+    assert_holds(db, candles["timestamp"].to_numpy()[: 2 * PAGE], candles)
+    cli_source["source"] = fake(candles)
+    assert runner.invoke(app, ["ingest", "exchange", "--db", str(db), "-q"]).exit_code == 0
+    assert_holds(db, closed(candles), candles)
+
+
+def test_cli_until_before_since_is_refused(db: Path, cli_source: dict[str, FakeExchange]) -> None:
+    args = ["ingest", "exchange", "--db", str(db), "--since", "2025-06-02", "--until", "2025-06-01"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr == "error: --until 2025-06-01 00:00 UTC is not after --since 2025-06-02 00:00 UTC\n"
 
 
 def test_cli_first_run_without_since_says_how_to_start(db: Path, cli_source: dict[str, FakeExchange]) -> None:

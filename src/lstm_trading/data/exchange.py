@@ -135,7 +135,14 @@ class CcxtSource:
         self.exchange = exchange
         self.exchange_id = str(exchange.id)
         self.market = market
-        self.page_limit = page_limit or exchange_page_limit(exchange, market)
+        known = exchange_page_limit(exchange, market)
+        if page_limit is not None and known is not None and page_limit > known:
+            # The exchange would cut such a page short, from either end: minutes would be skipped.
+            raise ConfigError(
+                f"--page-limit {page_limit} is above {self.exchange_id}'s maximum of {known} candles per request; "
+                f"use at most {known}"
+            )
+        self.page_limit = page_limit or known or DEFAULT_PAGE_LIMIT
 
     def resolve_symbol(self, name: str) -> str:
         # Loads the markets once per run (network); a test may `set_markets` a fixture first.
@@ -149,14 +156,14 @@ class CcxtSource:
         return int(self.exchange.milliseconds()) - CLOCK_MARGIN_MS
 
 
-def exchange_page_limit(exchange: Any, market: str) -> int:
+def exchange_page_limit(exchange: Any, market: str) -> int | None:
     """The most candles one `fetch_ohlcv` may return on this exchange and market, from ccxt's `features`."""
     market_type, sub_type = ("spot", None) if market == "spot" else ("swap", "linear")
     try:
         limit = exchange.featureValueByType(market_type, sub_type, "fetchOHLCV", "limit")
-    except Exception:  # older ccxt or an exchange without `features`: the safe default below
+    except Exception:  # older ccxt or an exchange without `features`: unknown
         limit = None
-    return int(limit) if isinstance(limit, int | float) and limit > 0 else DEFAULT_PAGE_LIMIT
+    return int(limit) if isinstance(limit, int | float) and limit > 0 else None
 
 
 def ccxt_options(exchange_id: str, market: str) -> dict[str, Any]:
@@ -216,9 +223,10 @@ def _as_float_matrix(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndar
 def clean_page(rows: Sequence[Sequence[Any]], *, start: int, end: int, now_ms: int) -> CleanPage:
     """Validate one page of ccxt rows and keep the good candles opened in `[start, end)` (UTC seconds).
 
-    Each bad row is counted once, under the first kind that applies (`BAD_ROW_KINDS`); a row in the future is
-    one opened after `now_ms`. Rows outside the window that are not bad (the candle before `since` that some
-    exchanges add, the still-forming minute) are ignored silently.
+    Each bad row is counted once, under the first kind that applies (`BAD_ROW_KINDS`); a row in the future opens
+    after the minute that follows the one forming at `now_ms` (a minute of tolerance for clock skew). Rows
+    outside the window that are not bad (the candle before `since` that some exchanges add, the still-forming
+    minute) are ignored silently.
     """
     values, malformed = _as_float_matrix(rows)
     kind = np.full(len(rows), "", dtype=object)
@@ -237,7 +245,9 @@ def clean_page(rows: Sequence[Sequence[Any]], *, start: int, end: int, now_ms: i
             kind[i] = "out-of-order"
         seen.add(stamp)
         latest = stamp if latest is None else max(latest, stamp)
-    kind[(kind == "") & (stamps_ms > now_ms)] = "in the future"
+    # Later than the minute after the forming one: beyond any clock skew between us and the exchange.
+    forming_ms = (now_ms // _MINUTE_MS) * _MINUTE_MS
+    kind[(kind == "") & (stamps_ms > forming_ms + _MINUTE_MS)] = "in the future"
     prices = values[:, 1:5]
     kind[(kind == "") & ~np.isfinite(values[:, 1:]).all(axis=1)] = "NaN"
     with np.errstate(invalid="ignore"):
@@ -404,8 +414,16 @@ def ingest(
     intervals = plan(store, symbol, since=since, until=until, now_ms=now_ms)
     store.register_symbol(symbol, source.exchange_id, source.market)
     if not intervals:  # nothing to do: no request at all (cron runs often)
-        held = store.time_range(symbol)
-        return IngestResult(symbol, "", 0, 0, 0, 0, 0, held=held)
+        return IngestResult(
+            symbol=symbol,
+            exchange_symbol="",
+            missing_minutes=0,
+            pages=0,
+            added=0,
+            already_present=0,
+            conflicts=0,
+            held=store.time_range(symbol),
+        )
     retry = _Retrier(source, retries, backoff_s, sleep)
     exchange_symbol: str = retry(
         f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
