@@ -407,6 +407,27 @@ def test_real_ccxt_bybit_is_built_for_linear_perpetuals_without_the_network(monk
     ]
 
 
+def test_real_ccxt_bybit_under_the_download_loop(
+    monkeypatch: pytest.MonkeyPatch, db: Path, candles: pd.DataFrame
+) -> None:
+    # Bybit's kline endpoint, played from the real candles: rows in [start, end], newest first, at most `limit`.
+    source = offline_bybit(monkeypatch, "linear")
+    stamps_ms = candles["timestamp"].to_numpy() * 1000
+
+    def kline(request: dict[str, Any]) -> dict[str, Any]:
+        assert request["category"] == "linear" and request["limit"] <= 1000
+        inside = np.flatnonzero((stamps_ms >= request["start"]) & (stamps_ms <= request["end"]))[::-1]
+        rows = [[str(stamps_ms[i]), *map(str, candles.iloc[i, 1:].tolist()), "0"] for i in inside]
+        return {"retCode": 0, "retMsg": "OK", "result": {"category": "linear", "symbol": "ETHUSDT", "list": rows}}
+
+    monkeypatch.setattr(source.exchange, "publicGetV5MarketKline", kline)
+    monkeypatch.setattr(source.exchange, "milliseconds", lambda: now_of(candles) + exchange.CLOCK_MARGIN_MS)
+    with CandleStore(db, create=True) as store:
+        result = ingest(store, source, "ETHUSDT", since=first_of(candles), sleep=pytest.fail)
+    assert result.pages == 3 and result.exchange_symbol == "ETH/USDT:USDT"
+    assert_holds(db, closed(candles), candles)
+
+
 def test_real_ccxt_bybit_spot_maps_to_the_spot_symbol(monkeypatch: pytest.MonkeyPatch) -> None:
     source = offline_bybit(monkeypatch, "spot")
     assert source.exchange.options["defaultType"] == "spot"
