@@ -566,3 +566,13 @@ def test_cli_unknown_symbol_exit_2_with_close_matches(db: Path, cli_source: dict
     )
     assert result.exit_code == 2
     assert "unknown symbol 'ETHUSDTT' among fakex's 2 linear markets: did you mean ETHUSDT" in result.stderr
+    with CandleStore(db) as store:
+        assert store.symbol_info("ETHUSDTT") is None  # nothing recorded for a name the exchange does not know
+
+
+def test_another_market_under_a_stored_name_is_refused(db: Path, candles: pd.DataFrame) -> None:
+    run(db, fake(candles), since=first_of(candles), until=int(candles["timestamp"].iloc[100]))
+    spot = fake(candles, market="spot")
+    with pytest.raises(DataError, match=r"ETHUSDT holds fakex linear candles, not fakex spot"):
+        run(db, spot)
+    assert spot.requests == []

@@ -412,8 +412,10 @@ def ingest(
     """
     now_ms = source.milliseconds()
     intervals = plan(store, symbol, since=since, until=until, now_ms=now_ms)
-    store.register_symbol(symbol, source.exchange_id, source.market)
     if not intervals:  # nothing to do: no request at all (cron runs often)
+        held = store.time_range(symbol)
+        if held is not None:
+            store.register_symbol(symbol, source.exchange_id, source.market)  # refuses another market
         return IngestResult(
             symbol=symbol,
             exchange_symbol="",
@@ -422,12 +424,13 @@ def ingest(
             added=0,
             already_present=0,
             conflicts=0,
-            held=store.time_range(symbol),
+            held=held,
         )
     retry = _Retrier(source, retries, backoff_s, sleep)
     exchange_symbol: str = retry(
         f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
     )
+    store.register_symbol(symbol, source.exchange_id, source.market)  # before the first page: refuses a mix
     total = sum((b - a) // MINUTE for a, b in intervals)
     if progress:
         progress(0, total)
