@@ -31,3 +31,80 @@ def binance_gap_csv() -> Path:
 @pytest.fixture(scope="session")
 def bybit_5m_csv() -> Path:
     return _require(BYBIT_5M)
+
+
+# --- a tiny market, journal and trained run, shared by the model-side tests ---
+
+TINY_DAYS = 6.0
+TINY_SEED = 3
+
+
+def tiny_config():  # type: ignore[no-untyped-def]
+    """Small windows, a short warm-up and few epochs: the whole pipeline in seconds."""
+    from lstm_trading.config import Config
+
+    return (
+        Config()
+        .with_overrides("features", warmup_minutes=2_000)
+        .with_overrides("targets", max_len=60)
+        .with_overrides("labels", every_seconds=1_800, horizon_seconds=6 * 3600)
+        .with_overrides("split", purge_seconds=6 * 3600)
+        .with_overrides(
+            "train",
+            epochs=3,
+            batch_size=8,
+            accumulate_grad_batches=1,
+            warmup_epochs=1,
+            lr=3e-3,
+            precision="32-true",
+            devices="1",
+        )
+        .with_overrides("model", hidden_size=16)
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_candles():  # type: ignore[no-untyped-def]
+    from lstm_trading.data.synthetic import synthetic_candles
+
+    return synthetic_candles(TINY_DAYS, seed=TINY_SEED)
+
+
+@pytest.fixture(scope="session")
+def tiny_trades(tiny_candles):  # type: ignore[no-untyped-def]
+    """A first-touch journal (as the journal reader returns it) over the tiny market."""
+    from lstm_trading.features import compute_features
+    from lstm_trading.labels import label_first_touch
+
+    config = tiny_config()
+    result = label_first_touch(tiny_candles, compute_features(tiny_candles, config.features), config.labels)
+    trades = result.trades.copy()
+    trades["label"] = trades["side"].map({"Buy": 0, "Sell": 1, "Invalid": 2}).astype("int64")
+    trades["row"] = range(2, len(trades) + 2)
+    return trades
+
+
+@pytest.fixture(scope="session")
+def tiny_db(tiny_candles, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from lstm_trading.data.store import CandleStore
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny.db"
+    with CandleStore(path, create=True) as store:
+        store.upsert("ETHUSDT", tiny_candles, source="tiny synthetic market")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_candles, tiny_trades, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A trained tiny run folder (read-only for tests: copy it before changing anything)."""
+    import warnings
+
+    from lstm_trading.pipeline import prepare, train_run
+
+    config = tiny_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT")
+        run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+        train_run(prepared, config, run_dir, accelerator="cpu", progress=False)
+    return run_dir

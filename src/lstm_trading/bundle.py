@@ -56,7 +56,9 @@ class Bundle:
     @property
     def history_minutes(self) -> int:
         """Candles needed before a moment: the window plus the indicator warm-up."""
-        return self.target_config.max_len + self.feature_config.warmup_minutes
+        from lstm_trading.features import rows_dropped
+
+        return self.target_config.max_len + rows_dropped(self.feature_config)
 
     def predict(
         self,

@@ -54,7 +54,7 @@ INDICATOR_NAMES: tuple[str, ...] = (
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 
 
-def _candle_arrays(candles: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def candle_arrays(candles: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Timestamps and float64 OHLCV arrays, checked once here: TA-Lib carries a NaN forward forever."""
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
@@ -87,7 +87,7 @@ def compute_indicators(candles: pd.DataFrame, config: FeatureConfig = FeatureCon
     Columns `INDICATOR_NAMES`, indexed by open timestamp. `compute_features` turns them into features; this
     frame is for inspection and tests (the ATR level is in price units).
     """
-    timestamps, c = _candle_arrays(candles)
+    timestamps, c = candle_arrays(candles)
     return pd.DataFrame(_levels(c, config), index=pd.Index(timestamps, name="timestamp"))
 
 
@@ -145,7 +145,7 @@ def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfi
     `config.warmup_minutes` rows (more if an indicator's own look-back is longer) are dropped, so a history no
     longer than that gives an empty frame with the same columns.
     """
-    timestamps, c = _candle_arrays(candles)
+    timestamps, c = candle_arrays(candles)
     levels = _levels(c, config)
     first = first_feature_row(levels, config) if len(timestamps) else 0
     keep = slice(first, None)
@@ -191,3 +191,26 @@ def write_features(features: pd.DataFrame, path: Path) -> None:
             features.to_csv(path)
     except OSError as error:
         raise DataError(f"{path}: cannot write the features ({error.strerror or error})") from None
+
+
+def rows_dropped(config: FeatureConfig = FeatureConfig()) -> int:
+    """How many leading rows `compute_features` drops: the warm-up, or more where a TA-Lib look-back is longer.
+
+    Commands load this many candles before the first window they need.
+    """
+    from talib import abstract
+
+    def lookback(name: str, **parameters: float) -> int:
+        function = abstract.Function(name)
+        function.parameters = parameters
+        return int(function.lookback)
+
+    longest = max(
+        lookback("SMA", timeperiod=config.sma),
+        lookback("EMA", timeperiod=config.ema),
+        lookback("RSI", timeperiod=config.rsi),
+        lookback("MACD", fastperiod=config.macd_fast, slowperiod=config.macd_slow, signalperiod=config.macd_signal),
+        lookback("BBANDS", timeperiod=config.bollinger, nbdevup=config.bollinger_sigma, nbdevdn=config.bollinger_sigma),
+        lookback("ATR", timeperiod=config.atr),
+    )
+    return max(config.warmup_minutes, longest + 1)

@@ -19,7 +19,7 @@ from lstm_trading.bundle import save_bundle
 from lstm_trading.config import Config, dump_config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.errors import ConfigError, DataError
-from lstm_trading.features import compute_features
+from lstm_trading.features import compute_features, rows_dropped
 from lstm_trading.samples import (
     FeatureMatrix,
     FeatureScaler,
@@ -48,7 +48,7 @@ class Prepared:
 
 def history_start(first_moment: int, config: Config) -> int:
     """Open time of the first candle needed for a window at `first_moment`, warm-up included."""
-    return first_moment - (config.targets.max_len + config.features.warmup_minutes) * MINUTE
+    return first_moment - (config.targets.max_len + rows_dropped(config.features)) * MINUTE
 
 
 def load_candles(db: Path, symbol: str, first_moment: int, last_moment: int, config: Config) -> pd.DataFrame:
