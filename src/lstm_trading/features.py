@@ -201,7 +201,7 @@ def rows_dropped(config: FeatureConfig = FeatureConfig()) -> int:
     from talib import abstract
 
     def lookback(name: str, **parameters: float) -> int:
-        function = abstract.Function(name)
+        function = abstract.Function(name)  # type: ignore[attr-defined]
         function.parameters = parameters
         return int(function.lookback)
 
