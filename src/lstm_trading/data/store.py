@@ -422,7 +422,7 @@ class CandleStore:
                 ) from None
             raise DataError(f"{self.path}: {text}") from None
         except sqlite3.DatabaseError as error:
-            raise DataError(f"{self.path}: damaged or not a candle database ({error})") from None
+            raise DataError(f"{self.path}: database error: {error}") from None
 
     # --- lifetime ---
 
