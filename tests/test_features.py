@@ -16,7 +16,7 @@ from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.errors import DataError
-from lstm_trading.features import FEATURE_NAMES, compute_features, compute_indicators
+from lstm_trading.features import FEATURE_NAMES, compute_features, compute_indicators, rows_dropped
 
 # Windows of 2 minutes so that every value below can be worked out by hand; MACD(2, 3, 2) is defined from
 # row 3, so its percentage change (and the first row kept) from row 4.
@@ -96,6 +96,15 @@ def test_warmup_shorter_than_an_indicator_look_back_still_drops_undefined_rows(b
 
     assert features.index[0] == bybit["timestamp"].iloc[2_099]
     assert not features.isna().any().any()
+
+
+@pytest.mark.parametrize("config", [FeatureConfig(), FeatureConfig(warmup_minutes=0), TINY])
+def test_rows_dropped_tells_how_many_leading_rows_compute_features_drops(
+    bybit: pd.DataFrame, config: FeatureConfig
+) -> None:
+    candles = bybit.iloc[:10_000]
+
+    assert len(candles) - len(compute_features(candles, config)) == rows_dropped(config)
 
 
 @pytest.mark.parametrize("row", [8_000, 8_001, 20_000, 44_611])

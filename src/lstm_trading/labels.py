@@ -18,11 +18,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from lstm_trading.config import LabelConfig
 from lstm_trading.errors import DataError
+from lstm_trading.features import candle_arrays
 from lstm_trading.timeutil import MINUTE
 
 JOURNAL_COLUMNS = ("start_time", "entry_price", "side", "stop_loss", "take_profit")
-# Moments labelled per vectorised block: (block, horizon minutes) float64 arrays of ~25 MB each at 24 h.
-_BLOCK = 2048
+# Elements per vectorised block: (moments, horizon minutes) float64 arrays of 32 MB each, whatever the horizon.
+_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def _first_touches(
     offsets = np.arange(horizon_rows)
     long_sl, long_tp, short_sl, short_tp = levels
     out = [np.empty(len(entry_row), dtype=np.int64) for _ in range(4)]
-    for lo in range(0, len(entry_row), _BLOCK):
-        block = slice(lo, lo + _BLOCK)
+    step = max(1, _BLOCK_ELEMENTS // horizon_rows)
+    for lo in range(0, len(entry_row), step):
+        block = slice(lo, lo + step)
         inside = offsets[None, :] < n_rows[block, None]  # (B, H): candles opening before t + horizon
         highs = high_windows[entry_row[block]]  # (B, H)
         lows = low_windows[entry_row[block]]  # (B, H)
@@ -149,12 +151,12 @@ def label_first_touch(
     """
     if "atr" not in features.columns:
         raise DataError("features lack the 'atr' column; pass the frame that compute_features returns")
-    times = candles["timestamp"].to_numpy(dtype=np.int64)
+    times, prices = candle_arrays(candles)
     feature_times = features.index.to_numpy(dtype=np.int64)
     moments = sample_moments(times, feature_times, config, start, end)
 
     entry_row = np.searchsorted(times, moments)
-    entry = candles["open"].to_numpy(dtype=np.float64)[entry_row]
+    entry = prices["open"][entry_row]
     atr = features["atr"].to_numpy(dtype=np.float64)[np.searchsorted(feature_times, moments - MINUTE)]
     horizon_rows = -(-config.horizon_seconds // MINUTE)
     n_rows = np.searchsorted(times, moments + config.horizon_seconds) - entry_row  # candles in [t, t + horizon)
@@ -163,8 +165,8 @@ def label_first_touch(
     long_sl, long_tp = entry - sl_distance, entry + tp_distance
     short_sl, short_tp = entry + sl_distance, entry - tp_distance
     touches = _first_touches(
-        candles["high"].to_numpy(dtype=np.float64),
-        candles["low"].to_numpy(dtype=np.float64),
+        prices["high"],
+        prices["low"],
         entry_row,
         n_rows,
         (long_sl, long_tp, short_sl, short_tp),
