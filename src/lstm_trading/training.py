@@ -61,6 +61,18 @@ def trading_loss(
     return LossParts(class_weight * ce + reg_weight * regression, ce, regression)
 
 
+def _first_non_finite(batch: Batch) -> str:
+    """Where a batch first holds a NaN or infinity, for the error message (else: the optimiser diverged)."""
+    bad = ~torch.isfinite(batch.features)
+    if not bad.any():
+        return "the features are finite: the optimiser diverged; lower --lr or --gradient-clip"
+    sample, step, column = (int(v) for v in torch.nonzero(bad)[0])
+    return (
+        f"first non-finite feature: column {column} at step {step} of sample {int(batch.index[sample])} "
+        "of the split; check the candles for extreme values"
+    )
+
+
 class LSTMTrainingModule(L.LightningModule):
     """The model, its loss, AdamW with a linear warm-up and ReduceLROnPlateau on validation loss."""
 
@@ -93,7 +105,7 @@ class LSTMTrainingModule(L.LightningModule):
             raise DataError(
                 f"non-finite training loss in epoch {self.current_epoch}, batch {batch_idx} "
                 f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
-                "lower --lr or check the candles for extreme values"
+                f"{_first_non_finite(batch)}"
             )
         self.log("train_loss", parts.total, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
         return parts.total
