@@ -411,7 +411,14 @@ def train_command(
     _show_warnings(caught)
     _print_split(prepared)
     run = train_run(
-        prepared, config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, progress=progress
+        prepared,
+        config,
+        out,
+        resume=resume,
+        overwrite=overwrite,
+        accelerator=accelerator,
+        progress=progress,
+        sources={"db": str(db.resolve()), "symbol": symbol, "journal": str(trades.resolve()), "sheet": sheet},
     )
     if run.is_global_zero:
         console.print(

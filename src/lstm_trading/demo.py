@@ -107,7 +107,8 @@ def run_demo(
         )
     if not progress:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    train_run(prepared, config, run_dir, progress=progress, overwrite=True)
+    sources = {"db": str(db.resolve()), "symbol": SYMBOL, "journal": str(journal_path.resolve()), "sheet": "tradesmain"}
+    train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
     echo("4/5 evaluating on the test split (trades after every training and validation trade)")
     bundle = load_bundle(run_dir)
     test = prepared.split.test

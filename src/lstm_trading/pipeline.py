@@ -122,6 +122,7 @@ def train_run(
     overwrite: bool = False,
     accelerator: str = "auto",
     progress: bool = True,
+    sources: dict[str, Any] | None = None,
 ) -> TrainRun:
     """Train, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only).
 
@@ -173,6 +174,7 @@ def train_run(
                 "split_sizes": split.sizes(),
                 "purged": split.purged,
                 "class_counts": split.train.class_counts(),
+                "sources": sources or {},
                 "test_start_times": [int(t) for t in split.test.start_time],
                 "epochs_run": result.epochs_run,
                 "seed": config.train.seed,
