@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import sqlite3
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lstm_trading.cli import app
@@ -230,6 +234,11 @@ BAD_FILES = {
         "{path}, line 4: timestamp 'June 1st' is not a time; use Unix seconds, milliseconds or ISO datetimes "
         "such as 2025-06-01 12:00:00+00:00 (UTC)",
     ),
+    "TRUE as a timestamp (pandas reads the column as booleans)": (
+        HEADER + "TRUE,1,1,1,1,1\nFALSE,1,1,1,1,1\n",
+        "{path}, line 2: timestamp 'True' is not a time; use Unix seconds, milliseconds or ISO datetimes "
+        "such as 2025-06-01 12:00:00+00:00 (UTC)",
+    ),
     "too many fields": (
         HEADER + GOOD_ROWS + "2025-06-01 00:03:00,1,2,1,1,1,7\n",
         "{path}, line 5: 7 fields where the header has 6; is this a comma-separated candle file?",
@@ -401,3 +410,48 @@ def test_db_migrate_to_another_file_keeps_the_source(tmp_path: Path) -> None:
     assert dump(db) == before
     again = runner.invoke(app, ["db", "migrate", str(db), "--out", str(new)])
     assert (again.exit_code, again.stderr) == (2, f"error: {new}: already exists; choose another --out or remove it\n")
+
+
+# --- random input: a clean import or a clean error, never a crash ---
+
+T_RANDOM = 1_748_736_000
+
+_FIELDS = st.one_of(
+    st.sampled_from(["", "nan", "inf", "-1", "0", "1e400", "abc", "2025-06-01 00:00:00", "2025-06-01T00:00:30Z"]),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=0, max_value=600).map(lambda m: str(T_RANDOM + 60 * m)),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=6),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(_FIELDS, min_size=4, max_size=7), max_size=8))
+def test_random_rows_import_cleanly_or_fail_cleanly(tmp_path: Path, rows: list[list[str]]) -> None:
+    path = tmp_path / "random.csv"
+    path.write_text(HEADER + "".join(",".join(row) + "\n" for row in rows), encoding="utf-8")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = read_candles_csv(path)
+    except DataError as error:
+        assert str(error).startswith(str(path))
+        return
+    stamps = frame["timestamp"].to_numpy()
+    assert (stamps % 60 == 0).all() and (np.diff(stamps) > 0).all()
+    assert (frame[["open", "high", "low", "close"]].to_numpy() > 0).all() and (frame["volume"] >= 0).all()
+    assert (frame["low"] <= frame[["open", "close"]].min(axis=1)).all()
+    assert (frame["high"] >= frame[["open", "close"]].max(axis=1)).all()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300))
+def test_random_bytes_never_crash_the_reader(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "random.csv"
+    path.write_bytes(content)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_candles_csv(path)
+    except DataError as error:
+        assert str(error).startswith(str(path))

@@ -155,9 +155,12 @@ def _is_missing(value: object) -> bool:
 
 
 def _timestamps(column: pd.Series, where: Callable[[int], str]) -> np.ndarray:
+    values = column.reset_index(drop=True)
+    if pd.api.types.is_bool_dtype(values.dtype):
+        values = values.astype(str)  # a column of TRUE/FALSE: refused below as text, not read as 1/0
     try:
         with np.errstate(invalid="ignore", over="ignore"):
-            stamps = to_unix_seconds(column.reset_index(drop=True))
+            stamps = to_unix_seconds(values)
     except TimeParseError as error:
         if _is_missing(error.value):
             raise DataError(f"{where(error.position)}: timestamp is missing; fill it in or remove the line") from None
