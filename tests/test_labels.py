@@ -7,9 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from lstm_trading.cli import app
 from lstm_trading.config import FeatureConfig, LabelConfig
 from lstm_trading.data.csv import read_candles_csv
+from lstm_trading.data.journal import read_journal
+from lstm_trading.data.store import CandleStore
+from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.features import compute_features
 from lstm_trading.labels import JOURNAL_COLUMNS, LabelResult, label_first_touch
 
@@ -232,3 +237,88 @@ def test_candles_at_or_after_the_horizon_change_nothing(bybit_csv: Path) -> None
 
     pd.testing.assert_frame_equal(changed, first[first["start_time"] == t].reset_index(drop=True))
     pd.testing.assert_frame_equal(cut, changed)
+
+
+# --- the `label` command ---
+
+
+@pytest.fixture(scope="module")
+def fortnight_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    candles = synthetic_candles(days=12, seed=5)
+    path = tmp_path_factory.mktemp("labels") / "fortnight.db"
+    with CandleStore(path, create=True) as store:
+        store.upsert("ETHUSDT", candles)
+    return path, candles
+
+
+def test_label_command_writes_the_journal_and_warns_when_costs_eat_the_targets(
+    fortnight_db: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    db, candles = fortnight_db
+    out = tmp_path / "val.xlsx"
+
+    result = CliRunner().invoke(app, ["label", "--db", str(db), "--symbol", "ETHUSDT", "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    expected = label_first_touch(candles, compute_features(candles), LabelConfig(), symbol="ETHUSDT")
+    counts = expected.counts
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"ETHUSDT: {len(expected.trades):,} moments every 60m from 2024-01-06 14:00 UTC")
+    assert lines[1].startswith(f"Buy {counts['Buy']:,} (")
+    assert f"Invalid {counts['Invalid']:,} (" in lines[1]
+    assert (
+        lines[2] == f"median minutes to first touch (of the winning take profits): {expected.median_minutes_to_touch:g}"
+    )
+    assert lines[3] == (
+        f"costs: 0.130% round trip = {expected.cost_share_of_median_tp:.1%} of the median take-profit distance"
+    )
+    assert expected.cost_share_of_median_tp > 0.25
+    assert result.stderr.startswith(
+        f"warning: round-trip costs are {expected.cost_share_of_median_tp:.0%} of the median take-profit distance"
+    )
+    journal = read_journal(out)
+    assert journal.meta["horizon_seconds"] == 86_400
+    assert journal.meta["symbol"] == "ETHUSDT"
+    written = journal.trades[list(JOURNAL_COLUMNS)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(written, expected.trades, check_dtype=False, rtol=1e-12)
+
+
+def test_label_command_options_reach_the_labeller_and_small_costs_give_no_warning(
+    fortnight_db: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    db, candles = fortnight_db
+    out = tmp_path / "val.xlsx"
+    args = ["label", "--db", str(db), "--out", str(out), "--every", "15m", "--horizon", "4h", "--k-sl", "6"]
+    args += ["--k-tp", "9", "--fee", "0.02%", "--slippage", "0", "--from", "2024-01-10", "--to", "2024-01-11"]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    config = LabelConfig(every_seconds=900, horizon_seconds=14_400, k_sl=6, k_tp=9, fee=0.0002, slippage=0.0)
+    expected = label_first_touch(candles, compute_features(candles), config, start=1_704_844_800, end=1_704_931_200)
+    journal = read_journal(out)
+    assert len(journal.trades) == 96
+    assert journal.trades["side"].tolist() == expected.trades["side"].tolist()
+    assert {key: journal.meta[key] for key in ("every_seconds", "horizon_seconds", "k_sl", "k_tp", "fee")} == {
+        "every_seconds": 900,
+        "horizon_seconds": 14_400,
+        "k_sl": 6,
+        "k_tp": 9,
+        "fee": 0.0002,
+    }
+
+
+def test_label_command_explains_when_there_is_nothing_to_label(
+    fortnight_db: tuple[Path, pd.DataFrame], tmp_path: Path
+) -> None:
+    out = tmp_path / "val.xlsx"
+
+    result = CliRunner().invoke(app, ["label", "--db", str(fortnight_db[0]), "--out", str(out), "--from", "2025-01-01"])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: no moments to label: ETHUSDT has features from 2024-01-06 13:20 UTC and candles to "
+        "2024-01-12 23:59 UTC, and each moment needs its whole --horizon 24h inside them (and inside --from/--to)"
+    )
+    assert not out.exists()

@@ -324,6 +324,70 @@ def features_command(
     )
 
 
+@app.command("label")
+def label_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    out: Path = typer.Option(..., "--out", help="Journal to write (.xlsx): sheets tradesmain and meta."),
+    every: str = typer.Option("60m", "--every", help="Time between labelled moments (whole minutes)."),
+    horizon: str = typer.Option("24h", "--horizon", help="How long a trade may take to touch its stop or target."),
+    k_sl: float = typer.Option(2.0, "--k-sl", help="Stop loss distance in ATR_14h."),
+    k_tp: float = typer.Option(3.0, "--k-tp", help="Take profit distance in ATR_14h."),
+    fee: str = typer.Option("0.055%", "--fee", help="Taker fee per side (0.055% or 0.00055)."),
+    slippage: str = typer.Option("0.01%", "--slippage", help="Slippage per side."),
+    start: str | None = typer.Option(None, "--from", help="Only moments from this one (ISO or Unix time)."),
+    end: str | None = typer.Option(None, "--to", help="Only moments before this one (ISO or Unix time)."),
+) -> None:
+    """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
+    from lstm_trading.config import LabelConfig
+    from lstm_trading.data.journal import write_journal
+    from lstm_trading.errors import DataError
+    from lstm_trading.labels import cost_warning, label_first_touch
+    from lstm_trading.timeutil import format_time, parse_duration, parse_fraction, parse_moment
+
+    config = LabelConfig(
+        every_seconds=parse_duration(every, option="--every"),
+        horizon_seconds=parse_duration(horizon, option="--horizon"),
+        k_sl=k_sl,
+        k_tp=k_tp,
+        fee=parse_fraction(fee, option="--fee"),
+        slippage=parse_fraction(slippage, option="--slippage"),
+    )
+    first = None if start is None else parse_moment(start)
+    last = None if end is None else parse_moment(end)
+    candles, features = _candles_and_features(db, symbol)
+    result = label_first_touch(candles, features, config, start=first, end=last, symbol=symbol)
+    trades = result.trades
+    if trades.empty:
+        raise DataError(
+            f"no moments to label: {symbol} has features from {format_time(features.index[0])} and candles to "
+            f"{format_time(candles['timestamp'].iloc[-1])}, and each moment needs its whole --horizon {horizon} "
+            "inside them (and inside --from/--to)"
+        )
+    write_journal(out, trades, result.meta)
+
+    def say(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    counts, reasons, total = result.counts, result.invalid_reasons, len(trades)
+    span = f"{format_time(trades['start_time'].iloc[0])} to {format_time(trades['start_time'].iloc[-1])}"
+    say(f"{symbol}: {total:,} moments every {every} from {span}, horizon {horizon}, SL {k_sl:g} / TP {k_tp:g} ATR")
+    say(
+        ", ".join(f"{side} {counts[side]:,} ({counts[side] / total:.1%})" for side in ("Buy", "Sell", "Invalid"))
+        + f"; Invalid: {reasons['neither']:,} neither side won, {reasons['both']:,} both, "
+        f"{reasons['costs']:,} too small for the costs"
+    )
+    say(f"median minutes to first touch (of the winning take profits): {result.median_minutes_to_touch:g}")
+    say(
+        f"costs: {2 * (config.fee + config.slippage):.3%} round trip = {result.cost_share_of_median_tp:.1%} of the "
+        "median take-profit distance"
+    )
+    warning = cost_warning(result)
+    if warning is not None:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    say(f"journal written to {out}")
+
+
 # --- training, prediction, demo (pipeline.py, predict.py, demo.py) ---
 
 
