@@ -4,7 +4,7 @@ Both run the same tensors the same way (padded against padded, packed against pa
 children, one child per measurement so each peak memory is its own. Prints sample-steps per second, peak
 resident memory above the child's memory before the step, and our/bare ratios. Target: ours >= 0.9 of bare.
 
-    .venv/bin/python benchmarks/train_step.py [--lengths 1440 8640 43200] [--batch 32] [--repeats 3] [--device cpu]
+    .venv/bin/python benchmarks/train_step.py [--lengths 1440 8640 43200] [--batch 32] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16]
 """
 
 from __future__ import annotations
@@ -25,7 +25,12 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _measure(kind: str, path: str, length: int, batch: int, repeats: int, device: str, queue: mp.Queue) -> None:
+_AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _measure(
+    kind: str, path: str, length: int, batch: int, repeats: int, device: str, precision: str, queue: mp.Queue
+) -> None:
     torch.manual_seed(0)
     if device == "cpu":
         torch.set_flush_denormal(True)
@@ -64,7 +69,9 @@ def _measure(kind: str, path: str, length: int, batch: int, repeats: int, device
             module._loss(data).total.backward()
 
     def synced() -> None:
-        step()
+        dtype = _AUTOCAST[precision]
+        with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            step()
         if device == "cuda":
             torch.cuda.synchronize()
 
@@ -83,10 +90,12 @@ def _measure(kind: str, path: str, length: int, batch: int, repeats: int, device
     queue.put((batch * length / seconds, peak))
 
 
-def measure(kind: str, path: str, length: int, batch: int, repeats: int, device: str) -> tuple[float, float]:
+def measure(
+    kind: str, path: str, length: int, batch: int, repeats: int, device: str, precision: str
+) -> tuple[float, float]:
     context = mp.get_context("spawn")
     queue: mp.Queue = context.Queue()
-    child = context.Process(target=_measure, args=(kind, path, length, batch, repeats, device, queue))
+    child = context.Process(target=_measure, args=(kind, path, length, batch, repeats, device, precision, queue))
     child.start()
     child.join()
     if child.exitcode != 0:
@@ -101,15 +110,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paths", nargs="+", default=["padded", "packed"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=sorted(_AUTOCAST), default="fp32", help="autocast dtype")
     args = parser.parse_args()
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}")
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch}, precision {args.precision}"
+    )
     header = ("length", "path", "bare steps/s", "ours steps/s", "ratio", "bare MB", "ours MB")
     widths = (7, 7, 13, 13, 6, 9, 9)
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
     for length in args.lengths:
         for path in args.paths:
-            bare_rate, bare_mb = measure("bare", path, length, args.batch, args.repeats, args.device)
-            ours_rate, ours_mb = measure("ours", path, length, args.batch, args.repeats, args.device)
+            common = (path, length, args.batch, args.repeats, args.device, args.precision)
+            bare_rate, bare_mb = measure("bare", *common)
+            ours_rate, ours_mb = measure("ours", *common)
             print(
                 f"{length:>7} {path:>7} {bare_rate:>13,.0f} {ours_rate:>13,.0f} {ours_rate / bare_rate:>6.2f} "
                 f"{bare_mb:>9,.0f} {ours_mb:>9,.0f}",
