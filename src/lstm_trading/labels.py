@@ -101,7 +101,8 @@ def sample_moments(
     start: int | None = None,
     end: int | None = None,
 ) -> np.ndarray:
-    """The moments to label: multiples of `every` in `[start, end)` with a candle opening at `t`, features for
+    """The moments to label: multiples of `every` (counted from the epoch, so hourly moments fall on the hour)
+    in `[start, end)` with a candle opening at `t`, features for
     the candle closed at `t` (row `t - 60`), and the whole horizon inside the data (`t + horizon <= last close`).
     """
     if len(candle_times) == 0 or len(feature_times) == 0:
