@@ -4,7 +4,8 @@ Both run the same tensors the same way (padded against padded, packed against pa
 children, one child per measurement so each peak memory is its own. Prints sample-steps per second, peak
 resident memory above the child's memory before the step, and our/bare ratios. Target: ours >= 0.9 of bare.
 
-    .venv/bin/python benchmarks/train_step.py [--lengths 1440 8640 43200] [--batch 32] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16]
+    .venv/bin/python benchmarks/train_step.py [--lengths 1440 8640 43200] [--batch 32] [--repeats 3]
+        [--device cpu] [--precision fp32|fp16|bf16]
 """
 
 from __future__ import annotations
