@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import tiny_config
 from lstm_trading.batches import Batch, BucketBatchSampler, padding_share
 from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.model import ModelOutput
 from lstm_trading.pipeline import prepare, train_run
 from lstm_trading.training import LSTMTrainingModule, class_weights, trading_loss
-
-from conftest import tiny_config
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one() -> None:

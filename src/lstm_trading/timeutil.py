@@ -61,7 +61,11 @@ def to_unix_seconds(values: Sequence[Any] | pd.Series | np.ndarray) -> np.ndarra
             position = int(np.flatnonzero(bad)[0])
             raise TimeParseError(position, series.iloc[position])
         return _numeric_to_seconds(array)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise TimeParseError(0, series.iloc[0])
     numbers = pd.to_numeric(series, errors="coerce")
+    if pd.api.types.is_bool_dtype(numbers.dtype):  # TRUE/FALSE text is not a time
+        raise TimeParseError(0, series.iloc[0])
     if numbers.notna().all():
         return to_unix_seconds(numbers)
     result = np.empty(len(series), dtype=np.int64)
@@ -93,8 +97,7 @@ def parse_moment(text: str | int | float | datetime) -> int:
         return int(to_unix_seconds([text])[0])
     except TimeParseError:
         raise ConfigError(
-            f"not a time: {text!r}; use Unix seconds, milliseconds or an ISO datetime "
-            "such as 2025-06-01T12:00 (UTC)"
+            f"not a time: {text!r}; use Unix seconds, milliseconds or an ISO datetime such as 2025-06-01T12:00 (UTC)"
         ) from None
 
 
