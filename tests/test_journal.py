@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 import zipfile
 from datetime import UTC, date, datetime
@@ -439,8 +440,12 @@ def test_a_failed_write_keeps_the_old_journal(tmp_path: Path, monkeypatch: pytes
     path = tmp_path / "val.xlsx"
     write_journal(path, pd.DataFrame({"start_time": [T0], "entry_price": [1.0], "side": ["Buy"]}))
 
+    save = openpyxl.Workbook.save
+
     def crash(self: openpyxl.Workbook, filename: str) -> None:
-        Path(filename).write_bytes(b"half a workbook")
+        whole = io.BytesIO()
+        save(self, whole)  # type: ignore[arg-type]
+        Path(filename).write_bytes(whole.getvalue()[:100])  # half a workbook, then the disk is full
         raise OSError("disk full")
 
     monkeypatch.setattr(openpyxl.Workbook, "save", crash)
