@@ -101,9 +101,9 @@ def sample_moments(
     start: int | None = None,
     end: int | None = None,
 ) -> np.ndarray:
-    """The moments to label: multiples of `every` (counted from the epoch, so hourly moments fall on the hour)
-    in `[start, end)` with a candle opening at `t`, features for
-    the candle closed at `t` (row `t - 60`), and the whole horizon inside the data (`t + horizon <= last close`).
+    """The moments to label: multiples of `every` (from the epoch, so hourly moments fall on the hour) in
+    `[start, end)` with a candle opening at `t`, features for the candle closed at `t` (row `t - 60`), and the
+    whole horizon inside the data (`t + horizon <= last close`).
     """
     if len(candle_times) == 0 or len(feature_times) == 0:
         return np.empty(0, dtype=np.int64)
