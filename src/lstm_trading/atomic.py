@@ -20,6 +20,9 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual permissions
     try:
         yield temporary
         with open(temporary, "rb+") as written:

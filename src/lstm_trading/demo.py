@@ -8,7 +8,6 @@ CPU; real runs use the defaults (90-day windows).
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,8 +104,6 @@ def run_demo(
         prepared = prepare(
             candles, journal.trades, config, symbol=SYMBOL, horizon_seconds=int(horizon) if horizon else None
         )
-    if not progress:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     sources = {"db": str(db.resolve()), "symbol": SYMBOL, "journal": str(journal_path.resolve()), "sheet": "tradesmain"}
     train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
     echo("4/5 evaluating on the test split (trades after every training and validation trade)")

@@ -39,7 +39,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
         "confusion": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
     }
     if proba is not None:
-        metrics["log_loss"] = float(log_loss(y_true, np.clip(proba, 1e-7, 1.0), labels=LABELS))
+        clipped = np.clip(proba, 1e-7, 1.0)  # a confident miss costs ln(1e7), not infinity
+        metrics["log_loss"] = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=LABELS))
     return metrics
 
 

@@ -7,7 +7,9 @@ DDP then reproduces a single-process run.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,18 @@ from lstm_trading.config import ModelConfig, TrainConfig
 from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.model import LSTMModel, ModelOutput
 from lstm_trading.samples import CLASS_NAMES, Samples, TargetScaler
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning prints a cloud-logging advert on every fit; users of a CLI should not have to read it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per fit; nothing for users to change.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
@@ -236,6 +250,8 @@ def fit(
     if len(val) == 0:
         raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
     L.seed_everything(train_config.seed, workers=True, verbose=False)
+    # Without a progress bar, stay quiet too: no "GPU available" lines (warnings still show).
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress else logging.WARNING)
     if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
         torch.set_flush_denormal(True)  # vanishing LSTM gradients turn denormal: 10x slower backward on CPU
     else:
