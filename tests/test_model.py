@@ -91,6 +91,7 @@ def test_fits_64_real_windows(bybit_csv) -> None:  # type: ignore[no-untyped-def
     """Capacity: 64 windows of 360 minutes cut from real candles, standardised, fitted well below ln 3."""
     from lstm_trading.features import compute_features
     from lstm_trading.samples import FeatureScaler
+    from lstm_trading.training import flush_denormals
 
     raw = pd.read_csv(bybit_csv)
     raw["timestamp"] = to_unix_seconds(raw["timestamp"])
@@ -104,12 +105,12 @@ def test_fits_64_real_windows(bybit_csv) -> None:  # type: ignore[no-untyped-def
     y = torch.from_numpy(rng.integers(0, 3, size=64))
     lengths = torch.full((64,), 360)
     torch.manual_seed(0)
-    torch.set_flush_denormal(True)
     model = LSTMModel()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x, lengths).logits, y)
-        loss.backward()
-        optimizer.step()
+    with flush_denormals():
+        for _ in range(60):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x, lengths).logits, y)
+            loss.backward()
+            optimizer.step()
     assert loss.item() < 0.6, f"training loss {loss.item():.3f}: the model cannot fit 64 windows (ln 3 = 1.10)"
