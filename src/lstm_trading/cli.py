@@ -572,6 +572,168 @@ def demo_command(
     )
 
 
+# --- evaluation, backtest, report (evaluate.py, backtest.py, report.py) ---
+
+
+def _print_table(title: str, header: Any, rows: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(header):
+        table.add_column(str(column), justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Run folder."),
+    db: Path | None = typer.Option(None, "--db", help="Candle database (default: the one the run was trained on)."),
+    symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the run's)."),
+    trades: Path | None = typer.Option(
+        None, "--trades", help="Evaluate on every trade of this journal instead of the run's test split."
+    ),
+    sheet: str | None = typer.Option(None, "--sheet", help="Journal sheet (default tradesmain)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random baseline."),
+) -> None:
+    """Test metrics next to baselines, SL/TP errors and calibration; writes metrics.json and figures into RUN."""
+    from lstm_trading.evaluate import evaluate_run, level_rows, metric_rows
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        document, paths = evaluate_run(run, db=db, symbol=symbol, trades=trades, sheet=sheet, seed=seed)
+    _show_warnings(caught)
+    header, rows = metric_rows(document)
+    _print_table(f"{document['split']}: {document['samples']} samples, model against baselines", header, rows)
+    labels = ("Buy", "Sell", "Invalid")
+    confusion = document["model"]["confusion"]
+    _print_table("confusion matrix (rows: true, columns: predicted)", ("true", *labels), [
+        (name, *row) for name, row in zip(labels, confusion, strict=True)
+    ])  # fmt: skip
+    header, rows = level_rows(document)
+    _print_table("stop loss and take profit errors, % of entry", header, rows)
+    calibration = document["calibration"]
+    _print_table(
+        f"reliability (ECE {calibration['ece']:.3f}; class priors {calibration['baselines']['stratified_random']:.3f})",
+        ("top-class probability", "samples", "mean probability", "observed accuracy"),
+        [
+            (f"{r['low']:.1f}-{r['high']:.1f}", r["count"], f"{r['confidence']:.3f}", f"{r['accuracy']:.3f}")
+            for r in calibration["table"]
+        ],
+    )
+    console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("backtest")
+def backtest_command(
+    run: Path = typer.Argument(..., help="Run folder."),
+    db: Path | None = typer.Option(None, "--db", help="Candle database (default: the one the run was trained on)."),
+    symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the run's)."),
+    start: str | None = typer.Option(None, "--from", help="First moment (default: the run's first test trade)."),
+    end: str | None = typer.Option(None, "--to", help="End of the period, exclusive (default: the end of the data)."),
+    every: str | None = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run)."),
+    min_prob: float | None = typer.Option(None, "--min-prob", help="Trade when the top class is at least this."),
+    fee: str | None = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%."),
+    slippage: str | None = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%."),
+    max_hold: str | None = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h."),
+    risk: str | None = typer.Option(
+        None, "--risk", help="Size positions to lose this share of equity at the stop, e.g. 1% (default: fixed share)."
+    ),
+    position_share: str | None = typer.Option(
+        None, "--position-share", help="Share of equity per position, the maximum with --risk (default 100%)."
+    ),
+    daily_loss_limit: str | None = typer.Option(
+        None, "--daily-loss-limit", help="No new entries for the UTC day after losing this share, e.g. 3%."
+    ),
+    trades: Path | None = typer.Option(None, "--trades", help="A journal whose own trades run as a baseline."),
+    seeds: int = typer.Option(20, "--seeds", min=1, help="Seeds of the random-entry baseline."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Windows per forward pass."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/backtest)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, run_config, summary_rows
+    from lstm_trading.config import Config
+    from lstm_trading.report import detail_rows
+    from lstm_trading.timeutil import parse_duration, parse_fraction, parse_moment
+
+    def fraction(text: str | None, option: str) -> float | None:
+        return None if text is None else parse_fraction(text, option=option)
+
+    settings = Config(backtest=run_config(run)).with_overrides(
+        "backtest",
+        every_seconds=None if every is None else parse_duration(every, option="--every"),
+        min_prob=min_prob,
+        fee=fraction(fee, "--fee"),
+        slippage=fraction(slippage, "--slippage"),
+        max_hold_seconds=None if max_hold is None else parse_duration(max_hold, option="--max-hold"),
+        risk=fraction(risk, "--risk"),
+        position_share=fraction(position_share, "--position-share"),
+        daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+    )
+    first = None if start is None else parse_moment(start)
+    last = None if end is None else parse_moment(end)
+    bar = Progress(
+        TextColumn("predicting moments"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not progress,
+        transient=True,
+    )
+    task = bar.add_task("moments", total=None)
+
+    def advance(done: float, total: int) -> None:
+        bar.update(task, completed=int(done), total=total)
+
+    with bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, folder = backtest_run(
+            run,
+            config=settings.backtest,
+            db=db,
+            symbol=symbol,
+            start=first,
+            end=last,
+            trades=trades,
+            out_dir=out,
+            seeds=tuple(range(seeds)),
+            batch_size=batch_size,
+            progress=advance,
+        )
+    _show_warnings(caught)
+    stats = result.stats
+    period = stats["period"]
+    signals = stats["signals"]
+    title = (
+        f"backtest {period['start_utc']} to {period['end_utc']}: {stats['moments']} moments, "
+        f"{signals['Buy']} Buy and {signals['Sell']} Sell signals"
+    )
+    _print_table(title, SUMMARY_HEADER, summary_rows(stats))
+    _print_table("model", ("", ""), detail_rows(stats["model"]))
+    console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    run: Path = typer.Argument(..., help="Run folder."),
+    backtest_dir: Path | None = typer.Option(None, "--backtest", help="Backtest folder (default RUN/backtest)."),
+) -> None:
+    """Assemble RUN/report.html (self-contained, figures embedded) from what train, evaluate and backtest wrote."""
+    from lstm_trading.report import write_report
+
+    report = write_report(run, backtest_dir)
+    for name, command in report.missing.items():
+        err_console.print(f"missing {name}: run `{command}` first", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"report: {report.path} ({len(report.figures)} figures)", markup=False, highlight=False, soft_wrap=True
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -181,4 +181,7 @@ def train_run(
             },
             validation={"best_val_loss": result.best_val_loss},
         )
+        from lstm_trading.report import LOSS_FIGURE, plot_loss_curves
+
+        plot_loss_curves(run_dir / "logs" / "metrics.csv", run_dir / LOSS_FIGURE)  # so `report` only assembles
     return TrainRun(run_dir, result.best_val_loss, result.epochs_run, result.is_global_zero)

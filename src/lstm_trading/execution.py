@@ -1,0 +1,297 @@
+"""The one decision-and-fill module: signal -> order (sizing, maximum position, daily loss limit) -> fill.
+
+The backtest, a replay and the live loop call the same functions, so what a backtest assumes is what trading
+does. Fills follow DESIGN.md "Backtest fills", pessimistic wherever the candles cannot tell:
+
+- a signal at `t` enters at the open of the candle opening at `t`; SL and TP are prices computed from that open
+  with the predicted distances (slippage is a cost on the executed price, not a shift of the levels);
+- SL and TP are checked on the high and low of every candle from the entry candle on; when both fall inside
+  one candle the stop is assumed first (`same_candle="stop"`, counted; `"target"` gives the optimistic figure);
+- a candle that opens beyond the stop fills at its open (the worse price); one that opens beyond the take
+  profit fills at the take-profit price (a resting limit order, never better than its limit);
+- otherwise the position is closed at the close of the last candle opened before `t + max_hold`;
+- taker fee and slippage on both sides; one position at a time; no candle after the exit is read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from lstm_trading.config import BacktestConfig
+from lstm_trading.errors import DataError
+from lstm_trading.timeutil import MINUTE
+
+LONG, SHORT, FLAT = 1, -1, 0
+SIDE_NAMES = {LONG: "Buy", SHORT: "Sell"}
+DAY = 86_400
+
+SameCandle = Literal["stop", "target"]
+ExitReason = Literal["stop_loss", "take_profit", "max_hold", "end_of_data"]
+
+
+class CandleArrays(NamedTuple):
+    """Candle columns as float64 arrays (open times as int64): what the fill loop reads, without pandas."""
+
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+    @classmethod
+    def from_frame(cls, candles: pd.DataFrame) -> CandleArrays:
+        return cls(
+            candles["timestamp"].to_numpy(dtype=np.int64),
+            *(candles[name].to_numpy(dtype=np.float64) for name in ("open", "high", "low", "close")),
+        )
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    def between(self, start: int, end: int) -> CandleArrays:
+        """The candles with open time in `[start, end)`."""
+        first, last = np.searchsorted(self.timestamp, [start, end], side="left")
+        return CandleArrays(*(column[first:last] for column in self))
+
+    def index_at(self, moment: int) -> int | None:
+        """Row of the candle opening exactly at `moment`, or None where the data has no such candle."""
+        row = int(np.searchsorted(self.timestamp, moment, side="left"))
+        return row if row < len(self.timestamp) and self.timestamp[row] == moment else None
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Taker fee and slippage, each a fraction of the traded price, paid on entry and on exit."""
+
+    fee: float
+    slippage: float
+
+    def executed(self, direction: int, price: float, *, opening: bool) -> float:
+        """The price actually paid or received: buying costs `slippage` more, selling gets it less."""
+        buying = (direction == LONG) == opening
+        return price * (1 + self.slippage) if buying else price * (1 - self.slippage)
+
+
+def signal_direction(proba: np.ndarray, min_prob: float) -> np.ndarray:
+    """+1 (Buy) or -1 (Sell) where the top class is Buy or Sell with probability at least `min_prob`, else 0.
+
+    `proba` is (n, 3) in the model's class order Buy, Sell, Invalid.
+    """
+    proba = np.atleast_2d(np.asarray(proba, dtype=np.float64))
+    top = proba.argmax(axis=1)
+    confident = proba.max(axis=1) >= min_prob
+    direction = np.where(top == 0, LONG, np.where(top == 1, SHORT, FLAT))
+    return np.where(confident, direction, FLAT).astype(np.int64)
+
+
+def bracket_prices(direction: int, entry: float, stop_loss_pct: float, take_profit_pct: float) -> tuple[float, float]:
+    """Stop and target prices from distances in percent of the entry: a long's stop below, target above."""
+    return entry * (1 - direction * stop_loss_pct / 100), entry * (1 + direction * take_profit_pct / 100)
+
+
+def position_quantity(equity: float, direction: int, entry: float, stop: float, config: BacktestConfig) -> float:
+    """Units to trade: a share of equity, or the quantity that loses `config.risk` of equity at the stop.
+
+    The risk sizing counts the stop's slippage and both fees; either way the position's value at entry is
+    capped at `position_share` of equity (the maximum position; 1.0 means no leverage). A stop that gaps
+    loses more than the risk budget: the cap, not the budget, bounds that.
+    """
+    if equity <= 0 or entry <= 0:
+        return 0.0
+    costs = Costs(config.fee, config.slippage)
+    entry_exec = costs.executed(direction, entry, opening=True)
+    largest = config.position_share * equity / (entry_exec * (1 + config.fee))
+    if config.risk <= 0:
+        return largest
+    stop_exec = costs.executed(direction, stop, opening=False)
+    loss_per_unit = direction * (entry_exec - stop_exec) + config.fee * (entry_exec + stop_exec)
+    if loss_per_unit <= 0:
+        return largest
+    return min(largest, config.risk * equity / loss_per_unit)
+
+
+@dataclass
+class DailyLossLimit:
+    """Refuses new entries for the rest of a UTC day once equity is `limit` below the day's starting equity.
+
+    A day's starting equity is the equity at the first decision of that day. An open position is never closed
+    by the limit (its stop bounds it); 0 turns the limit off.
+    """
+
+    limit: float
+    day: int | None = None
+    day_start_equity: float = math.nan
+
+    def allows(self, moment: int, equity: float) -> bool:
+        day = moment // DAY
+        if day != self.day:
+            self.day, self.day_start_equity = day, equity
+        return self.limit <= 0 or equity > self.day_start_equity * (1 - self.limit)
+
+
+@dataclass(frozen=True)
+class Order:
+    """An entry decided at `at`: direction, quantity and the bracket (stop and target prices)."""
+
+    at: int
+    direction: int
+    quantity: float
+    entry: float  # the market price the levels are measured from (the open of the candle opening at `at`)
+    stop: float
+    target: float
+    stop_loss_pct: float
+    take_profit_pct: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A closed trade. Prices are market levels (`entry`, `exit`) and what was paid (`*_executed`)."""
+
+    order: Order
+    entry_index: int
+    exit_index: int
+    entry_time: int  # open time of the entry candle (= the signal's moment)
+    exit_time: int  # close time of the exit candle: the first moment the account is flat again
+    entry_executed: float
+    exit_price: float
+    exit_executed: float
+    reason: ExitReason
+    same_candle: bool  # stop and target both inside the exit candle (resolved by `same_candle`)
+    fees: float
+    pnl: float  # after fees and slippage
+
+    @property
+    def slippage_cost(self) -> float:
+        return self.order.quantity * (
+            abs(self.entry_executed - self.order.entry) + abs(self.exit_executed - self.exit_price)
+        )
+
+
+def simulate_fill(
+    candles: CandleArrays,
+    entry_index: int,
+    order: Order,
+    *,
+    max_hold_seconds: int,
+    costs: Costs,
+    same_candle: SameCandle = "stop",
+) -> Fill:
+    """Walk the candles from the entry candle to the first exit; nothing after the exit candle is read."""
+    direction, stop, target = order.direction, order.stop, order.target
+    horizon_end = int(np.searchsorted(candles.timestamp, order.at + max_hold_seconds, side="left"))
+    window = slice(entry_index, max(horizon_end, entry_index + 1))
+    opens, highs, lows = candles.open[window], candles.high[window], candles.low[window]
+    if direction == LONG:
+        gap_stop, gap_target = opens <= stop, opens >= target
+        hit_stop, hit_target = lows <= stop, highs >= target
+    else:
+        gap_stop, gap_target = opens >= stop, opens <= target
+        hit_stop, hit_target = highs >= stop, lows <= target
+    events = hit_stop | hit_target
+    same = False
+    reason: ExitReason
+    if events.any():
+        k = int(np.argmax(events))
+        exit_index = entry_index + k
+        if gap_stop[k]:
+            exit_price, reason = float(opens[k]), "stop_loss"  # opened beyond the stop: the worse price
+        elif gap_target[k]:
+            exit_price, reason = target, "take_profit"  # a limit order fills at its limit, never better
+        elif hit_stop[k] and hit_target[k]:
+            same = True  # the candle cannot say which came first
+            if same_candle == "stop":
+                exit_price, reason = stop, "stop_loss"
+            else:
+                exit_price, reason = target, "take_profit"
+        elif hit_stop[k]:
+            exit_price, reason = stop, "stop_loss"
+        else:
+            exit_price, reason = target, "take_profit"
+    else:
+        exit_index = window.stop - 1
+        exit_price = float(candles.close[exit_index])
+        ran_out = (
+            exit_index == len(candles) - 1 and candles.timestamp[exit_index] + MINUTE < order.at + max_hold_seconds
+        )
+        reason = "end_of_data" if ran_out else "max_hold"
+    quantity = order.quantity
+    entry_executed = costs.executed(direction, order.entry, opening=True)
+    exit_executed = costs.executed(direction, exit_price, opening=False)
+    fees = costs.fee * quantity * (entry_executed + exit_executed)
+    pnl = direction * quantity * (exit_executed - entry_executed) - fees
+    return Fill(
+        order=order,
+        entry_index=entry_index,
+        exit_index=exit_index,
+        entry_time=int(candles.timestamp[entry_index]),
+        exit_time=int(candles.timestamp[exit_index]) + MINUTE,
+        entry_executed=entry_executed,
+        exit_price=exit_price,
+        exit_executed=exit_executed,
+        reason=reason,
+        same_candle=same,
+        fees=fees,
+        pnl=pnl,
+    )
+
+
+@dataclass
+class Trader:
+    """One account: turns signals into orders under the sizing rules, one position at a time.
+
+    `decide` is what a live loop calls at each moment (with the price it will enter at); `settle` books a
+    closed trade. `skipped` counts signals that did not become orders, by reason.
+    """
+
+    config: BacktestConfig
+    equity: float = math.nan
+    flat_from: int = -(2**62)  # the first moment with no open position
+    limit: DailyLossLimit = field(init=False)
+    skipped: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.equity):
+            self.equity = self.config.initial_equity
+        self.limit = DailyLossLimit(self.config.daily_loss_limit)
+        self.skipped = {"position_open": 0, "daily_loss_limit": 0, "no_equity": 0}
+
+    @property
+    def costs(self) -> Costs:
+        return Costs(self.config.fee, self.config.slippage)
+
+    def decide(
+        self,
+        at: int,
+        direction: int,
+        entry: float,
+        stop_loss_pct: float,
+        take_profit_pct: float,
+        probability: float = math.nan,
+    ) -> Order | None:
+        """An order for a Buy (+1) or Sell (-1) signal at `at`, or None (no signal, position open, limits)."""
+        if direction == FLAT:
+            return None
+        if direction not in (LONG, SHORT):
+            raise DataError(f"direction must be 1 (Buy), -1 (Sell) or 0, got {direction}")
+        if at < self.flat_from:
+            self.skipped["position_open"] += 1
+            return None
+        if not self.limit.allows(at, self.equity):
+            self.skipped["daily_loss_limit"] += 1
+            return None
+        stop, target = bracket_prices(direction, entry, stop_loss_pct, take_profit_pct)
+        quantity = position_quantity(self.equity, direction, entry, stop, self.config)
+        if quantity <= 0:
+            self.skipped["no_equity"] += 1
+            return None
+        return Order(at, direction, quantity, entry, stop, target, stop_loss_pct, take_profit_pct, probability)
+
+    def settle(self, fill: Fill) -> None:
+        self.equity += fill.pnl
+        self.flat_from = fill.exit_time
