@@ -1,0 +1,259 @@
+"""Backtest: batched predictions equal one-by-one ones, stored statistics, baselines, files and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from lstm_trading.backtest import (
+    MINUTES_PER_YEAR,
+    TRADE_COLUMNS,
+    Signals,
+    buy_and_hold,
+    decision_moments,
+    equity_curve,
+    forward_chunked,
+    predict_signals,
+    random_entries,
+    run_backtest,
+    scaled_features,
+    simulate,
+    statistics,
+    write_backtest,
+)
+from lstm_trading.bundle import load_bundle
+from lstm_trading.cli import app
+from lstm_trading.config import BacktestConfig
+from lstm_trading.data.synthetic import synthetic_candles
+from lstm_trading.execution import CandleArrays
+from lstm_trading.predict import forward_windows
+
+runner = CliRunner(env={"COLUMNS": "200"})  # tables on one line each
+
+
+def candles(*rows: tuple[float, float, float, float]) -> CandleArrays:
+    """Candles from (open, high, low, close) rows, one minute apart from 2024-01-01 00:00 UTC."""
+    ohlc = np.array(rows, dtype=np.float64)
+    timestamps = 1_704_067_200 + 60 * np.arange(len(rows), dtype=np.int64)
+    return CandleArrays(timestamps, ohlc[:, 0], ohlc[:, 1], ohlc[:, 2], ohlc[:, 3])
+
+
+@pytest.fixture(scope="module")
+def seeded_market() -> CandleArrays:
+    return CandleArrays.from_frame(synthetic_candles(3.0, seed=11))
+
+
+def seeded_signals(market: CandleArrays) -> tuple[np.ndarray, ...]:
+    at = decision_moments(int(market.timestamp[0]), int(market.timestamp[-1]) + 60, 900)
+    rng = np.random.default_rng(5)
+    direction = rng.choice([-1, 0, 1], size=len(at))
+    return at, direction, rng.uniform(0.05, 0.4, len(at)), rng.uniform(0.08, 0.5, len(at))
+
+
+def test_stored_statistics_for_a_fixed_seed(seeded_market: CandleArrays) -> None:
+    """Computed once by this code and checked by hand for plausibility; a change here changes every report."""
+    config = BacktestConfig(max_hold_seconds=6 * 3600)
+    simulation = simulate(seeded_market, *seeded_signals(seeded_market), config)
+    stats = statistics(simulation, seeded_market, config)
+    expected = {
+        "final_equity": 8554.689826938114,
+        "total_return": -0.14453101730618856,
+        "sharpe": -73.57633097782613,
+        "sortino": -88.68196701195887,
+        "max_drawdown": -0.14453101730618856,
+        "trades": 98,
+        "win_rate": 0.29591836734693877,
+        "profit_factor": 0.21894269922123635,
+        "exposure": 0.6817129629629629,
+        "average_minutes_held": 30.051020408163264,
+        "fees_paid": 997.7992684446668,
+        "slippage_paid": 181.41804614716213,
+        "costs_share_of_average_tp": 0.46007197731793853,
+        "same_candle": 1,
+        "signals": 197,
+    }
+    for key, value in expected.items():
+        assert stats[key] == pytest.approx(value, rel=1e-9), key
+    assert stats["skipped"]["position_open"] == 197 - 98
+    assert sum(stats["exits"].values()) == 98
+    optimistic = simulate(seeded_market, *seeded_signals(seeded_market), config, same_candle="target")
+    assert statistics(optimistic, seeded_market, config)["pnl"] == pytest.approx(-1427.1332837946939, rel=1e-9)
+
+
+def test_statistics_follow_their_definitions(seeded_market: CandleArrays) -> None:
+    config = BacktestConfig(max_hold_seconds=6 * 3600)
+    simulation = simulate(seeded_market, *seeded_signals(seeded_market), config)
+    stats = statistics(simulation, seeded_market, config)
+    series = np.concatenate([[config.initial_equity], simulation.equity])
+    returns = series[1:] / series[:-1] - 1
+    assert stats["sharpe"] == pytest.approx(returns.mean() / returns.std(ddof=1) * math.sqrt(MINUTES_PER_YEAR))
+    assert stats["max_drawdown"] == pytest.approx((series / np.maximum.accumulate(series) - 1).min())
+    pnl = np.array([f.pnl for f in simulation.fills])
+    assert stats["profit_factor"] == pytest.approx(pnl[pnl > 0].sum() / -pnl[pnl < 0].sum())
+    assert stats["pnl"] == pytest.approx(pnl.sum())  # every trade is closed by the end of the period
+    assert stats["fees_paid"] == pytest.approx(sum(f.fees for f in simulation.fills))
+    tp = np.mean([f.order.take_profit_pct / 100 for f in simulation.fills])
+    assert stats["costs_share_of_average_tp"] == pytest.approx(2 * (config.fee + config.slippage) / tp)
+
+
+def test_equity_is_marked_at_each_close_while_a_position_is_open() -> None:
+    market = candles((100, 100.5, 99.5, 101), (101, 101.5, 100.5, 102), (102, 103.5, 101.5, 103), (103, 103, 103, 103))
+    config = BacktestConfig(fee=0.001, slippage=0.0)
+    simulation = simulate(market, market.timestamp[:1], np.array([1]), np.array([2.0]), np.array([3.0]), config)
+    (trade,) = simulation.fills
+    quantity, entry_fee = trade.order.quantity, 0.001 * trade.order.quantity * 100
+    np.testing.assert_allclose(
+        simulation.equity[:2], 10_000 - entry_fee + quantity * (np.array([101, 102]) - 100), rtol=1e-12
+    )
+    assert simulation.equity[2] == simulation.equity[3] == pytest.approx(10_000 + trade.pnl)
+    assert simulation.position.tolist() == [1, 1, 1, 0]
+    flat, position = equity_curve(market, [], 500.0)
+    assert flat.tolist() == [500.0] * 4 and position.tolist() == [0] * 4
+
+
+def test_buy_and_hold_by_hand() -> None:
+    market = candles((100, 101, 99, 100), (100, 120, 50, 110), (110, 111, 109, 110))
+    config = BacktestConfig(fee=0.001, slippage=0.0005)
+    hold = buy_and_hold(market, config)
+    quantity = 10_000 / (100.05 * 1.001)
+    exit_price = 110 * 0.9995
+    final = 10_000 + quantity * (exit_price - 100.05) - 0.001 * quantity * (100.05 + exit_price)
+    assert hold.equity[-1] == pytest.approx(final)
+    assert [f.reason for f in hold.fills] == ["end_of_data"]
+
+
+def test_random_entries_use_the_same_moments_rate_and_distances(seeded_market: CandleArrays) -> None:
+    at, direction, sl, tp = seeded_signals(seeded_market)
+    signals = Signals(at, np.zeros((len(at), 3)), sl, tp)
+    runs = random_entries(seeded_market, signals, direction, BacktestConfig(), seeds=(0, 1, 2))
+    assert [run.signals for run in runs] == [int(np.count_nonzero(direction))] * 3
+    distances = dict(zip(at.tolist(), zip(sl.tolist(), tp.tolist(), strict=True), strict=True))
+    for run in runs:
+        for fill in run.fills:
+            assert distances[fill.order.at] == (fill.order.stop_loss_pct, fill.order.take_profit_pct)
+    again = random_entries(seeded_market, signals, direction, BacktestConfig(), seeds=(1,))
+    assert [f.entry_time for f in again[0].fills] == [f.entry_time for f in runs[1].fills]
+    assert [f.entry_time for f in runs[0].fills] != [f.entry_time for f in runs[1].fills]
+
+
+def test_chunked_forward_equals_the_plain_forward(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
+    bundle = load_bundle(tiny_run)
+    features = scaled_features(bundle, tiny_candles)
+    ends = np.array([3000, 3500, 4000, 5000, 6000, 6001])
+    lengths = np.array([60, 30, 60, 1, 45, 17])
+    plain = forward_windows(bundle.model, features.scaled, ends, lengths)
+    for chunk_len, batch_size in ((7, 3), (60, 2), (4096, 64)):
+        chunked = forward_chunked(
+            bundle.model, features.scaled, ends, lengths, chunk_len=chunk_len, batch_size=batch_size
+        )
+        for a, b in zip(plain, chunked, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_signals_equal_predict_at_each_moment(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
+    bundle = load_bundle(tiny_run)
+    moments = decision_moments(int(tiny_candles["timestamp"].iloc[-1500]), int(tiny_candles["timestamp"].iloc[-1]), 900)
+    seen: list[tuple[float, int]] = []
+    signals = predict_signals(
+        bundle, scaled_features(bundle, tiny_candles), moments, batch_size=8, progress=lambda d, n: seen.append((d, n))
+    )
+    one_by_one = bundle.predict(tiny_candles, moments)
+    np.testing.assert_allclose(signals.proba, one_by_one[["p_buy", "p_sell", "p_invalid"]].to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(signals.stop_loss_pct, one_by_one["stop_loss_pct"], rtol=1e-5)
+    np.testing.assert_allclose(signals.take_profit_pct, one_by_one["take_profit_pct"], rtol=1e-5)
+    assert seen[-1] == (len(moments), len(moments))
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_run: Path, tiny_candles: pd.DataFrame, tiny_trades: pd.DataFrame):  # type: ignore[no-untyped-def]
+    bundle = load_bundle(tiny_run)
+    start = int(min(bundle.meta["training"]["test_start_times"]))
+    end = int(tiny_candles["timestamp"].iloc[-1]) + 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_backtest(
+            bundle, tiny_candles, start=start, end=end, config=BacktestConfig(min_prob=0.4), journal=tiny_trades
+        )
+
+
+def test_backtest_trades_only_inside_its_period_one_at_a_time(tiny_result) -> None:  # type: ignore[no-untyped-def]
+    fills = tiny_result.model.fills
+    assert fills, "the tiny model should give some signals at min_prob 0.4"
+    for before, after in zip(fills, fills[1:], strict=False):
+        assert after.entry_time >= before.exit_time
+    assert fills[0].entry_time >= tiny_result.start and fills[-1].exit_time <= tiny_result.end
+    stats = tiny_result.stats
+    assert stats["model"]["trades"] == len(fills)
+    assert stats["signals"]["Buy"] + stats["signals"]["Sell"] == tiny_result.model.signals
+    assert stats["moments"] == len(tiny_result.signals)
+    assert len(stats["baselines"]["random"]["seeds"]) == 20
+    journal = stats["baselines"]["journal"]
+    assert journal["trades"] > 0 and journal["win_rate"] > 0.5  # first-touch labels are winners by construction
+
+
+def test_backtest_files(tiny_result, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    written = write_backtest(tiny_result, tmp_path)
+    assert {p.name for p in written} == {
+        "trades.csv",
+        "equity.csv",
+        "stats.json",
+        "equity.png",
+        "pnl_distribution.png",
+        "price.png",
+    }
+    trades = pd.read_csv(tmp_path / "trades.csv")
+    assert tuple(trades.columns) == TRADE_COLUMNS and len(trades) == tiny_result.stats["model"]["trades"]
+    equity = pd.read_csv(tmp_path / "equity.csv")
+    assert {"timestamp", "close", "model", "buy_and_hold", "random_mean", "journal"} <= set(equity.columns)
+    assert len(equity) == tiny_result.stats["period"]["minutes"]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["model"]["final_equity"] == pytest.approx(equity["model"].iloc[-1])
+
+
+@pytest.fixture()
+def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+def test_backtest_command(run_copy: Path, tiny_db: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["backtest", str(run_copy), "--db", str(tiny_db), "--min-prob", "0.4", "--fee", "0.04%", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("model", "buy and hold", "random entries"):
+        assert name in result.output
+    stats = json.loads((run_copy / "backtest" / "stats.json").read_text())
+    assert stats["settings"]["fee"] == pytest.approx(0.0004)
+    assert stats["settings"]["min_prob"] == 0.4
+    bundle = load_bundle(run_copy)
+    assert stats["period"]["start"] == min(bundle.meta["training"]["test_start_times"])
+    out = tmp_path / "elsewhere"
+    result = runner.invoke(
+        app,
+        ["backtest", str(run_copy), "--db", str(tiny_db), "--every", "1h", "--risk", "1%", "--max-hold", "2h"]
+        + ["--from", "2024-01-06T12:00", "--to", "2024-01-06T18:00", "--out", str(out), "--no-progress"],
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["moments"] == 6 and stats["settings"]["risk"] == pytest.approx(0.01)
+    assert stats["period"]["start_utc"] == "2024-01-06 12:00 UTC"
+
+
+def test_backtest_command_errors(run_copy: Path, tiny_db: Path) -> None:
+    empty = runner.invoke(
+        app, ["backtest", str(run_copy), "--db", str(tiny_db), "--from", "2024-01-06", "--to", "2024-01-05"]
+    )
+    assert empty.exit_code == 2
+    assert "error: --from 2024-01-06 00:00 UTC is not before --to 2024-01-05 00:00 UTC" in empty.output
+    bad = runner.invoke(app, ["backtest", str(run_copy), "--db", str(tiny_db), "--every", "soon"])
+    assert bad.exit_code == 2 and "--every: not a duration: 'soon'" in bad.output
+    no_db = runner.invoke(app, ["backtest", str(run_copy)])
+    assert no_db.exit_code == 2 and "the run records no candle database; give one with --db" in no_db.output
