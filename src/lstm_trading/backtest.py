@@ -623,15 +623,7 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     optimistic = model["optimistic_same_candle"]
     rows = [
         row("model", model),
-        (
-            "model, optimistic fills",
-            _percent(optimistic["total_return"]),
-            "",
-            "",
-            f"{model['same_candle']} same-candle",
-            "",
-            "",
-        ),
+        (f"optimistic fills ({model['same_candle']} same-candle)", _percent(optimistic["total_return"])) + ("",) * 5,
     ]
     baselines = stats["baselines"]
     rows.append(row("buy and hold", baselines["buy_and_hold"]))

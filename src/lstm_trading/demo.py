@@ -14,19 +14,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lstm_trading.atomic import write_text_atomic
+from lstm_trading.backtest import SUMMARY_HEADER, run_backtest, summary_rows, write_backtest
 from lstm_trading.bundle import load_bundle
 from lstm_trading.config import Config
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.evaluate import baseline_metrics, classification_metrics, level_errors
+from lstm_trading.evaluate import (
+    baseline_metrics,
+    classification_metrics,
+    evaluation_document,
+    level_errors,
+    rule_distances,
+    write_evaluation,
+)
 from lstm_trading.features import compute_features
 from lstm_trading.labels import label_first_touch
 from lstm_trading.pipeline import prepare, train_run
-from lstm_trading.predict import forward_windows
+from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
+from lstm_trading.report import text_table, write_report
 
 SYMBOL = "ETHUSDT"
 
@@ -70,6 +80,8 @@ class DemoResult:
     test_metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
     latest: pd.DataFrame
+    backtest: dict[str, Any] | None = None  # stats.json of the backtest over the test period
+    report: Path | None = None
 
 
 def run_demo(
@@ -83,20 +95,20 @@ def run_demo(
     config = settings.config()
     out_dir.mkdir(parents=True, exist_ok=True)
     db, journal_path, run_dir = out_dir / "demo.db", out_dir / "val.xlsx", out_dir / "run"
-    echo(f"1/5 synthetic market: {settings.days:g} days of 1-minute candles (seed {settings.seed}) -> {db}")
+    echo(f"1/7 synthetic market: {settings.days:g} days of 1-minute candles (seed {settings.seed}) -> {db}")
     market = synthetic_candles(settings.days, seed=settings.seed)
     with CandleStore(db, create=True) as store:
         store.register_symbol(SYMBOL, "synthetic", "linear")
         store.upsert(SYMBOL, market, replace=True, source="synthetic market")
         candles = store.read(SYMBOL)
-    echo(f"2/5 first-touch labels every {config.labels.every_seconds // 60} min -> {journal_path}")
+    echo(f"2/7 first-touch labels every {config.labels.every_seconds // 60} min -> {journal_path}")
     features = compute_features(candles, config.features)
     labels = label_first_touch(candles, features, config.labels)
     write_journal(journal_path, labels.trades, labels.meta)
     journal = read_journal(journal_path)
     horizon = journal.meta.get("horizon_seconds")
     echo(
-        f"3/5 training a small model ({settings.max_len}-minute windows, {settings.epochs} epochs; "
+        f"3/7 training a small model ({settings.max_len}-minute windows, {settings.epochs} epochs; "
         f"real runs default to {Config().targets.max_len:,}-minute windows and {Config().train.epochs} epochs)"
     )
     with warnings.catch_warnings():
@@ -106,7 +118,7 @@ def run_demo(
         )
     sources = {"db": str(db.resolve()), "symbol": SYMBOL, "journal": str(journal_path.resolve()), "sheet": "tradesmain"}
     train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
-    echo("4/5 evaluating on the test split (trades after every training and validation trade)")
+    echo("4/7 evaluating on the test split (trades after every training and validation trade)")
     bundle = load_bundle(run_dir)
     test = prepared.split.test
     proba, sl, tp = forward_windows(bundle.model, prepared.scaled, test.end, test.length)
@@ -117,8 +129,36 @@ def run_demo(
     baselines = baseline_metrics(test.label, prepared.split.train.label, seed=settings.seed)
     document = {"split": "test", "samples": len(test), "model": metrics, "baselines": baselines}
     write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
-    echo("5/5 predicting the moment after the last candle")
+    echo("5/7 predicting the moment after the last candle")
     latest = bundle.predict(candles.tail(bundle.history_minutes))
+    # The evaluation's figures, the backtest over the test period, and the report that assembles them.
+    evaluation = evaluation_document(
+        test,
+        proba,
+        np.maximum(sl_pct, MIN_DISTANCE_PCT),
+        np.maximum(tp_pct, MIN_DISTANCE_PCT),
+        train_labels=prepared.split.train.label,
+        rule_pct=rule_distances(prepared.matrix, test, journal.trades, config.targets),
+        seed=settings.seed,
+    )
+    write_evaluation(run_dir, evaluation)
+    every = config.backtest.every_seconds // 60
+    echo(f"6/7 backtest over the test period: a decision every {every} min, after fees and slippage, with baselines")
+    backtest = run_backtest(
+        bundle,
+        candles,
+        start=int(test.start_time[0]),
+        end=int(candles["timestamp"].iloc[-1]) + 60,
+        config=config.backtest,
+        journal=journal.trades,
+        journal_name="journal (hindsight labels)",
+    )
+    write_backtest(backtest, run_dir / "backtest")
+    for line in text_table(SUMMARY_HEADER, summary_rows(backtest.stats)):
+        echo(line)
+    echo("7/7 report")
+    report = write_report(run_dir)
+    echo(f"report: {report.path}")
     return DemoResult(
         out_dir=out_dir,
         run_dir=run_dir,
@@ -127,4 +167,6 @@ def run_demo(
         test_metrics=metrics,
         baselines=baselines,
         latest=latest,
+        backtest=backtest.stats,
+        report=report.path,
     )

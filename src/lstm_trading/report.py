@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lstm_trading.atomic import write_text_atomic
+from lstm_trading.atomic import write_text_atomic, write_with
 from lstm_trading.errors import DataError
 from lstm_trading.samples import CLASS_NAMES
 
@@ -48,8 +48,8 @@ _COLOURS = {"model": "#1f77b4", "buy_and_hold": "#7f7f7f", "random": "#ff7f0e", 
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    # Drawn beside `path` and renamed: a crash never leaves half a PNG (the format is named, the name ends .tmp).
+    write_with(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight"))
     return path
 
 
@@ -260,7 +260,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{path}: not valid JSON ({error}); run the command that writes it again") from None
     return data if isinstance(data, dict) else None
 
@@ -386,3 +386,14 @@ _STYLE = (
     "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
     "figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:0.9em}"
 )
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table (first column left, others right-aligned) for logs and the demo's output."""
+    cells = [list(map(str, header)), *(list(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    return [line(cells[0]), "  ".join("-" * w for w in widths), *(line(row) for row in cells[1:])]
