@@ -1,36 +1,62 @@
-"""Shared fixtures: paths to the real candles in ../shared/data and small seeded data sets."""
+"""Shared fixtures: paths to the real candles (../shared/data, or the copies in tests/data) and small seeded data."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BYBIT_1M = SHARED_DATA / "bybit_ethusdt_1m_2025-05-29_2025-06-29.csv"
-BINANCE_1M_GAP = SHARED_DATA / "binance_ethusdt_1m_2021-08-09_2021-09-13.csv"
-BYBIT_5M = SHARED_DATA / "bybit_ethusdt_5m_2025-04-03_2025-07-02.csv"
+VENDORED_DATA = Path(__file__).resolve().parent / "data"  # gzip copies, for a checkout without ../shared
+BYBIT_1M = "bybit_ethusdt_1m_2025-05-29_2025-06-29.csv"
+BINANCE_1M_GAP = "binance_ethusdt_1m_2021-08-09_2021-09-13.csv"
+BYBIT_5M = "bybit_ethusdt_5m_2025-04-03_2025-07-02.csv"
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"real candle file missing: {path} (tests read ../shared/data beside the checkout)")
-    return path
+def _expected_sha256(name: str) -> str:
+    for line in (VENDORED_DATA / "SHA256SUMS").read_text().splitlines():
+        digest, _, file = line.partition("  ")
+        if file == name:
+            return digest
+    raise KeyError(name)
+
+
+def real_candles(name: str, scratch: Path) -> Path:
+    """The real candle file: ../shared/data when the checkout has it, else the vendored gzip copy, checked."""
+    shared = SHARED_DATA / name
+    if shared.exists():
+        return shared
+    packed = VENDORED_DATA / f"{name}.gz"
+    if not packed.exists():
+        pytest.fail(f"real candle file missing: neither {shared} nor {packed}")
+    data = gzip.decompress(packed.read_bytes())
+    if hashlib.sha256(data).hexdigest() != _expected_sha256(name):
+        pytest.fail(f"{packed}: does not match SHA256SUMS")
+    target = scratch / name
+    target.write_bytes(data)
+    return target
 
 
 @pytest.fixture(scope="session")
-def bybit_csv() -> Path:
-    return _require(BYBIT_1M)
+def _real_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("real_candles")
 
 
 @pytest.fixture(scope="session")
-def binance_gap_csv() -> Path:
-    return _require(BINANCE_1M_GAP)
+def bybit_csv(_real_data_dir: Path) -> Path:
+    return real_candles(BYBIT_1M, _real_data_dir)
 
 
 @pytest.fixture(scope="session")
-def bybit_5m_csv() -> Path:
-    return _require(BYBIT_5M)
+def binance_gap_csv(_real_data_dir: Path) -> Path:
+    return real_candles(BINANCE_1M_GAP, _real_data_dir)
+
+
+@pytest.fixture(scope="session")
+def bybit_5m_csv(_real_data_dir: Path) -> Path:
+    return real_candles(BYBIT_5M, _real_data_dir)
 
 
 # --- a tiny market, journal and trained run, shared by the model-side tests ---
