@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_trading.batches import pad_windows
 from lstm_trading.errors import DataError
 from lstm_trading.features import compute_features
+from lstm_trading.inference import INFERENCE_CHUNK, Progress, run_windows
 from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, FeatureMatrix, window_bounds
 from lstm_trading.timeutil import MINUTE, format_time
 
@@ -42,22 +42,25 @@ PREDICTION_COLUMNS = (
 
 @torch.inference_mode()
 def forward_windows(
-    model: LSTMModel, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, *, batch_size: int = 64
+    model: LSTMModel,
+    scaled: np.ndarray,
+    ends: np.ndarray,
+    lengths: np.ndarray,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    chunk_len: int = INFERENCE_CHUNK,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)`."""
-    n = len(ends)
-    probabilities = np.zeros((n, len(CLASS_NAMES)), dtype=np.float64)
-    sl, tp = np.zeros(n), np.zeros(n)
-    order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-    model.eval()
-    for first in range(0, n, batch_size):
-        chosen = order[first : first + batch_size]
-        features = torch.from_numpy(pad_windows(scaled, ends[chosen], lengths[chosen]))
-        output = model(features, torch.from_numpy(lengths[chosen].astype(np.int64)))
-        probabilities[chosen] = torch.softmax(output.logits.float(), dim=1).numpy()
-        sl[chosen] = output.sl.float().numpy()
-        tp[chosen] = output.tp.float().numpy()
-    return probabilities, sl, tp
+    """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)`.
+
+    Length-bucketed batches, run in time chunks (bounded memory at any window length) and shared among
+    `workers` one-thread processes (`None`: one per core when the work is worth it; 1: this process only);
+    see `inference.run_windows`. Every worker count gives the same predictions.
+    """
+    return run_windows(
+        model, scaled, ends, lengths, batch_size=batch_size, workers=workers, chunk_len=chunk_len, progress=progress
+    )
 
 
 def levels_from_distances(

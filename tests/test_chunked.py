@@ -1,0 +1,107 @@
+"""Chunked recurrence: the same outputs and gradients as the plain LSTM, with mixed lengths in the batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lstm_trading.model import LSTMModel
+
+# Lengths that end inside a chunk, on a chunk's last step, on a chunk's first step, and in the first chunk.
+LENGTHS = [23, 16, 17, 5, 9, 1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """One torch thread: on 2 cores shared with other test runs, every step of a 2-thread LSTM waits at a barrier."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(seed: int = 0, features: int = 13) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(LENGTHS), max(LENGTHS), features, generator=generator)
+    for row, length in enumerate(LENGTHS):
+        x[row, length:] = 99.0  # padding that must never reach a sample's output
+    return x, torch.tensor(LENGTHS)
+
+
+def _pair(chunk_len: int, **sizes: int) -> tuple[LSTMModel, LSTMModel]:
+    torch.manual_seed(0)
+    plain = LSTMModel(path="padded", **sizes)
+    chunked = LSTMModel(path="padded", chunk_len=chunk_len, **sizes)
+    chunked.load_state_dict(plain.state_dict())
+    return plain, chunked
+
+
+def _loss(model: LSTMModel, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    output = model(x, lengths)
+    weights = torch.linspace(0.5, 1.5, len(lengths))
+    return (output.logits.pow(2).sum(1) * weights).sum() + output.sl.sum() - output.tp.pow(2).sum()
+
+
+@pytest.mark.parametrize("chunk_len", [1, 4, 8, 16, 22])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_chunked_gradients_equal_unchunked(chunk_len: int, num_layers: int) -> None:
+    plain, chunked = _pair(chunk_len, hidden_size=12, num_layers=num_layers)
+    x, lengths = _batch()
+    _loss(plain, x, lengths).backward()
+    _loss(chunked, x, lengths).backward()
+    for (name, a), b in zip(plain.named_parameters(), chunked.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("chunk_len", [3, 8, 100])
+def test_chunked_outputs_equal_each_sample_alone(chunk_len: int) -> None:
+    plain, chunked = _pair(chunk_len)
+    x, lengths = _batch(1)
+    with torch.no_grad():
+        together = chunked(x, lengths)
+        for row, length in enumerate(LENGTHS):
+            alone = plain(x[row : row + 1, :length], torch.tensor([length]))
+            for part_together, part_alone in zip(together, alone, strict=True):
+                torch.testing.assert_close(part_together[row], part_alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_packed_padded_and_chunked_agree() -> None:
+    torch.manual_seed(1)
+    models = [LSTMModel(path="packed"), LSTMModel(path="padded"), LSTMModel(path="packed", chunk_len=5)]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    x, lengths = _batch(2)
+    with torch.no_grad():
+        outputs = [model(x, lengths) for model in models]
+    for other in outputs[1:]:
+        for a, b in zip(outputs[0], other, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_chunk_boundary_keeps_each_samples_own_last_step() -> None:
+    """A sample ending on the step before a boundary is not overwritten by the next chunk's (padded) output."""
+    plain, chunked = _pair(4, hidden_size=8)
+    x, lengths = _batch(3)
+    x, lengths = x[[3, 0]], torch.tensor([4, 23])  # the first ends exactly at the first chunk's end
+    x[0, 4:] = torch.randn(19, 13) * 10
+    with torch.no_grad():
+        a, b = plain(x, lengths), chunked(x, lengths)
+    torch.testing.assert_close(b.logits, a.logits, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_training_under_bf16_autocast_follows_fp32() -> None:
+    """bf16-mixed on CPU: the chunked step's gradients point where fp32's do."""
+    plain, chunked = _pair(6, hidden_size=16)
+    x, lengths = _batch(4)
+    _loss(plain, x, lengths).backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _loss(chunked, x, lengths).backward()
+    a = torch.cat([p.grad.flatten() for p in plain.parameters() if p.grad is not None])
+    b = torch.cat([p.grad.flatten() for p in chunked.parameters() if p.grad is not None])
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+
+
+def test_chunk_len_is_checked() -> None:
+    with pytest.raises(ValueError, match="chunk_len must be 0"):
+        LSTMModel(chunk_len=-1)
