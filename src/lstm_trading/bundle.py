@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from lstm_trading import __version__
 from lstm_trading.atomic import atomic_path, write_text_atomic
-from lstm_trading.config import FeatureConfig, ModelConfig, TargetConfig
+from lstm_trading.config import FeatureConfig, ModelConfig, TargetConfig, config_from_dict
 from lstm_trading.errors import ConfigError, ModelFileError
 from lstm_trading.model import LSTMModel
 from lstm_trading.samples import CLASS_NAMES, FeatureScaler, TargetScaler
@@ -153,18 +153,31 @@ def load_bundle(path: Path | str) -> Bundle:
             "upgrade lstm-trading"
         )
     try:
-        model_config = ModelConfig(**_require(document, "model", json_path))
         features = _require(document, "features", json_path)
-        feature_config = FeatureConfig(**_require(features, "config", json_path))
+        # The configuration's own checks: unknown keys, wrong types and out-of-range values are named.
+        settings = config_from_dict(
+            {
+                "model": _require(document, "model", json_path),
+                "features": _require(features, "config", json_path),
+                "targets": _require(document, "targets", json_path),
+            }
+        )
+        model_config, feature_config, target_config = settings.model, settings.features, settings.targets
         names = tuple(str(n) for n in _require(features, "names", json_path))
-        target_config = TargetConfig(**_require(document, "targets", json_path))
     except (TypeError, ConfigError) as error:
         raise ModelFileError(f"{json_path}: malformed settings ({error})") from None
     if len(names) != model_config.input_size:
         raise ModelFileError(f"{json_path}: {len(names)} feature names for input_size {model_config.input_size}")
-    feature_scaler = FeatureScaler.from_json(_require(document, "feature_scaler", json_path), len(names))
-    target_scaler = TargetScaler.from_json(_require(document, "target_scaler", json_path))
-    expected_sha = _require(document, "weights", json_path).get("sha256")
+    try:
+        feature_scaler = FeatureScaler.from_json(_require(document, "feature_scaler", json_path), len(names))
+        target_scaler = TargetScaler.from_json(_require(document, "target_scaler", json_path))
+    except ModelFileError as error:
+        message = str(error)
+        raise ModelFileError(message if message.startswith(str(json_path)) else f"{json_path}: {message}") from None
+    weights_entry = _require(document, "weights", json_path)
+    if not isinstance(weights_entry, dict):
+        raise ModelFileError(f'{json_path}: "weights" must be an object with the file\'s sha256')
+    expected_sha = weights_entry.get("sha256")
     if expected_sha is not None and expected_sha != _sha256(weights_path):
         raise ModelFileError(
             f"{weights_path}: checksum differs from {BUNDLE_FILE}; the weights file is truncated or was replaced"

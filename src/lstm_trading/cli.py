@@ -465,7 +465,7 @@ def train_command(
             f"warning: {journal.moved_to_boundary} start times inside a minute moved up to the next minute boundary"
         )
     times = journal.trades["start_time"]
-    candles = load_candles(db, symbol, int(times.min()), int(times.max()), config)
+    candles = load_candles(db, symbol, int(times.min()), int(times.max()), config, needed_by=f"the trades of {trades}")
     horizon = journal.meta.get("horizon_seconds")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -514,6 +514,12 @@ def predict_command(
             candles = store.read_last(symbol, bundle.history_minutes)
         else:
             candles = store.read(symbol, start=moment - bundle.history_minutes * MINUTE, end=moment)
+        if candles.empty:
+            from lstm_trading.errors import DataError
+
+            have = ", ".join(store.symbols()) or "none"
+            before = "" if moment is None else f" in the {bundle.history_minutes:,} minutes before --at"
+            raise DataError(f"{db}: no {symbol} candles{before} (symbols held: {have}); choose them with --symbol")
     result = prediction_record(bundle.predict(candles, moment, entry=entry).iloc[0])
     if as_json:
         typer.echo(json.dumps(result))

@@ -147,6 +147,7 @@ class TrainConfig:
         _check(self.epochs >= 1, "train.epochs", "must be at least 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _check(self.lr > 0, "train.lr", "must be positive")
+        _check(self.lr <= 1, "train.lr", "must be at most 1 (AdamW steps by about lr per update)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must not be negative")
         _check(0 < self.plateau_factor < 1, "train.plateau_factor", "must be in (0, 1)")

@@ -24,6 +24,7 @@ from lstm_trading.config import Config
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
+from lstm_trading.errors import ConfigError
 from lstm_trading.evaluate import (
     baseline_metrics,
     classification_metrics,
@@ -93,6 +94,8 @@ def run_demo(
 ) -> DemoResult:
     """Synthetic market -> SQLite -> first-touch journal -> training -> test metrics -> latest prediction."""
     config = settings.config()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file, not a folder; choose a folder for the demo's files")
     out_dir.mkdir(parents=True, exist_ok=True)
     db, journal_path, run_dir = out_dir / "demo.db", out_dir / "val.xlsx", out_dir / "run"
     echo(f"1/7 synthetic market: {settings.days:g} days of 1-minute candles (seed {settings.seed}) -> {db}")

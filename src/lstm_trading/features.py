@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import talib
 
+from lstm_trading.atomic import write_with
 from lstm_trading.config import FeatureConfig
 from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.timeutil import format_time
@@ -181,14 +182,18 @@ def features_file_format(path: Path) -> str:
 
 
 def write_features(features: pd.DataFrame, path: Path) -> None:
-    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow)."""
+    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow).
+
+    The file is written beside `path` and renamed, so a crash never leaves half a file that reads."""
     path = Path(path)
     kind = features_file_format(path)
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: cannot write the features: the folder {path.parent} does not exist")
     try:
         if kind == "parquet":
-            features.to_parquet(path)
+            write_with(path, features.to_parquet)
         else:
-            features.to_csv(path)
+            write_with(path, features.to_csv)
     except OSError as error:
         raise DataError(f"{path}: cannot write the features ({error.strerror or error})") from None
 

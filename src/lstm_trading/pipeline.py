@@ -51,17 +51,27 @@ def history_start(first_moment: int, config: Config) -> int:
     return first_moment - (config.targets.max_len + rows_dropped(config.features)) * MINUTE
 
 
-def load_candles(db: Path, symbol: str, first_moment: int, last_moment: int, config: Config) -> pd.DataFrame:
+def load_candles(
+    db: Path,
+    symbol: str,
+    first_moment: int,
+    last_moment: int,
+    config: Config,
+    *,
+    needed_by: str = "the journal's trades",
+) -> pd.DataFrame:
     """The candles that the windows of moments in [first, last] and their warm-up need, nothing later."""
+    start = history_start(first_moment, config)
     with CandleStore(db) as store:
-        candles = store.read(symbol, start=history_start(first_moment, config), end=last_moment)
+        candles = store.read(symbol, start=start, end=last_moment)
         if len(candles) == 0:
             held = store.time_range(symbol)
             where = (
                 f"it holds {format_time(held[0])} to {format_time(held[1])}" if held else f"it has no {symbol} candles"
             )
             raise DataError(
-                f"{db}: no {symbol} candles before {format_time(last_moment)} for the journal's trades ({where})"
+                f"{db}: no {symbol} candles from {format_time(start)} to {format_time(last_moment)}, the history "
+                f"that {needed_by} need ({where})"
             )
     return candles
 
@@ -131,6 +141,8 @@ def train_run(
     """
     from lstm_trading.training import fit
 
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: is a file, not a run folder; choose a folder name")
     used = [run_dir / name for name in ("model", "checkpoints", "logs") if (run_dir / name).exists()]
     if used and not resume:
         if not overwrite:

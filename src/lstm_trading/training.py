@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,16 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from lstm_trading.atomic import atomic_path
 from lstm_trading.batches import Batch, BucketBatchSampler, SampleWindows
 from lstm_trading.config import ModelConfig, TrainConfig
-from lstm_trading.errors import ConfigError, DataError
+from lstm_trading.errors import ConfigError, DataError, ModelFileError
+from lstm_trading.features import FEATURE_NAMES
 from lstm_trading.model import LSTMModel, ModelOutput
 from lstm_trading.samples import CLASS_NAMES, Samples, TargetScaler
 
@@ -81,10 +85,11 @@ def _first_non_finite(batch: Batch) -> str:
     """Where a batch first holds a NaN or infinity, for the error message (else: the optimiser diverged)."""
     bad = ~torch.isfinite(batch.features)
     if not bad.any():
-        return "the features are finite: the optimiser diverged; lower --lr or --gradient-clip"
+        return "the features are finite: the optimiser diverged; lower --lr (or train.gradient_clip in --config)"
     sample, step, column = (int(v) for v in torch.nonzero(bad)[0])
+    name = f"{FEATURE_NAMES[column]}, " if batch.features.shape[2] == len(FEATURE_NAMES) else ""
     return (
-        f"first non-finite feature: column {column} at step {step} of sample {int(batch.index[sample])} "
+        f"first non-finite feature: {name}column {column} at step {step} of sample {int(batch.index[sample])} "
         "of the split; check the candles for extreme values"
     )
 
@@ -96,7 +101,7 @@ class LSTMTrainingModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain numbers only: checkpoints load with weights_only=True
         self.train_config = TrainConfig(**train)
-        self.model = LSTMModel.from_config(ModelConfig(**model))
+        self.model = LSTMModel.from_config(ModelConfig(**model), chunk_len=self.train_config.chunk_len)
         self.register_buffer("weights", torch.tensor(class_weights, dtype=torch.float32))
         self.weights: torch.Tensor
 
@@ -117,9 +122,13 @@ class LSTMTrainingModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         parts = self._loss(batch)
-        if not torch.isfinite(parts.total):  # a CPU-GPU sync point, but a silent NaN run costs far more
+        # An infinite input saturates the LSTM's gates: the loss stays finite while the gradient is NaN, and the
+        # next batch would blame the optimiser. So the inputs are checked too (one CPU-GPU sync point, as before).
+        loss_finite = torch.isfinite(parts.total)
+        if not bool(loss_finite & torch.isfinite(batch.features).all()):
+            what = "training loss" if not bool(loss_finite) else "input (the loss is still finite)"
             raise DataError(
-                f"non-finite training loss in epoch {self.current_epoch}, batch {batch_idx} "
+                f"non-finite {what} in epoch {self.current_epoch}, batch {batch_idx} "
                 f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
                 f"{_first_non_finite(batch)}"
             )
@@ -193,6 +202,53 @@ class WindowDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[int]:
         return self._loader(self.val_windows, shuffle=False)
+
+
+def load_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A training checkpoint read with `weights_only=True`: tensors and plain values only, so a checkpoint from
+    someone else cannot run code. Every problem is a `ModelFileError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(
+            f"{path}: refused: loading it would unpickle Python objects beyond tensors and numbers, which can run "
+            "code; use checkpoints written by lstm-trading train"
+        ) from None
+    except Exception as error:  # torch reports truncated and foreign files with many exception types
+        detail = (str(error).strip().splitlines() or [""])[0][:120]
+        raise ModelFileError(
+            f"{path}: not a readable training checkpoint ({type(error).__name__}: {detail}); it is truncated or not "
+            "from lstm-trading: start the run again with --overwrite"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ModelFileError(f"{path}: not a training checkpoint of lstm-trading (no state_dict)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made crash-safe and code-free.
+
+    Lightning writes a checkpoint into the system temp folder and then moves it: a copy, not a rename, when that
+    folder is on another filesystem (a tmpfs /tmp), and never flushed to disk. Here it is written beside its
+    target, flushed and renamed, so a crash leaves the old checkpoint or the new one. Reading goes through
+    `load_checkpoint` (`weights_only=True` whatever the caller asks).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Callable[..., Any] | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return load_checkpoint(path, map_location if map_location is not None else "cpu")
 
 
 @contextmanager
@@ -301,6 +357,7 @@ def fit(
         accumulate_grad_batches=train_config.accumulate_grad_batches,
         gradient_clip_val=train_config.gradient_clip,
         callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch")],
+        plugins=[AtomicCheckpointIO()],
         logger=make_loggers(run_dir),
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -312,14 +369,21 @@ def fit(
     )
     last = checkpoints / "last.ckpt"
     if resume and not last.exists():
-        raise DataError(f"--resume: no checkpoint to resume from at {last}; start without --resume")
+        raise DataError(
+            f"--resume: no checkpoint to resume from at {last} (the run stopped before its first epoch ended); "
+            "start it again with --overwrite instead of --resume"
+        )
+    if resume:
+        _model_state(load_checkpoint(last), last, module.model)  # a clear error before Lightning's own
     with flush_denormals(on_cpu):
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
-    best_path = Path(best.best_model_path) if best.best_model_path else last
-    state = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    # Lightning restores the best path from the checkpoint; in a run folder moved since, look beside `last`.
+    best_path = checkpoints / Path(best.best_model_path).name if best.best_model_path else last
+    best_path = best_path if best_path.exists() else last
+    checkpoint = load_checkpoint(best_path)
     model = LSTMModel.from_config(model_config)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    score = best.best_model_score
+    model.load_state_dict(_model_state(checkpoint, best_path, model))
+    score = best.best_model_score if best.best_model_score is not None else _recorded_score(checkpoint)
     return FitResult(
         model=model.eval(),
         best_checkpoint=best_path,
@@ -327,6 +391,32 @@ def fit(
         epochs_run=trainer.current_epoch,
         is_global_zero=trainer.is_global_zero,
     )
+
+
+def _model_state(checkpoint: dict[str, Any], path: Path, model: LSTMModel) -> dict[str, torch.Tensor]:
+    """The model's tensors from a checkpoint, checked against the model's names and shapes."""
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        raise ModelFileError(f"{path}: its tensors {sorted(state)} are not the model's {sorted(expected)}")
+    for name, tensor in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape:
+            found = tuple(state[name].shape) if isinstance(state[name], torch.Tensor) else type(state[name]).__name__
+            raise ModelFileError(
+                f"{path}: tensor '{name}' has shape {found}, the model needs {tuple(tensor.shape)}; "
+                "was the run trained with other model sizes? Resume with the run's config.toml"
+            )
+    return state
+
+
+def _recorded_score(checkpoint: dict[str, Any]) -> float | None:
+    """The best validation loss a checkpoint's ModelCheckpoint state records (a resumed, finished run)."""
+    for key, value in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(value, dict):
+            score = value.get("best_model_score")
+            if score is not None:
+                return float(score)
+    return None
 
 
 def count_parameters(model: nn.Module) -> int:
