@@ -34,7 +34,7 @@ import talib
 
 from lstm_trading import __version__
 from lstm_trading.atomic import atomic_path, write_text_atomic
-from lstm_trading.config import FeatureConfig
+from lstm_trading.config import FeatureConfig, RuntimeConfig
 from lstm_trading.errors import DataError
 from lstm_trading.features import CANDLE_COLUMNS, FEATURE_NAMES, compute_features
 from lstm_trading.samples import FeatureMatrix
@@ -50,6 +50,13 @@ def default_cache_dir(db: Path | str) -> Path:
     """`DB.features/` beside the database `DB`."""
     db = Path(db)
     return db.with_name(db.name + ".features")
+
+
+def cache_folder(runtime: RuntimeConfig, db: Path | str) -> Path | None:
+    """The feature cache folder of `db` under these settings: `runtime.cache_dir`, else beside `db`; None: off."""
+    if not runtime.cache:
+        return None
+    return Path(runtime.cache_dir) if runtime.cache_dir else default_cache_dir(db)
 
 
 def _digest(*buffers: Any) -> str:

@@ -191,6 +191,20 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How work is spread over cores and cached; none of it changes a result."""
+
+    workers: int = 0  # inference processes with one thread each; 0: one per CPU core
+    batch_size: int = 64  # windows per inference forward pass
+    cache: bool = True  # keep feature matrices on disk (see cache.py)
+    cache_dir: str = ""  # "": DB.features beside the candle database
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 0, "runtime.workers", "must not be negative (0: one per CPU core)")
+        _check(self.batch_size >= 1, "runtime.batch_size", "must be at least 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every stage's settings; `load_config` reads it from TOML with one table per stage."""
 
@@ -201,6 +215,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def with_overrides(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one stage replaced; `None` values are left as they are (unset CLI flags)."""

@@ -16,10 +16,11 @@ import pandas as pd
 
 from lstm_trading.atomic import write_text_atomic
 from lstm_trading.bundle import save_bundle
+from lstm_trading.cache import feature_matrix
 from lstm_trading.config import Config, dump_config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.errors import ConfigError, DataError
-from lstm_trading.features import compute_features, rows_dropped
+from lstm_trading.features import rows_dropped
 from lstm_trading.samples import (
     FeatureMatrix,
     FeatureScaler,
@@ -87,11 +88,17 @@ def fingerprint(candles: pd.DataFrame, symbol: str) -> dict[str, Any]:
 
 
 def prepare(
-    candles: pd.DataFrame, trades: pd.DataFrame, config: Config, *, symbol: str, horizon_seconds: int | None = None
+    candles: pd.DataFrame,
+    trades: pd.DataFrame,
+    config: Config,
+    *,
+    symbol: str,
+    horizon_seconds: int | None = None,
+    cache_dir: Path | None = None,
 ) -> Prepared:
-    """Features, samples, time split, and scalers fitted on the training rows and trades only."""
-    features = compute_features(candles, config.features)
-    matrix = FeatureMatrix.from_frame(features)
+    """Features (through the feature cache in `cache_dir`, if given), samples, time split, and scalers fitted on
+    the training rows and trades only."""
+    matrix = feature_matrix(candles, config.features, symbol=symbol, cache_dir=cache_dir)
     samples, report = build_samples(matrix, trades, config.targets)
     split = split_by_time(samples, config.split, horizon_seconds=horizon_seconds)
     rows = training_rows(split.train)

@@ -7,16 +7,17 @@ feature computation and go through the model in length-bucketed batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lstm_trading.cache import feature_matrix
 from lstm_trading.errors import DataError
-from lstm_trading.features import compute_features
 from lstm_trading.inference import INFERENCE_CHUNK, Progress, run_windows
-from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, FeatureMatrix, window_bounds
+from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, window_bounds
 from lstm_trading.timeutil import MINUTE, format_time
 
 if TYPE_CHECKING:
@@ -78,10 +79,14 @@ def predict_moments(
     *,
     entry: float | Sequence[float] | None = None,
     batch_size: int = 64,
+    workers: int | None = None,
+    cache_dir: Path | None = None,
+    symbol: str = "",
 ) -> pd.DataFrame:
     """One row per moment with the columns of `PREDICTION_COLUMNS`.
 
     `entry` defaults to the close of the last candle closed by the moment (predict cannot know the next open).
+    `workers` as in `forward_windows`; `cache_dir` (with `symbol`) reads and keeps the features in the cache.
     """
     if len(candles) == 0:
         raise DataError("no candles to predict from")
@@ -90,8 +95,7 @@ def predict_moments(
         moments = np.array([timestamps[-1] + MINUTE], dtype=np.int64)
     else:
         moments = np.atleast_1d(np.asarray(at, dtype=np.int64))
-    features = compute_features(candles, bundle.feature_config)
-    matrix = FeatureMatrix.from_frame(features)
+    matrix = feature_matrix(candles, bundle.feature_config, symbol=symbol, cache_dir=cache_dir)
     if tuple(matrix.names) != tuple(bundle.feature_names):
         raise DataError(f"features {matrix.names} differ from the bundle's {bundle.feature_names}")
     if len(matrix) == 0:
@@ -108,7 +112,7 @@ def predict_moments(
             f"{format_time(matrix.timestamps[0])} to {format_time(matrix.timestamps[-1])}, after the warm-up)"
         )
     scaled = bundle.feature_scaler.transform(matrix.values)
-    probabilities, sl, tp = forward_windows(bundle.model, scaled, end, lengths, batch_size=batch_size)
+    probabilities, sl, tp = forward_windows(bundle.model, scaled, end, lengths, batch_size=batch_size, workers=workers)
     sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
     sl_pct, tp_pct = np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT)
     side = probabilities.argmax(axis=1)
