@@ -126,3 +126,50 @@ def test_least_recently_used_entries_are_removed(candles: pd.DataFrame, tmp_path
 def test_no_cache_dir_computes_directly_and_default_sits_beside_the_database(candles: pd.DataFrame) -> None:
     _assert_same(feature_matrix(candles, CONFIG), candles)
     assert default_cache_dir(Path("data/bybit1min.db")) == Path("data/bybit1min.db.features")
+
+
+def _no_recompute(*args: object, **kwargs: object) -> None:
+    raise AssertionError("features were recomputed although the cache holds them")
+
+
+def test_second_prepare_on_unchanged_candles_loads_the_cache(  # type: ignore[no-untyped-def]
+    tiny_candles, tiny_trades, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from conftest import tiny_config
+    from lstm_trading import cache
+    from lstm_trading.pipeline import prepare
+
+    config = tiny_config()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # trades inside the warm-up are skipped: expected here
+        first = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT", cache_dir=tmp_path)
+        monkeypatch.setattr(cache, "compute_features", _no_recompute)
+        second = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT", cache_dir=tmp_path)
+    np.testing.assert_array_equal(second.scaled, first.scaled)
+    assert second.split.sizes() == first.split.sizes()
+
+
+def test_predict_command_keeps_features_beside_the_database(  # type: ignore[no-untyped-def]
+    tiny_run, tiny_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from lstm_trading import cache
+    from lstm_trading.cli import app
+
+    db = tmp_path / "candles.db"
+    shutil.copy(tiny_db, db)
+    args = ["predict", str(tiny_run), "--db", str(db), "--json", "--workers", "2"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert len(list((tmp_path / "candles.db.features").iterdir())) == 1
+    monkeypatch.setattr(cache, "compute_features", _no_recompute)
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    off = CliRunner().invoke(app, [*args, "--no-cache"])
+    assert off.exit_code == 1 and "recomputed although the cache holds them" in repr(off.exception)

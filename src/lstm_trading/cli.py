@@ -413,6 +413,20 @@ def _print_split(prepared: Any) -> None:
     )
 
 
+CACHE_DIR_OPTION = typer.Option(
+    None, "--cache-dir", help="Feature cache folder (default: DB.features beside --db, or runtime.cache_dir)."
+)
+CACHE_OPTION = typer.Option(
+    None, "--cache/--no-cache", help="Load features computed before from the same candles (default on)."
+)
+
+
+def _runtime_overrides(config: Any, *, cache: bool | None, cache_dir: Path | None, workers: int | None = None) -> Any:
+    return config.with_overrides(
+        "runtime", cache=cache, cache_dir=None if cache_dir is None else str(cache_dir), workers=workers
+    )
+
+
 @app.command("train")
 def train_command(
     db: Path = DB_OPTION,
@@ -434,11 +448,20 @@ def train_command(
     devices: str | None = typer.Option(None, "--devices", help="auto or a number of devices (processes on CPU)."),
     strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or cuda."),
+    chunk_len: int | None = typer.Option(
+        None,
+        "--chunk-len",
+        min=0,
+        help="LSTM steps per checkpointed chunk: memory bounded at any window length; 0: off.",
+    ),
+    cache_dir: Path | None = CACHE_DIR_OPTION,
+    cache: bool | None = CACHE_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the LSTM on a journal's trades and write the run folder (checkpoints, logs, model bundle)."""
+    from lstm_trading.cache import cache_folder
     from lstm_trading.config import load_config
     from lstm_trading.data.journal import read_journal
     from lstm_trading.pipeline import load_candles, prepare, train_run
@@ -455,7 +478,9 @@ def train_command(
         precision=precision,
         devices=devices,
         strategy=strategy,
+        chunk_len=chunk_len,
     )
+    config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides(
         "split", scaler=scaler, purge_seconds=parse_duration(purge, option="--purge") if purge else None
     )
@@ -470,7 +495,12 @@ def train_command(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = prepare(
-            candles, journal.trades, config, symbol=symbol, horizon_seconds=int(horizon) if horizon else None
+            candles,
+            journal.trades,
+            config,
+            symbol=symbol,
+            horizon_seconds=int(horizon) if horizon else None,
+            cache_dir=cache_folder(config.runtime, db),
         )
     _show_warnings(caught)
     _print_split(prepared)
@@ -498,15 +528,23 @@ def predict_command(
     at: str | None = typer.Option(None, "--at", help="Moment (Unix s/ms or ISO, UTC); default after the last candle."),
     entry: float | None = typer.Option(None, "--entry", help="Entry price; default the last close."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Inference processes, one thread each (default 0: one per core when worth it)."
+    ),
+    cache_dir: Path | None = CACHE_DIR_OPTION,
+    cache: bool | None = CACHE_OPTION,
 ) -> None:
     """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment."""
     import json
 
     from lstm_trading.bundle import load_bundle
+    from lstm_trading.cache import cache_folder
+    from lstm_trading.config import Config
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.predict import prediction_record
+    from lstm_trading.predict import predict_moments, prediction_record
     from lstm_trading.timeutil import MINUTE, parse_moment
 
+    runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
     bundle = load_bundle(run)
     moment = parse_moment(at) if at is not None else None
     with CandleStore(db) as store:
@@ -520,7 +558,16 @@ def predict_command(
             have = ", ".join(store.symbols()) or "none"
             before = "" if moment is None else f" in the {bundle.history_minutes:,} minutes before --at"
             raise DataError(f"{db}: no {symbol} candles{before} (symbols held: {have}); choose them with --symbol")
-    result = prediction_record(bundle.predict(candles, moment, entry=entry).iloc[0])
+    predictions = predict_moments(
+        bundle,
+        candles,
+        moment,
+        entry=entry,
+        workers=runtime.workers or None,
+        cache_dir=cache_folder(runtime, db),
+        symbol=symbol,
+    )
+    result = prediction_record(predictions.iloc[0])
     if as_json:
         typer.echo(json.dumps(result))
         return
