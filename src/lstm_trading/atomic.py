@@ -22,9 +22,11 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     temporary = Path(name)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual permissions
     try:
         yield temporary
+        # mkstemp makes 0600, and so do writers that create the file anew (safetensors): a written file gets
+        # the usual permissions, set after the writer is done.
+        os.chmod(temporary, 0o666 & ~umask)
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary, target)
