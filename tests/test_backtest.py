@@ -20,7 +20,6 @@ from lstm_trading.backtest import (
     buy_and_hold,
     decision_moments,
     equity_curve,
-    forward_chunked,
     predict_signals,
     random_entries,
     run_backtest,
@@ -34,7 +33,6 @@ from lstm_trading.cli import app
 from lstm_trading.config import BacktestConfig
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.execution import CandleArrays
-from lstm_trading.predict import forward_windows
 
 runner = CliRunner(env={"COLUMNS": "200"})  # tables on one line each
 
@@ -142,20 +140,6 @@ def test_random_entries_use_the_same_moments_rate_and_distances(seeded_market: C
     again = random_entries(seeded_market, signals, direction, BacktestConfig(), seeds=(1,))
     assert [f.entry_time for f in again[0].fills] == [f.entry_time for f in runs[1].fills]
     assert [f.entry_time for f in runs[0].fills] != [f.entry_time for f in runs[1].fills]
-
-
-def test_chunked_forward_equals_the_plain_forward(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
-    bundle = load_bundle(tiny_run)
-    features = scaled_features(bundle, tiny_candles)
-    ends = np.array([3000, 3500, 4000, 5000, 6000, 6001])
-    lengths = np.array([60, 30, 60, 1, 45, 17])
-    plain = forward_windows(bundle.model, features.scaled, ends, lengths)
-    for chunk_len, batch_size in ((7, 3), (60, 2), (4096, 64)):
-        chunked = forward_chunked(
-            bundle.model, features.scaled, ends, lengths, chunk_len=chunk_len, batch_size=batch_size
-        )
-        for a, b in zip(plain, chunked, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_batched_signals_equal_predict_at_each_moment(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from lstm_trading.atomic import write_text_atomic
 from lstm_trading.config import BacktestConfig
@@ -37,13 +35,12 @@ from lstm_trading.execution import (
     simulate_fill,
 )
 from lstm_trading.features import compute_features
-from lstm_trading.predict import MIN_DISTANCE_PCT
+from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
 from lstm_trading.samples import INVALID, FeatureMatrix, build_samples, window_bounds
 from lstm_trading.timeutil import MINUTE, format_time
 
 if TYPE_CHECKING:
     from lstm_trading.bundle import Bundle
-    from lstm_trading.model import LSTMModel
 
 MINUTES_PER_YEAR = 525_960  # 365.25 days: per-minute Sharpe and Sortino are annualised with its square root
 DEFAULT_SEEDS = tuple(range(20))
@@ -75,58 +72,6 @@ TRADE_COLUMNS = (
 
 
 # --- batched prediction ---
-
-
-@torch.inference_mode()
-def forward_chunked(
-    model: LSTMModel,
-    scaled: np.ndarray,
-    ends: np.ndarray,
-    lengths: np.ndarray,
-    *,
-    batch_size: int = 256,
-    chunk_len: int = 2_048,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`predict.forward_windows` for many long windows: the same outputs, bounded memory.
-
-    Windows `[end - length, end)` of `scaled` run through the model's LSTM `chunk_len` steps at a time,
-    time-major, carrying (h, c) across chunks; a sample's hidden state is taken at its own last step. A whole
-    90-day window never exists as one (B, T, H) tensor (2.6 GB at B = 64). Longest windows go first, and a
-    batch sheds the windows that have ended. `progress(done, total)` is called after every chunk.
-    """
-    n = len(ends)
-    config = model.config
-    lstm = nn.LSTM(config.input_size, config.hidden_size, num_layers=config.num_layers)  # time-major twin
-    lstm.load_state_dict(model.lstm.state_dict())
-    lstm.eval()
-    hidden_out = torch.zeros(n, config.hidden_size)
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    steps_axis = np.arange(chunk_len)
-    for first in range(0, n, batch_size):
-        chosen = order[first : first + batch_size]
-        lens = np.asarray(lengths)[chosen].astype(np.int64)  # descending
-        last_row = np.asarray(ends)[chosen].astype(np.int64) - 1
-        start = last_row + 1 - lens
-        longest = int(lens[0])
-        h = torch.zeros(config.num_layers, len(chosen), config.hidden_size)
-        c = torch.zeros_like(h)
-        for offset in range(0, longest, chunk_len):
-            active = int(np.count_nonzero(lens > offset))  # lens is sorted: these are the first rows
-            steps = min(chunk_len, longest - offset)
-            rows = np.minimum(start[:active, None] + offset + steps_axis[:steps], last_row[:active, None])
-            x = torch.from_numpy(np.ascontiguousarray(scaled[rows.T]))  # (steps, active, F)
-            output, (h_new, c_new) = lstm(x, (h[:, :active].contiguous(), c[:, :active].contiguous()))
-            h, c = h_new, c_new  # finished rows (beyond `active`) are never read again
-            ending = np.flatnonzero((lens[:active] - 1 >= offset) & (lens[:active] - 1 < offset + steps))
-            if len(ending):
-                at_step = torch.from_numpy(lens[ending] - 1 - offset)
-                hidden_out[torch.from_numpy(chosen[ending])] = output[at_step, torch.from_numpy(ending)]
-            if progress is not None:
-                progress(first + len(chosen) * min(1.0, (offset + steps) / longest), n)
-    heads = model.heads(hidden_out)
-    probabilities = torch.softmax(heads.logits.float(), dim=1).numpy().astype(np.float64)
-    return probabilities, heads.sl.float().numpy(), heads.tp.float().numpy()
 
 
 @dataclass(frozen=True)
@@ -179,10 +124,15 @@ def predict_signals(
     features: Features,
     moments: np.ndarray,
     *,
-    batch_size: int = 256,
+    batch_size: int = 64,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> Signals:
-    """One batched pass over the windows of all moments (the candles closed by each moment, DESIGN.md)."""
+    """One batched pass over the windows of all moments (the candles closed by each moment, DESIGN.md).
+
+    Batches run through `predict.forward_windows` (time-chunked, shared among one-thread worker processes;
+    `workers=None` is one per core); `progress(done, total)` is called after every batch of windows.
+    """
     matrix = features.matrix
     start, end = window_bounds(matrix.timestamps, moments, bundle.max_len)
     lengths = end - start
@@ -193,8 +143,8 @@ def predict_signals(
             f"{format_time(matrix.timestamps[0])} to {format_time(matrix.timestamps[-1])}, after the warm-up); "
             "start the backtest later or load more history"
         )
-    proba, sl, tp = forward_chunked(
-        bundle.model, features.scaled, end, lengths, batch_size=batch_size, progress=progress
+    proba, sl, tp = forward_windows(
+        bundle.model, features.scaled, end, lengths, batch_size=batch_size, workers=workers, progress=progress
     )
     sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
     return Signals(
@@ -452,7 +402,8 @@ def run_backtest(
     journal: pd.DataFrame | None = None,
     journal_name: str = "journal",
     seeds: Sequence[int] = DEFAULT_SEEDS,
-    batch_size: int = 256,
+    batch_size: int = 64,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> BacktestResult:
     """Backtest the model on `[start, end)` of `candles` (which must hold the history before `start` too)."""
@@ -469,7 +420,7 @@ def run_backtest(
     if len(moments) == 0:
         raise DataError(f"no decision moment (every {every} s) from {format_time(start)} to {format_time(end)}")
     features = scaled_features(bundle, candles)
-    signals = predict_signals(bundle, features, moments, batch_size=batch_size, progress=progress)
+    signals = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers, progress=progress)
     direction = signal_direction(signals.proba, config.min_prob)
     top = signals.proba.max(axis=1)
     args = (period, signals.at, direction, signals.stop_loss_pct, signals.take_profit_pct, config)
@@ -675,7 +626,8 @@ def backtest_run(
     sheet: str | None = None,
     out_dir: Path | None = None,
     seeds: Sequence[int] = DEFAULT_SEEDS,
-    batch_size: int = 256,
+    batch_size: int = 64,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[BacktestResult, Path]:
     """Backtest a run folder's model and write its files (default period: the run's test period to the end of
@@ -720,6 +672,7 @@ def backtest_run(
         journal_name=name,
         seeds=seeds,
         batch_size=batch_size,
+        workers=workers,
         progress=progress,
     )
     result.stats["sources"] = {"run": str(run_dir), "db": str(db_path), "symbol": symbol}

@@ -701,7 +701,10 @@ def backtest_command(
     ),
     trades: Path | None = typer.Option(None, "--trades", help="A journal whose own trades run as a baseline."),
     seeds: int = typer.Option(20, "--seeds", min=1, help="Seeds of the random-entry baseline."),
-    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Windows per forward pass."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Windows per forward pass."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Inference processes (default: one per core when worth it)."
+    ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/backtest)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -756,6 +759,7 @@ def backtest_command(
             out_dir=out,
             seeds=tuple(range(seeds)),
             batch_size=batch_size,
+            workers=workers,
             progress=advance,
         )
     _show_warnings(caught)

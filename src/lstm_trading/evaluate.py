@@ -18,7 +18,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss
 from lstm_trading.atomic import write_text_atomic
 from lstm_trading.config import TargetConfig
 from lstm_trading.errors import DataError
-from lstm_trading.predict import MIN_DISTANCE_PCT
+from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
 from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, FeatureMatrix, Samples, build_samples
 
 if TYPE_CHECKING:
@@ -215,16 +215,19 @@ def evaluate_bundle(
     split: str = "test",
     seed: int = 0,
     batch_size: int = 64,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the samples of `trades` from `candles`, predict them in batches, and measure.
 
     `candles` must hold the history before the first trade (window plus warm-up, `bundle.history_minutes`).
     """
-    from lstm_trading.backtest import forward_chunked, scaled_features
+    from lstm_trading.backtest import scaled_features
 
     features = scaled_features(bundle, candles)
     samples, _ = build_samples(features.matrix, trades, bundle.target_config)
-    proba, sl, tp = forward_chunked(bundle.model, features.scaled, samples.end, samples.length, batch_size=batch_size)
+    proba, sl, tp = forward_windows(
+        bundle.model, features.scaled, samples.end, samples.length, batch_size=batch_size, workers=workers
+    )
     sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
     sl_pct, tp_pct = np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT)
     counts = (bundle.meta.get("training") or {}).get("class_counts")
