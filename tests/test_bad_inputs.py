@@ -627,7 +627,7 @@ def test_zero_volume_minutes_train_and_predict_end_to_end(
     previous_zero = candles.set_index("timestamp")["volume"].shift(1).reindex(features.index) == 0
     assert previous_zero.sum() > 200 and (volume_pct[previous_zero] == 0).all()  # DESIGN.md: inf and NaN to 0
 
-    args = world.train("--epochs", "1")
+    args = world.train("--epochs", "1", "--batch-size", "32")
     args[args.index("--db") + 1] = str(db)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
