@@ -105,3 +105,37 @@ def test_chunked_training_under_bf16_autocast_follows_fp32() -> None:
 def test_chunk_len_is_checked() -> None:
     with pytest.raises(ValueError, match="chunk_len must be 0"):
         LSTMModel(chunk_len=-1)
+
+
+def test_each_weight_gradient_is_accumulated_once_per_backward() -> None:
+    """DDP all-reduces a weight when its gradient is accumulated: that must happen once, not once per chunk."""
+    _, chunked = _pair(4, hidden_size=8)
+    calls = {name: 0 for name, _ in chunked.named_parameters()}
+    for name, parameter in chunked.named_parameters():
+        parameter.register_post_accumulate_grad_hook(lambda _, name=name: calls.__setitem__(name, calls[name] + 1))
+    _loss(chunked, *_batch(5)).backward()
+    assert set(calls.values()) == {1}, calls
+
+
+def test_training_with_chunks_follows_training_without(tiny_candles, tiny_trades, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`train.chunk_len` reaches the model: a run in 16-step chunks ends where the plain run ends."""
+    import warnings
+
+    from conftest import tiny_config
+    from lstm_trading.pipeline import prepare, train_run
+
+    config = tiny_config().with_overrides("train", epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT")
+        runs = [
+            train_run(
+                prepared,
+                config.with_overrides("train", chunk_len=n),
+                tmp_path / str(n),
+                accelerator="cpu",
+                progress=False,
+            )
+            for n in (0, 16)
+        ]
+    assert runs[1].best_val_loss == pytest.approx(runs[0].best_val_loss, rel=1e-4)
