@@ -115,7 +115,8 @@ def main() -> None:
     same = np.allclose(np.vstack([s[0] for s in single]), signals.proba[: len(alone)], rtol=1e-4, atol=1e-6)
 
     steps = float(lengths[: len(timed)].sum())
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # kB on Linux
+    worker_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # the largest worker
     print(
         f"batched (batch {args.batch_size}, workers {args.workers or 'one per core'}): {len(timed):,} windows in "
         f"{batched_seconds:,.1f} s = "
@@ -133,7 +134,7 @@ def main() -> None:
         f"one at a time {len(moments) / alone_rate / 3600:,.1f} h (extrapolated); "
         f"{all_steps / 1e6:,.0f} M window-steps"
     )
-    print(f"peak memory {peak_gb:.2f} GB; {load()}")
+    print(f"peak memory {peak_gb:.2f} GB in this process, {worker_gb:.2f} GB in the largest worker; {load()}")
 
 
 if __name__ == "__main__":
