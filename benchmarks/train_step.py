@@ -1,24 +1,33 @@
-"""Training-step throughput and peak memory: our LSTMTrainingModule step against a bare nn.LSTM.
+"""Training-step throughput and peak memory: our LSTMTrainingModule step, plain and chunked, against a bare nn.LSTM.
 
-Both run the same tensors the same way (padded against padded, packed against packed) in this process's
-children, one child per measurement so each peak memory is its own. Prints sample-steps per second, peak
-resident memory above the child's memory before the step, and our/bare ratios. Target: ours >= 0.9 of bare.
+Every measurement runs in a child process of its own, so each peak memory is its own: sample-steps per second
+(best of `--repeats` steps after one warm-up step, robust to other load on a shared machine) and the peak
+resident memory above the child's memory just before the step (the batch is already allocated then; on CUDA,
+the peak allocated GPU memory above it). Ratios are against the bare nn.LSTM on the same kernel (padded or
+packed), or against our own plain step where the bare one does not fit in memory.
 
-    .venv/bin/python benchmarks/train_step.py [--lengths 1440 8640 43200] [--batch 32] [--repeats 3]
-        [--device cpu] [--precision fp32|fp16|bf16]
+Targets (issue 6): chunked / plain >= 0.75 at 16,384 steps; chunked peak <= 2,048 MB at 129,600 steps (batch 32).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/train_step.py [--lengths 8640 16384 32768 129600] [--batch 32]
+        [--chunk-lens 4096] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16] [--paths padded]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import time
 
 import torch
 
 from lstm_trading.batches import Batch
+from lstm_trading.config import TrainConfig
 from lstm_trading.training import LSTMTrainingModule
+
+BYTES_PER_SAMPLE_STEP = 5_200  # activations a plain forward and backward keeps (measured, fp32, hidden 80)
+_AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _rss_mb() -> float:
@@ -26,11 +35,24 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-_AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+def available_mb() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
 
 
 def _measure(
-    kind: str, path: str, length: int, batch: int, repeats: int, device: str, precision: str, queue: mp.Queue
+    kind: str,
+    path: str,
+    chunk: int,
+    length: int,
+    batch: int,
+    repeats: int,
+    device: str,
+    precision: str,
+    queue: mp.Queue,
 ) -> None:
     torch.manual_seed(0)
     if device == "cpu":
@@ -52,7 +74,7 @@ def _measure(
     else:
         module = LSTMTrainingModule(
             model={"input_size": 13, "hidden_size": 80, "num_layers": 1, "output_size": 3},
-            train={"batch_size": batch},
+            train={"batch_size": batch, "chunk_len": chunk},
             class_weights=[1.0, 1.0, 1.0],
         ).to(device)
         module.model.path = path
@@ -69,67 +91,95 @@ def _measure(
         def step() -> None:
             module._loss(data).total.backward()
 
-    def synced() -> None:
+    def timed() -> float:
         dtype = _AUTOCAST[precision]
+        started = time.perf_counter()
         with torch.autocast(device_type=device, dtype=dtype or torch.float32, enabled=dtype is not None):
             step()
         if device == "cuda":
             torch.cuda.synchronize()
+        return time.perf_counter() - started
 
     before = _rss_mb()
     if device == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    synced()  # warm-up (oneDNN / cuDNN pick their kernels)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        synced()
-    seconds = (time.perf_counter() - started) / repeats
+        before_gpu = torch.cuda.memory_allocated()
+    timed()  # warm-up: oneDNN / cuDNN pick their kernels
+    seconds = min(timed() for _ in range(repeats))
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
+        peak = (torch.cuda.max_memory_allocated() - before_gpu) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     queue.put((batch * length / seconds, peak))
 
 
 def measure(
-    kind: str, path: str, length: int, batch: int, repeats: int, device: str, precision: str
+    kind: str, path: str, chunk: int, length: int, batch: int, repeats: int, device: str, precision: str
 ) -> tuple[float, float]:
+    """(sample-steps per second, peak MB above the memory before the step) of one configuration, in a child."""
     context = mp.get_context("spawn")
     queue: mp.Queue = context.Queue()
-    child = context.Process(target=_measure, args=(kind, path, length, batch, repeats, device, precision, queue))
+    args = (kind, path, chunk, length, batch, repeats, device, precision, queue)
+    child = context.Process(target=_measure, args=args)
     child.start()
     child.join()
     if child.exitcode != 0:
-        raise SystemExit(f"{kind} {path} {length}: child failed with exit code {child.exitcode}")
+        raise SystemExit(f"{kind} {path} chunk {chunk} at {length}: child failed with exit code {child.exitcode}")
     return queue.get()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1440, 8640, 43200])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8640, 16384, 32768, 129600])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--paths", nargs="+", default=["padded", "packed"])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
+    parser.add_argument("--paths", nargs="+", default=["padded"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(_AUTOCAST), default="fp32", help="autocast dtype")
-    args = parser.parse_args()
-    print(
-        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"batch {args.batch}, precision {args.precision}"
+    parser.add_argument(
+        "--plain-limit-mb",
+        type=float,
+        default=None,
+        help="skip plain steps estimated above this (default: 70%% of free)",
     )
-    header = ("length", "path", "bare steps/s", "ours steps/s", "ratio", "bare MB", "ours MB")
-    widths = (7, 7, 13, 13, 6, 9, 9)
-    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
+    args = parser.parse_args()
+    limit = args.plain_limit_mb
+    if limit is None:
+        free = available_mb() if args.device == "cpu" else torch.cuda.mem_get_info()[0] / 2**20
+        limit = 0.7 * free
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+        f"precision {args.precision}, best of {args.repeats}, load {load:.2f}; plain steps above {limit:,.0f} MB skipped"
+    )
+    header = ("length", "path", "variant", "steps/s", "/bare", "/plain", "peak MB")
+    widths = (7, 7, 11, 11, 6, 6, 9)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)), flush=True)
     for length in args.lengths:
+        fits = BYTES_PER_SAMPLE_STEP * args.batch * length / 2**20 < limit
         for path in args.paths:
-            common = (path, length, args.batch, args.repeats, args.device, args.precision)
-            bare_rate, bare_mb = measure("bare", *common)
-            ours_rate, ours_mb = measure("ours", *common)
-            print(
-                f"{length:>7} {path:>7} {bare_rate:>13,.0f} {ours_rate:>13,.0f} {ours_rate / bare_rate:>6.2f} "
-                f"{bare_mb:>9,.0f} {ours_mb:>9,.0f}",
-                flush=True,
-            )
+            common = (length, args.batch, args.repeats, args.device, args.precision)
+            rows: dict[str, tuple[float, float]] = {}
+            if fits:
+                rows["bare plain"] = measure("bare", path, 0, *common)
+                rows["ours plain"] = measure("ours", path, 0, *common)
+            for chunk in args.chunk_lens:
+                if chunk < length:
+                    rows[f"ours {chunk}"] = measure("ours", path, chunk, *common)
+            for name, (rate, peak) in rows.items():
+                ratios = [
+                    f"{rate / rows[reference][0]:.2f}" if reference in rows and reference != name else "-"
+                    for reference in ("bare plain", "ours plain")
+                ]
+                print(
+                    f"{length:>7} {path:>7} {name:>11} {rate:>11,.0f} {ratios[0]:>6} {ratios[1]:>6} {peak:>9,.0f}",
+                    flush=True,
+                )
+            if not fits:
+                print(f"{length:>7} {path:>7} {'plain':>11}  does not fit (about "
+                      f"{BYTES_PER_SAMPLE_STEP * args.batch * length / 2**30:.1f} GB of activations)")  # fmt: skip
 
 
 if __name__ == "__main__":

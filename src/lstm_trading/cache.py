@@ -3,11 +3,11 @@
 An entry is a folder in the cache folder (by default `DB.features/` beside the database) holding `values.npy`
 (N, 13) float32, `timestamps.npy` (N,) int64 and `atr.npy` (N,) float64, loaded memory-mapped, and
 `header.json`, which is written last and is what makes an entry exist. The entry's name is a key over what
-the features depend on: the symbol, the candles (first and last timestamp, row count, a BLAKE2 checksum of the
+the features depend on: the symbol, the candles (first and last timestamp, row count, a SHA-256 checksum of the
 timestamp and OHLCV arrays), the feature parameters and names, and the versions of this package and TA-Lib.
 Any change to the candles (new candles, a repaired row) is a different key, so a miss.
 
-The header records each array file's shape, dtype and checksum; an entry whose header cannot be read, whose
+The header records each array file's shape, dtype and CRC-32; an entry whose header cannot be read, whose
 files are missing, truncated or changed (corrupt), or whose header describes other candles or settings than
 its name says (stale) is never used: a warning names it, and it is rebuilt. Every file is written atomically
 (`lstm_trading.atomic`), so a crash leaves an old entry, no entry, or a new one.
@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import warnings
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,18 +61,20 @@ def cache_folder(runtime: RuntimeConfig, db: Path | str) -> Path | None:
 
 
 def _digest(*buffers: Any) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+    """SHA-256 of the buffers (about 1 GB/s with the CPU's SHA instructions: 50 ms for two years of minutes)."""
+    digest = hashlib.sha256()
     for buffer in buffers:
         digest.update(memoryview(buffer).cast("B"))
     return digest.hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=20)
+def _file_crc(path: Path) -> int:
+    """CRC-32 of a file: it finds flipped, lost or added bytes at several GB/s, and a load verifies every byte."""
+    crc = 0
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def candles_identity(candles: pd.DataFrame, config: FeatureConfig, symbol: str) -> dict[str, Any]:
@@ -89,7 +92,7 @@ def candles_identity(candles: pd.DataFrame, config: FeatureConfig, symbol: str) 
         "rows": len(candles),
         "first_timestamp": int(timestamps[0]) if len(timestamps) else None,
         "last_timestamp": int(timestamps[-1]) if len(timestamps) else None,
-        "candles_blake2b": _digest(*arrays),
+        "candles_sha256": _digest(*arrays),
         "feature_config": asdict(config),
         "feature_names": list(FEATURE_NAMES),
         "package_version": __version__,
@@ -174,7 +177,7 @@ class FeatureCache:
             path = entry / f"{name}.npy"
             if not path.exists():
                 raise CacheEntryError(f"corrupt feature cache entry ({path.name} is missing)")
-            if _file_digest(path) != described.get("blake2b"):
+            if _file_crc(path) != described.get("crc32"):
                 raise CacheEntryError(f"corrupt feature cache entry ({path.name} does not match its checksum)")
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -203,8 +206,8 @@ class FeatureCache:
             with atomic_path(path) as temporary:
                 with open(temporary, "wb") as handle:
                     np.save(handle, array, allow_pickle=False)
-                digest = _file_digest(temporary)
-            described[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "blake2b": digest}
+                crc = _file_crc(temporary)
+            described[name] = {"shape": list(array.shape), "dtype": str(array.dtype), "crc32": crc}
         header = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
