@@ -3,7 +3,7 @@
 An entry is a folder in the cache folder (by default `DB.features/` beside the database) holding `values.npy`
 (N, 13) float32, `timestamps.npy` (N,) int64 and `atr.npy` (N,) float64, loaded memory-mapped, and
 `header.json`, which is written last and is what makes an entry exist. The entry's name is a key over what
-the features depend on: the symbol, the candles (first and last timestamp, row count, a SHA-256 checksum of the
+the features depend on: the symbol, the candles (first and last timestamp, row count, SHA-256 checksums of the
 timestamp and OHLCV arrays), the feature parameters and names, and the versions of this package and TA-Lib.
 Any change to the candles (new candles, a repaired row) is a different key, so a miss.
 
@@ -25,6 +25,7 @@ import re
 import shutil
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,14 @@ def candles_identity(candles: pd.DataFrame, config: FeatureConfig, symbol: str) 
     arrays = [np.ascontiguousarray(candles["timestamp"].to_numpy(dtype=np.int64))]
     arrays += [np.ascontiguousarray(candles[c].to_numpy(dtype=np.float64)) for c in CANDLE_COLUMNS[1:]]
     timestamps = arrays[0]
+    with ThreadPoolExecutor() as pool:  # hashlib lets go of the GIL: one column per core
+        columns = list(pool.map(_digest, arrays))
     return {
         "symbol": symbol,
         "rows": len(candles),
         "first_timestamp": int(timestamps[0]) if len(timestamps) else None,
         "last_timestamp": int(timestamps[-1]) if len(timestamps) else None,
-        "candles_sha256": _digest(*arrays),
+        "candles_sha256": columns,
         "feature_config": asdict(config),
         "feature_names": list(FEATURE_NAMES),
         "package_version": __version__,
@@ -172,12 +175,15 @@ class FeatureCache:
             changed = sorted(k for k in identity if (header.get("identity") or {}).get(k) != identity[k])
             raise CacheEntryError(f"stale feature cache entry (made for other {', '.join(changed) or 'data'})")
         arrays: dict[str, np.ndarray] = {}
-        for name in ARRAYS:
-            described = (header.get("arrays") or {}).get(name) or {}
-            path = entry / f"{name}.npy"
+        paths = [entry / f"{name}.npy" for name in ARRAYS]
+        for path in paths:
             if not path.exists():
                 raise CacheEntryError(f"corrupt feature cache entry ({path.name} is missing)")
-            if _file_crc(path) != described.get("crc32"):
+        with ThreadPoolExecutor() as pool:  # zlib lets go of the GIL: one file per core
+            crcs = dict(zip(ARRAYS, pool.map(_file_crc, paths), strict=True))
+        for name, path in zip(ARRAYS, paths, strict=True):
+            described = (header.get("arrays") or {}).get(name) or {}
+            if crcs[name] != described.get("crc32"):
                 raise CacheEntryError(f"corrupt feature cache entry ({path.name} does not match its checksum)")
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 Progress = Callable[[float, int], None]  # progress(windows done, windows in all)
 
 INFERENCE_CHUNK = 4_096  # steps per chunk: a (64, 4096, 80) output is 84 MB, and chunks this long cost no speed
-MIN_STEPS_PER_WORKER = 2_000_000  # sample-steps (about 2 s of forward) below which a process costs more than it saves
+MIN_STEPS_PER_WORKER = 200_000  # sample-steps (0.2 s of forward) a forked worker must have to pay for itself
 
 
 def cpu_count() -> int:
