@@ -542,7 +542,9 @@ def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
 
 
 def _percent(value: float | None, sign: str = "+") -> str:
-    return "-" if value is None else f"{100 * value:{sign}.2f}%"
+    if value is None:
+        return "-"
+    return "0.00%" if value == 0 else f"{100 * value:{sign}.2f}%"
 
 
 def _number(value: float | None) -> str:
