@@ -1,7 +1,8 @@
 """Training-step throughput and peak memory: our LSTMTrainingModule step, plain and chunked, against a bare nn.LSTM.
 
 Every measurement runs in a child process of its own, so each peak memory is its own: sample-steps per second
-(best of `--repeats` steps after one warm-up step, robust to other load on a shared machine) and the peak
+(best of `--repeats` steps after one warm-up step, and best of `--rounds` children that alternate the variants:
+robust to bursts of other load on a shared machine) and the peak
 resident memory above the child's memory just before the step (the batch is already allocated then; on CUDA,
 the peak allocated GPU memory above it). Ratios are against the bare nn.LSTM on the same kernel (padded or
 packed), or against our own plain step where the bare one does not fit in memory.
@@ -52,8 +53,11 @@ def _measure(
     repeats: int,
     device: str,
     precision: str,
+    threads: int,
     queue: mp.Queue,
 ) -> None:
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     if device == "cpu":
         torch.set_flush_denormal(True)
@@ -115,12 +119,12 @@ def _measure(
 
 
 def measure(
-    kind: str, path: str, chunk: int, length: int, batch: int, repeats: int, device: str, precision: str
+    kind: str, path: str, chunk: int, length: int, batch: int, repeats: int, device: str, precision: str, threads: int
 ) -> tuple[float, float]:
     """(sample-steps per second, peak MB above the memory before the step) of one configuration, in a child."""
     context = mp.get_context("spawn")
     queue: mp.Queue = context.Queue()
-    args = (kind, path, chunk, length, batch, repeats, device, precision, queue)
+    args = (kind, path, chunk, length, batch, repeats, device, precision, threads, queue)
     child = context.Process(target=_measure, args=args)
     child.start()
     child.join()
@@ -133,9 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[8640, 16384, 32768, 129600])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed steps per child (after a warm-up step)")
+    parser.add_argument("--rounds", type=int, default=2, help="children per variant, alternating; the best counts")
     parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
     parser.add_argument("--paths", nargs="+", default=["padded"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in each child (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=sorted(_AUTOCAST), default="fp32", help="autocast dtype")
     parser.add_argument(
@@ -151,8 +157,10 @@ def main() -> None:
         limit = 0.7 * free
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
-        f"precision {args.precision}, best of {args.repeats}, load {load:.2f}; plain steps above {limit:,.0f} MB skipped"
+        f"device {args.device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+        f"batch {args.batch}, "
+        f"precision {args.precision}, best of {args.repeats} steps x {args.rounds} rounds, load {load:.2f}; "
+        f"plain steps above {limit:,.0f} MB skipped"
     )
     header = ("length", "path", "variant", "steps/s", "/bare", "/plain", "peak MB")
     widths = (7, 7, 11, 11, 6, 6, 9)
@@ -160,14 +168,15 @@ def main() -> None:
     for length in args.lengths:
         fits = BYTES_PER_SAMPLE_STEP * args.batch * length / 2**20 < limit
         for path in args.paths:
-            common = (length, args.batch, args.repeats, args.device, args.precision)
+            common = (length, args.batch, args.repeats, args.device, args.precision, args.threads)
+            variants = [("bare plain", "bare", 0), ("ours plain", "ours", 0)] if fits else []
+            variants += [(f"ours {chunk}", "ours", chunk) for chunk in args.chunk_lens if chunk < length]
             rows: dict[str, tuple[float, float]] = {}
-            if fits:
-                rows["bare plain"] = measure("bare", path, 0, *common)
-                rows["ours plain"] = measure("ours", path, 0, *common)
-            for chunk in args.chunk_lens:
-                if chunk < length:
-                    rows[f"ours {chunk}"] = measure("ours", path, chunk, *common)
+            for _ in range(args.rounds):  # rounds alternate the variants, so a burst of other load hits all alike
+                for name, kind, chunk in variants:
+                    rate, peak = measure(kind, path, chunk, *common)
+                    best_rate, _ = rows.get(name, (0.0, 0.0))
+                    rows[name] = (max(rate, best_rate), peak)
             for name, (rate, peak) in rows.items():
                 ratios = [
                     f"{rate / rows[reference][0]:.2f}" if reference in rows and reference != name else "-"

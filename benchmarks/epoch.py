@@ -1,0 +1,134 @@
+"""Mixed-length training epoch: our bucketed batches through LSTMTrainingModule against a bare padded nn.LSTM
+at the same number of sample-steps, on the window lengths a first-touch journal over real candles gives.
+
+The journal (hourly moments, 24-hour horizon) over the Binance file (35 days with a 270-minute gap) gives
+windows shorter than the 90-day maximum, each as long as the data before its moment: every batch mixes lengths.
+Prints the padding share of `BucketBatchSampler`'s batches, then one epoch (forward and backward of every
+batch; collating the windows from the feature matrix included for ours) for: the bare nn.LSTM on unpadded
+batches of the same sizes and total sample-steps, ours plain, and ours in chunks. Throughput counts real
+sample-steps only (padding is overhead). Each runs in its own child process (its own peak memory).
+Targets (issue 6): padding <= 10 %; ours >= 0.9 of bare.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/epoch.py [--scale 1.0] [--batch 32] [--chunk-lens 4096]
+        [--candles tests/data/binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lstm_trading.batches import BucketBatchSampler, SampleWindows, padding_share
+from lstm_trading.config import LabelConfig, TargetConfig, TrainConfig
+from lstm_trading.features import compute_features
+from lstm_trading.labels import label_first_touch
+from lstm_trading.samples import FeatureMatrix, FeatureScaler, Samples, TargetScaler, build_samples
+from lstm_trading.timeutil import to_unix_seconds
+from lstm_trading.training import LSTMTrainingModule
+
+DEFAULT_CANDLES = (
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz"
+)
+
+
+def journal_windows(candles_path: Path, scale: float) -> tuple[np.ndarray, Samples]:
+    """The scaled feature matrix and the samples of a first-touch journal over the candles (lengths scaled)."""
+    candles = pd.read_csv(candles_path)
+    candles["timestamp"] = to_unix_seconds(candles["timestamp"])
+    features = compute_features(candles)
+    labels = label_first_touch(candles, features, LabelConfig())
+    trades = labels.trades.assign(label=labels.trades["side"].map({"Buy": 0, "Sell": 1, "Invalid": 2}))
+    matrix = FeatureMatrix.from_frame(features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # moments with too little history are skipped: expected here
+        samples, _ = build_samples(matrix, trades, TargetConfig())
+    lengths = np.maximum(1, np.ceil(samples.length * scale)).astype(np.int64)
+    scaled = FeatureScaler.fit(matrix.values, "standard").transform(matrix.values)
+    return scaled, replace(samples, length=lengths)
+
+
+def _run(kind: str, chunk: int, candles_path: Path, scale: float, batch: int, queue: mp.Queue) -> None:
+    torch.manual_seed(0)
+    torch.set_flush_denormal(True)
+    scaled, samples = journal_windows(candles_path, scale)
+    batches = BucketBatchSampler(samples.length, batch, shuffle=True, seed=0).global_batches()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    steps = 0
+    seconds = 0.0
+    if kind == "bare":
+        lstm = torch.nn.LSTM(13, 80, batch_first=True)
+        for chosen in batches:
+            width = round(float(samples.length[chosen].mean()))  # same sample-steps, no padding
+            x = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(scaled[:width], (len(chosen), width, 13))))
+            started = time.perf_counter()
+            output, _ = lstm(x)
+            output[:, -1].sum().backward()
+            seconds += time.perf_counter() - started
+            steps += len(chosen) * width
+    else:
+        windows = SampleWindows(scaled, samples, TargetScaler.fit(samples))
+        module = LSTMTrainingModule(
+            model={"input_size": 13, "hidden_size": 80, "num_layers": 1, "output_size": 3},
+            train={"batch_size": batch, "chunk_len": chunk},
+            class_weights=[1.0, 1.0, 1.0],
+        )
+        module.model.path = "padded"
+        for chosen in batches:
+            started = time.perf_counter()
+            module._loss(windows.collate(chosen.tolist())).total.backward()
+            seconds += time.perf_counter() - started
+            steps += int(samples.length[chosen].sum())
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    queue.put((steps / seconds, seconds, peak))
+
+
+def run(kind: str, chunk: int, candles_path: Path, scale: float, batch: int) -> tuple[float, float, float]:
+    context = mp.get_context("spawn")
+    queue: mp.Queue = context.Queue()
+    child = context.Process(target=_run, args=(kind, chunk, candles_path, scale, batch, queue))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"{kind} chunk {chunk}: child failed with exit code {child.exitcode}")
+    return queue.get()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candles", type=Path, default=DEFAULT_CANDLES)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every window length (shorter runs)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
+    args = parser.parse_args()
+    _, samples = journal_windows(args.candles, args.scale)
+    lengths = samples.length
+    batches = BucketBatchSampler(lengths, args.batch, shuffle=True, seed=0).global_batches()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"{args.candles.name}: {len(lengths)} windows of {lengths.min():,} to {lengths.max():,} steps "
+        f"(mean {lengths.mean():,.0f}, scale {args.scale:g}), {len(batches)} batches of {args.batch}; "
+        f"padding {padding_share(lengths, batches):.1%} of sample-steps; threads {torch.get_num_threads()}, "
+        f"load {load:.2f}"
+    )
+    print(f"{'variant':>11} {'steps/s':>10} {'/bare':>6} {'epoch s':>8} {'peak MB':>8}", flush=True)
+    rows = [("bare plain", "bare", 0), ("ours plain", "ours", 0)]
+    rows += [(f"ours {chunk}", "ours", chunk) for chunk in args.chunk_lens]
+    bare_rate = 0.0
+    for name, kind, chunk in rows:
+        rate, seconds, peak = run(kind, chunk, args.candles, args.scale, args.batch)
+        bare_rate = bare_rate or rate
+        print(f"{name:>11} {rate:>10,.0f} {rate / bare_rate:>6.2f} {seconds:>8.1f} {peak:>8,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
