@@ -34,3 +34,17 @@ def test_demo_leaves_a_usable_run_folder(demo) -> None:  # type: ignore[no-untyp
     assert latest["side"] in ("Buy", "Sell", "Invalid")
     assert abs(latest["p_buy"] + latest["p_sell"] + latest["p_invalid"] - 1) < 1e-6
     assert sum(demo.label_counts.values()) > 1000 and min(demo.label_counts.values()) > 100
+
+
+def test_demo_ends_with_a_complete_report(demo) -> None:  # type: ignore[no-untyped-def]
+    from lstm_trading.report import FIGURES
+
+    assert demo.report is not None and demo.report.exists()
+    html = demo.report.read_text()
+    for name, title, _ in FIGURES:
+        folder = demo.run_dir / "backtest" if (demo.run_dir / "backtest" / name).exists() else demo.run_dir
+        assert (folder / name).exists(), name
+        assert title in html, title
+    assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
+    assert demo.backtest is not None
+    assert {"model", "baselines"} <= set(demo.backtest)  # the backtest over the test period, with its baselines

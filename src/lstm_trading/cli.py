@@ -623,6 +623,8 @@ def demo_command(
     console.print(
         f"run folder: {result.run_dir}  (predict again: lstm-trading predict {result.run_dir} --db {out / 'demo.db'})"
     )
+    if result.report is not None:
+        console.print(f"report: {result.report}")
 
 
 # --- evaluation, backtest, report (evaluate.py, backtest.py, report.py) ---
