@@ -10,7 +10,7 @@ sample-steps only (padding is overhead). Each runs in its own child process (its
 Targets (issue 6): padding <= 10 %; ours >= 0.9 of bare.
 
     PYTHONPATH=src .venv/bin/python benchmarks/epoch.py [--scale 1.0] [--batch 32] [--chunk-lens 4096]
-        [--candles tests/data/binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz]
+        [--paths padded packed] [--device cpu|cuda] [--candles tests/data/binance_...csv.gz]
 """
 
 from __future__ import annotations
@@ -57,22 +57,35 @@ def journal_windows(candles_path: Path, scale: float) -> tuple[np.ndarray, Sampl
     return scaled, replace(samples, length=lengths)
 
 
-def _run(kind: str, chunk: int, candles_path: Path, scale: float, batch: int, queue: mp.Queue) -> None:
+def _run(
+    kind: str, path: str, chunk: int, candles_path: Path, scale: float, batch: int, device: str, queue: mp.Queue
+) -> None:
     torch.manual_seed(0)
-    torch.set_flush_denormal(True)
+    if device == "cpu":
+        torch.set_flush_denormal(True)
     scaled, samples = journal_windows(candles_path, scale)
     batches = BucketBatchSampler(samples.length, batch, shuffle=True, seed=0).global_batches()
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     steps = 0
     seconds = 0.0
     if kind == "bare":
-        lstm = torch.nn.LSTM(13, 80, batch_first=True)
+        lstm = torch.nn.LSTM(13, 80, batch_first=True).to(device)
         for chosen in batches:
             width = round(float(samples.length[chosen].mean()))  # same sample-steps, no padding
             x = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(scaled[:width], (len(chosen), width, 13))))
+            x = x.to(device)
+            sync()
             started = time.perf_counter()
             output, _ = lstm(x)
             output[:, -1].sum().backward()
+            sync()
             seconds += time.perf_counter() - started
             steps += len(chosen) * width
     else:
@@ -81,25 +94,32 @@ def _run(kind: str, chunk: int, candles_path: Path, scale: float, batch: int, qu
             model={"input_size": 13, "hidden_size": 80, "num_layers": 1, "output_size": 3},
             train={"batch_size": batch, "chunk_len": chunk},
             class_weights=[1.0, 1.0, 1.0],
-        )
-        module.model.path = "padded"
+        ).to(device)
+        module.model.path = path
         for chosen in batches:
+            sync()
             started = time.perf_counter()
-            module._loss(windows.collate(chosen.tolist())).total.backward()
+            module._loss(windows.collate(chosen.tolist()).to(device)).total.backward()
+            sync()
             seconds += time.perf_counter() - started
             steps += int(samples.length[chosen].sum())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     queue.put((steps / seconds, seconds, peak))
 
 
-def run(kind: str, chunk: int, candles_path: Path, scale: float, batch: int) -> tuple[float, float, float]:
+def run(
+    kind: str, path: str, chunk: int, candles_path: Path, scale: float, batch: int, device: str
+) -> tuple[float, float, float]:
     context = mp.get_context("spawn")
     queue: mp.Queue = context.Queue()
-    child = context.Process(target=_run, args=(kind, chunk, candles_path, scale, batch, queue))
+    child = context.Process(target=_run, args=(kind, path, chunk, candles_path, scale, batch, device, queue))
     child.start()
     child.join()
     if child.exitcode != 0:
-        raise SystemExit(f"{kind} chunk {chunk}: child failed with exit code {child.exitcode}")
+        raise SystemExit(f"{kind} {path} chunk {chunk}: child failed with exit code {child.exitcode}")
     return queue.get()
 
 
@@ -109,6 +129,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every window length (shorter runs)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
+    parser.add_argument("--paths", nargs="+", default=["padded"], help="our unchunked kernels: padded, packed")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     _, samples = journal_windows(args.candles, args.scale)
     lengths = samples.length
@@ -117,17 +139,18 @@ def main() -> None:
     print(
         f"{args.candles.name}: {len(lengths)} windows of {lengths.min():,} to {lengths.max():,} steps "
         f"(mean {lengths.mean():,.0f}, scale {args.scale:g}), {len(batches)} batches of {args.batch}; "
-        f"padding {padding_share(lengths, batches):.1%} of sample-steps; threads {torch.get_num_threads()}, "
-        f"load {load:.2f}"
+        f"padding {padding_share(lengths, batches):.1%} of sample-steps; {args.device}, "
+        f"threads {torch.get_num_threads()}, load {load:.2f}"
     )
-    print(f"{'variant':>11} {'steps/s':>10} {'/bare':>6} {'epoch s':>8} {'peak MB':>8}", flush=True)
-    rows = [("bare plain", "bare", 0), ("ours plain", "ours", 0)]
-    rows += [(f"ours {chunk}", "ours", chunk) for chunk in args.chunk_lens]
+    print(f"{'variant':>12} {'steps/s':>10} {'/bare':>6} {'epoch s':>8} {'peak MB':>8}", flush=True)
+    rows = [("bare padded", "bare", "padded", 0)]
+    rows += [(f"ours {path}", "ours", path, 0) for path in args.paths]
+    rows += [(f"ours {chunk}", "ours", "padded", chunk) for chunk in args.chunk_lens]
     bare_rate = 0.0
-    for name, kind, chunk in rows:
-        rate, seconds, peak = run(kind, chunk, args.candles, args.scale, args.batch)
+    for name, kind, path, chunk in rows:
+        rate, seconds, peak = run(kind, path, chunk, args.candles, args.scale, args.batch, args.device)
         bare_rate = bare_rate or rate
-        print(f"{name:>11} {rate:>10,.0f} {rate / bare_rate:>6.2f} {seconds:>8.1f} {peak:>8,.0f}", flush=True)
+        print(f"{name:>12} {rate:>10,.0f} {rate / bare_rate:>6.2f} {seconds:>8.1f} {peak:>8,.0f}", flush=True)
 
 
 if __name__ == "__main__":
