@@ -36,7 +36,7 @@ from lstm_trading.execution import (
 )
 from lstm_trading.features import compute_features
 from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
-from lstm_trading.samples import INVALID, FeatureMatrix, build_samples, window_bounds
+from lstm_trading.samples import INVALID, FeatureMatrix, build_samples, moment_windows
 from lstm_trading.timeutil import MINUTE, format_time
 
 if TYPE_CHECKING:
@@ -134,15 +134,7 @@ def predict_signals(
     `workers=None` is one per core); `progress(done, total)` is called after every batch of windows.
     """
     matrix = features.matrix
-    start, end = window_bounds(matrix.timestamps, moments, bundle.max_len)
-    lengths = end - start
-    empty = np.flatnonzero(lengths == 0)
-    if len(empty):
-        raise DataError(
-            f"no usable candle closed by {format_time(moments[empty[0]])} (feature rows run from "
-            f"{format_time(matrix.timestamps[0])} to {format_time(matrix.timestamps[-1])}, after the warm-up); "
-            "start the backtest later or load more history"
-        )
+    end, lengths = moment_windows(matrix, moments, bundle.max_len, hint="start the backtest later or load more history")
     proba, sl, tp = forward_windows(
         bundle.model, features.scaled, end, lengths, batch_size=batch_size, workers=workers, progress=progress
     )

@@ -17,7 +17,7 @@ import torch
 from lstm_trading.cache import feature_matrix
 from lstm_trading.errors import DataError
 from lstm_trading.inference import INFERENCE_CHUNK, Progress, run_windows
-from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, window_bounds
+from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, moment_windows
 from lstm_trading.timeutil import MINUTE, format_time
 
 if TYPE_CHECKING:
@@ -103,14 +103,7 @@ def predict_moments(
             f"{len(candles)} candles are fewer than the indicator warm-up of {bundle.feature_config.warmup_minutes} "
             "minutes; load more history"
         )
-    start, end = window_bounds(matrix.timestamps, moments, bundle.max_len)
-    lengths = end - start
-    empty = np.flatnonzero(lengths == 0)
-    if len(empty):
-        raise DataError(
-            f"no usable candle closed by {format_time(moments[empty[0]])} (usable feature rows run from "
-            f"{format_time(matrix.timestamps[0])} to {format_time(matrix.timestamps[-1])}, after the warm-up)"
-        )
+    end, lengths = moment_windows(matrix, moments, bundle.max_len)
     scaled = bundle.feature_scaler.transform(matrix.values)
     probabilities, sl, tp = forward_windows(bundle.model, scaled, end, lengths, batch_size=batch_size, workers=workers)
     sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)

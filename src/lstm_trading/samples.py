@@ -62,6 +62,22 @@ def window_bounds(timestamps: np.ndarray, moments: np.ndarray, max_len: int) -> 
     return start.astype(np.int64), np.maximum(end, start).astype(np.int64)
 
 
+def moment_windows(
+    matrix: FeatureMatrix, moments: np.ndarray, max_len: int, *, hint: str = "load more history"
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(end, length)` of each moment's window; a moment with no usable candle closed by it is a `DataError`."""
+    start, end = window_bounds(matrix.timestamps, moments, max_len)
+    lengths = end - start
+    empty = np.flatnonzero(lengths == 0)
+    if len(empty):
+        raise DataError(
+            f"no usable candle closed by {format_time(moments[empty[0]])} (usable feature rows run from "
+            f"{format_time(matrix.timestamps[0])} to {format_time(matrix.timestamps[-1])}, after the warm-up); "
+            f"{hint}"
+        )
+    return end, lengths
+
+
 @dataclass(frozen=True)
 class Samples:
     """One row per usable trade: its window `[end - length, end)` and its targets (SL/TP in % of entry)."""
