@@ -141,7 +141,7 @@ class TrainConfig:
     seed: int = 42
     devices: str = "auto"
     strategy: str = "auto"
-    chunk_len: int = 0
+    chunk_len: int = 4_096  # LSTM steps per checkpointed chunk (benchmarks/README.md); 0: plain
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be at least 1")
