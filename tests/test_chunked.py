@@ -118,7 +118,8 @@ def test_each_weight_gradient_is_accumulated_once_per_backward() -> None:
 
 
 def test_training_with_chunks_follows_training_without(tiny_candles, tiny_trades, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """`train.chunk_len` reaches the model: a run in 16-step chunks ends where the plain run ends."""
+    """`train.chunk_len` reaches the model: a run in 16-step chunks ends where the plain run ends; and
+    `--precision bf16-mixed` trains on CPU (Lightning's autocast), chunked, close to fp32."""
     import warnings
 
     from conftest import tiny_config
@@ -128,14 +129,15 @@ def test_training_with_chunks_follows_training_without(tiny_candles, tiny_trades
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT")
-        runs = [
-            train_run(
+        runs = {
+            (n, precision): train_run(
                 prepared,
-                config.with_overrides("train", chunk_len=n),
-                tmp_path / str(n),
+                config.with_overrides("train", chunk_len=n, precision=precision),
+                tmp_path / f"{n}-{precision}",
                 accelerator="cpu",
                 progress=False,
-            )
-            for n in (0, 16)
-        ]
-    assert runs[1].best_val_loss == pytest.approx(runs[0].best_val_loss, rel=1e-4)
+            ).best_val_loss
+            for n, precision in ((0, "32-true"), (16, "32-true"), (16, "bf16-mixed"))
+        }
+    assert runs[16, "32-true"] == pytest.approx(runs[0, "32-true"], rel=1e-4)
+    assert runs[16, "bf16-mixed"] == pytest.approx(runs[0, "32-true"], rel=0.02)
