@@ -37,6 +37,8 @@ def test_demo_leaves_a_usable_run_folder(demo) -> None:  # type: ignore[no-untyp
 
 
 def test_demo_ends_with_a_complete_report(demo) -> None:  # type: ignore[no-untyped-def]
+    from html import escape
+
     from lstm_trading.report import FIGURES
 
     assert demo.report is not None and demo.report.exists()
@@ -44,7 +46,7 @@ def test_demo_ends_with_a_complete_report(demo) -> None:  # type: ignore[no-unty
     for name, title, _ in FIGURES:
         folder = demo.run_dir / "backtest" if (demo.run_dir / "backtest" / name).exists() else demo.run_dir
         assert (folder / name).exists(), name
-        assert title in html, title
+        assert escape(title, quote=False) in html, title
     assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
     assert demo.backtest is not None
     assert {"model", "baselines"} <= set(demo.backtest)  # the backtest over the test period, with its baselines
