@@ -6,7 +6,7 @@ each run's best validation loss, test macro-F1, accuracy and log-loss and its se
 mean and spread by precision. bf16-mixed is "within noise" of fp32 when the difference of the means is within
 twice the spread of fp32 across seeds. Issue 6: keep fp32 the default unless it is.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/precision.py [--seeds 0 1 2] [--epochs 12]
+    PYTHONPATH=src .venv/bin/python benchmarks/precision.py [--seeds 0 1 2] [--epochs 12] [--data demo bybit]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=DemoSettings().epochs)
+    parser.add_argument("--data", nargs="+", choices=["demo", "bybit"], default=["demo", "bybit"])
     args = parser.parse_args()
     settings = DemoSettings(epochs=args.epochs)
     base = settings.config()
@@ -76,6 +77,7 @@ def main() -> None:
     real["timestamp"] = to_unix_seconds(real["timestamp"])
     real = real.iloc[:-1]  # the last row may be a still-forming candle
     data = {"demo": synthetic_candles(settings.days, seed=settings.seed), "bybit": real}
+    data = {name: data[name] for name in args.data}
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {settings.max_len}-minute windows")
     columns = ("val_loss", "macro_f1", "accuracy", "log_loss", "epochs", "seconds")
     print(f"{'data':>6} {'precision':>10} {'seed':>4} " + " ".join(f"{c:>9}" for c in columns), flush=True)
