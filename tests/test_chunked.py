@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstm_trading.model import LSTMModel
+from lstm_trading.model import LSTMModel, auto_chunk_len
 
 # Lengths that end inside a chunk, on a chunk's last step, on a chunk's first step, and in the first chunk.
 LENGTHS = [23, 16, 17, 5, 9, 1]
@@ -103,8 +103,24 @@ def test_chunked_training_under_bf16_autocast_follows_fp32() -> None:
 
 
 def test_chunk_len_is_checked() -> None:
-    with pytest.raises(ValueError, match="chunk_len must be 0"):
-        LSTMModel(chunk_len=-1)
+    for bad in (-1, "big"):
+        with pytest.raises(ValueError, match="chunk_len must be 'auto', 0 \\(off\\) or a number of steps"):
+            LSTMModel(chunk_len=bad)
+
+
+def test_auto_chunks_are_cache_sized_on_cpu_and_long_on_cuda() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [auto_chunk_len(b, cpu) for b in (1, 16, 32, 64, 512)] == [4096, 256, 128, 64, 32]
+    assert auto_chunk_len(32, cuda) == 4096
+    plain, auto = _pair(0)
+    auto.chunk_len = "auto"
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 150, 13, generator=generator)  # 64 windows: 64-step chunks, the last ends at 150
+    lengths = torch.randint(1, 151, (64,), generator=generator)
+    assert auto.chunk_steps(64, cpu) == 64
+    with torch.no_grad():
+        for a, b in zip(plain(x, lengths), auto(x, lengths), strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
 def test_each_weight_gradient_is_accumulated_once_per_backward() -> None:
@@ -141,3 +157,13 @@ def test_training_with_chunks_follows_training_without(tiny_candles, tiny_trades
         }
     assert runs[16, "32-true"] == pytest.approx(runs[0, "32-true"], rel=1e-4)
     assert runs[16, "bf16-mixed"] == pytest.approx(runs[0, "32-true"], rel=0.02)
+
+
+def test_chunk_len_flag_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from lstm_trading.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--chunk-len", "big"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: --chunk-len: expected 'auto' or a number of steps (0: off), got 'big'\n"

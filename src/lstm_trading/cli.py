@@ -427,6 +427,14 @@ def _runtime_overrides(config: Any, *, cache: bool | None, cache_dir: Path | Non
     )
 
 
+def _chunk_len(text: str) -> int | str:
+    from lstm_trading.errors import ConfigError
+
+    if text == "auto" or text.isdigit():
+        return text if text == "auto" else int(text)
+    raise ConfigError(f"--chunk-len: expected 'auto' or a number of steps (0: off), got {text!r}")
+
+
 @app.command("train")
 def train_command(
     db: Path = DB_OPTION,
@@ -448,11 +456,11 @@ def train_command(
     devices: str | None = typer.Option(None, "--devices", help="auto or a number of devices (processes on CPU)."),
     strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or cuda."),
-    chunk_len: int | None = typer.Option(
+    chunk_len: str | None = typer.Option(
         None,
         "--chunk-len",
-        min=0,
-        help="LSTM steps per checkpointed chunk: memory bounded at any window length; 0: off.",
+        help="LSTM steps per checkpointed chunk: memory bounded at any window length; auto (default): measured "
+        "fastest; 0: off.",
     ),
     cache_dir: Path | None = CACHE_DIR_OPTION,
     cache: bool | None = CACHE_OPTION,
@@ -478,7 +486,7 @@ def train_command(
         precision=precision,
         devices=devices,
         strategy=strategy,
-        chunk_len=chunk_len,
+        chunk_len=None if chunk_len is None else _chunk_len(chunk_len),
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides(

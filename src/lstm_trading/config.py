@@ -141,7 +141,7 @@ class TrainConfig:
     seed: int = 42
     devices: str = "auto"
     strategy: str = "auto"
-    chunk_len: int = 4_096  # LSTM steps per checkpointed chunk (benchmarks/README.md); 0: plain
+    chunk_len: int | str = "auto"  # LSTM steps per checkpointed chunk; 0: plain; auto: benchmarks/README.md
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be at least 1")
@@ -161,7 +161,11 @@ class TrainConfig:
             "train.precision",
             "must be one of auto, 32-true, 16-mixed, bf16-mixed",
         )
-        _check(self.chunk_len >= 0, "train.chunk_len", "must not be negative (0 turns chunking off)")
+        _check(
+            self.chunk_len == "auto" or (isinstance(self.chunk_len, int) and self.chunk_len >= 0),
+            "train.chunk_len",
+            "must be 'auto' or a number of steps (0 turns chunking off)",
+        )
 
 
 @dataclass(frozen=True)

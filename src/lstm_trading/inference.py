@@ -25,13 +25,15 @@ import torch
 
 from lstm_trading.batches import window_chunks
 from lstm_trading.errors import LstmTradingError
+from lstm_trading.model import auto_chunk_len
 
 if TYPE_CHECKING:
     from lstm_trading.model import LSTMModel
 
 Progress = Callable[[float, int], None]  # progress(windows done, windows in all)
 
-INFERENCE_CHUNK = 4_096  # steps per chunk: a (64, 4096, 80) output is 84 MB, and chunks this long cost no speed
+INFERENCE_SAMPLE_STEPS = 8_192  # B x C per chunk that runs fastest on one CPU thread (1.6 M steps/s, 1.4x a
+# whole-window forward: a chunk's gates and outputs stay in the caches); on CUDA chunks are CUDA_CHUNK_STEPS
 MIN_STEPS_PER_WORKER = 200_000  # sample-steps (0.2 s of forward) a forked worker must have to pay for itself
 
 
@@ -73,9 +75,11 @@ def choose_workers(workers: int | None, lengths: np.ndarray, batches: int, devic
 
 
 def _forward_batch(
-    model: LSTMModel, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, chunk_len: int
+    model: LSTMModel, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, chunk_len: int | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     device = next(model.parameters()).device
+    if chunk_len is None:
+        chunk_len = auto_chunk_len(len(ends), device, sample_steps=INFERENCE_SAMPLE_STEPS)
     chunks = (torch.from_numpy(np.asarray(c)).to(device) for c in window_chunks(scaled, ends, lengths, chunk_len))
     output = model.heads(model.encode_chunks(chunks, torch.from_numpy(lengths.astype(np.int64))))
     probabilities = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
@@ -88,7 +92,7 @@ def _serve(
     ends: np.ndarray,
     lengths: np.ndarray,
     batches: list[tuple[int, np.ndarray]],
-    chunk_len: int,
+    chunk_len: int | None,
     connection: Connection,
 ) -> None:
     """A worker: its share of the batches on one thread, each result sent as soon as it is ready."""
@@ -118,15 +122,16 @@ def run_windows(
     *,
     batch_size: int = 64,
     workers: int | None = None,
-    chunk_len: int = INFERENCE_CHUNK,
+    chunk_len: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)` of `scaled`.
 
     `workers`: processes with one thread each (`None`: one per core when the work is worth it; 1: this process,
-    torch's default threads). `progress(done, total)` is called after every batch.
+    torch's default threads). `chunk_len`: steps per time chunk (`None`: about 8,192 sample-steps per chunk
+    on CPU, `model.CUDA_CHUNK_STEPS` on CUDA). `progress(done, total)` is called after every batch.
     """
-    if batch_size < 1 or chunk_len < 1:
+    if batch_size < 1 or (chunk_len is not None and chunk_len < 1):
         raise ValueError(f"batch_size and chunk_len must be positive, got {batch_size} and {chunk_len}")
     ends = np.asarray(ends, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)

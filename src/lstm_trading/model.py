@@ -10,9 +10,11 @@ Long windows (the default is 129,600 steps) run in chunks of `chunk_len` steps (
 (h, c) is carried from one chunk into the next, so the result is the same recurrence, and under autograd each
 chunk but the last is checkpointed: only its input state is kept, and its activations are recomputed in the
 backward pass. Activation memory then grows with the chunk length instead of the window length (a forward and
-backward keeps about 5 KB per sample-step: 21 GB for a batch of 32 full windows, about 0.7 GB per 4,096-step
-chunk), for the price of one more forward pass over all chunks but the last, run with oneDNN's fast inference
-kernel. The gradients are exact (tests/test_chunked.py).
+backward keeps about 5 KB per sample-step: 21 GB for a batch of 32 full windows, 21 MB per 128-step chunk),
+for the price of one more forward pass over all chunks but the last, run with oneDNN's fast inference kernel.
+The gradients are exact (tests/test_chunked.py). On CPU short chunks are also *faster* than the plain step
+(1.4x to 1.9x, benchmarks/README.md): a chunk of about 4,096 sample-steps keeps its activations in the CPU
+caches, while the plain kernel streams gigabytes through memory. `chunk_len="auto"` picks that size.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from lstm_trading.config import ModelConfig
 
 CLAMP = 10.0  # the seed's bound on the SL / TP heads
+AUTO = "auto"
+CPU_CHUNK_SAMPLE_STEPS = 4_096  # training: B x C per chunk that runs fastest on CPU (measured, B = 16 to 64)
+CUDA_CHUNK_STEPS = 4_096  # a 4,096-step chunk of 32 windows keeps 0.7 GB of activations in fp32
+
+
+def auto_chunk_len(batch: int, device: torch.device, *, sample_steps: int = CPU_CHUNK_SAMPLE_STEPS) -> int:
+    """Chunk length for `chunk_len="auto"`: about `sample_steps / batch` steps on CPU (cache-sized chunks,
+    at least 32 steps), `CUDA_CHUNK_STEPS` on GPUs (bounded memory; cuDNN runs long sequences well)."""
+    if device.type == "cuda":
+        return CUDA_CHUNK_STEPS
+    return max(32, sample_steps // max(batch, 1))
 
 
 class ModelOutput(NamedTuple):
@@ -116,8 +129,9 @@ class LSTMModel(nn.Module):
     """LSTM(input_size -> hidden_size, num_layers, batch_first) with heads `fc_class`, `fc_sl`, `fc_tp`.
 
     `path` picks the kernel for unchunked batches (`auto`: packed on CUDA, padded elsewhere); `chunk_len > 0`
-    runs batches longer than that in chunks (the padded kernel, checkpointed under autograd). Neither changes
-    the weights or the outputs, so neither is part of `ModelConfig` or of a saved bundle.
+    runs batches longer than that in chunks (the padded kernel, checkpointed under autograd), `"auto"` picks
+    the length per batch (`auto_chunk_len`), 0 never chunks. Neither changes the weights or the outputs, so
+    neither is part of `ModelConfig` or of a saved bundle.
     """
 
     def __init__(
@@ -128,13 +142,13 @@ class LSTMModel(nn.Module):
         output_size: int = 3,
         *,
         path: str = "auto",
-        chunk_len: int = 0,
+        chunk_len: int | str = 0,
     ) -> None:
         super().__init__()
         if path not in ("auto", "packed", "padded"):
             raise ValueError(f"path must be auto, packed or padded, got {path!r}")
-        if chunk_len < 0:
-            raise ValueError(f"chunk_len must be 0 (off) or positive, got {chunk_len}")
+        if chunk_len != AUTO and not (isinstance(chunk_len, int) and chunk_len >= 0):
+            raise ValueError(f"chunk_len must be 'auto', 0 (off) or a number of steps, got {chunk_len!r}")
         self.config = ModelConfig(input_size, hidden_size, num_layers, output_size)
         self.path = path
         self.chunk_len = chunk_len
@@ -144,7 +158,7 @@ class LSTMModel(nn.Module):
         self.fc_tp = nn.Linear(hidden_size, 1)
 
     @classmethod
-    def from_config(cls, config: ModelConfig, *, path: str = "auto", chunk_len: int = 0) -> LSTMModel:
+    def from_config(cls, config: ModelConfig, *, path: str = "auto", chunk_len: int | str = 0) -> LSTMModel:
         return cls(
             config.input_size,
             config.hidden_size,
@@ -157,11 +171,16 @@ class LSTMModel(nn.Module):
     def _use_packed(self, device: torch.device) -> bool:
         return self.path == "packed" or (self.path == "auto" and device.type == "cuda")
 
+    def chunk_steps(self, batch: int, device: torch.device) -> int:
+        """The chunk length a batch of `batch` windows runs with (0: unchunked)."""
+        return auto_chunk_len(batch, device) if self.chunk_len == AUTO else int(self.chunk_len)
+
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last layer at each sample's own last step: (B, H)."""
         # features: (B, T, F) right-padded; lengths: (B,) int64, 1 <= length <= T
-        if 0 < self.chunk_len < features.shape[1]:
-            return self.encode_chunks(features.split(self.chunk_len, dim=1), lengths)
+        chunk = self.chunk_steps(features.shape[0], features.device)
+        if 0 < chunk < features.shape[1]:
+            return self.encode_chunks(features.split(chunk, dim=1), lengths)
         if self._use_packed(features.device):
             packed = pack_padded_sequence(features, lengths.cpu(), batch_first=True, enforce_sorted=False)
             _, (h_n, _) = self.lstm(packed)  # h_n: (layers, B, H), in the input order

@@ -16,7 +16,7 @@ import torch
 
 from lstm_trading.cache import feature_matrix
 from lstm_trading.errors import DataError
-from lstm_trading.inference import INFERENCE_CHUNK, Progress, run_windows
+from lstm_trading.inference import Progress, run_windows
 from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, moment_windows
 from lstm_trading.timeutil import MINUTE, format_time
 
@@ -50,7 +50,7 @@ def forward_windows(
     *,
     batch_size: int = 64,
     workers: int | None = None,
-    chunk_len: int = INFERENCE_CHUNK,
+    chunk_len: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)`.
