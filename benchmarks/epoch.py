@@ -9,7 +9,7 @@ batches of the same sizes and total sample-steps, ours plain, and ours in chunks
 sample-steps only (padding is overhead). Each runs in its own child process (its own peak memory).
 Targets (issue 6): padding <= 10 %; ours >= 0.9 of bare.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/epoch.py [--scale 1.0] [--batch 32] [--chunk-lens 4096]
+    PYTHONPATH=src .venv/bin/python benchmarks/epoch.py [--scale 1.0] [--batch 32] [--chunk-lens auto 4096]
         [--paths padded packed] [--device cpu|cuda] [--candles tests/data/binance_...csv.gz]
 """
 
@@ -29,9 +29,10 @@ import pandas as pd
 import torch
 
 from lstm_trading.batches import BucketBatchSampler, SampleWindows, padding_share
-from lstm_trading.config import LabelConfig, TargetConfig, TrainConfig
+from lstm_trading.config import LabelConfig, TargetConfig
 from lstm_trading.features import compute_features
 from lstm_trading.labels import label_first_touch
+from lstm_trading.model import auto_chunk_len
 from lstm_trading.samples import FeatureMatrix, FeatureScaler, Samples, TargetScaler, build_samples
 from lstm_trading.timeutil import to_unix_seconds
 from lstm_trading.training import LSTMTrainingModule
@@ -39,6 +40,10 @@ from lstm_trading.training import LSTMTrainingModule
 DEFAULT_CANDLES = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz"
 )
+
+
+def chunk_setting(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def journal_windows(candles_path: Path, scale: float) -> tuple[np.ndarray, Samples]:
@@ -58,7 +63,7 @@ def journal_windows(candles_path: Path, scale: float) -> tuple[np.ndarray, Sampl
 
 
 def _run(
-    kind: str, path: str, chunk: int, candles_path: Path, scale: float, batch: int, device: str, queue: mp.Queue
+    kind: str, path: str, chunk: int | str, candles_path: Path, scale: float, batch: int, device: str, queue: mp.Queue
 ) -> None:
     torch.manual_seed(0)
     if device == "cpu":
@@ -111,7 +116,7 @@ def _run(
 
 
 def run(
-    kind: str, path: str, chunk: int, candles_path: Path, scale: float, batch: int, device: str
+    kind: str, path: str, chunk: int | str, candles_path: Path, scale: float, batch: int, device: str
 ) -> tuple[float, float, float]:
     context = mp.get_context("spawn")
     queue: mp.Queue = context.Queue()
@@ -128,7 +133,9 @@ def main() -> None:
     parser.add_argument("--candles", type=Path, default=DEFAULT_CANDLES)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every window length (shorter runs)")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
+    parser.add_argument(
+        "--chunk-lens", type=chunk_setting, nargs="+", default=["auto"], help="train.chunk_len values: auto or steps"
+    )
     parser.add_argument("--paths", nargs="+", default=["padded"], help="our unchunked kernels: padded, packed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -145,7 +152,9 @@ def main() -> None:
     print(f"{'variant':>12} {'steps/s':>10} {'/bare':>6} {'epoch s':>8} {'peak MB':>8}", flush=True)
     rows = [("bare padded", "bare", "padded", 0)]
     rows += [(f"ours {path}", "ours", path, 0) for path in args.paths]
-    rows += [(f"ours {chunk}", "ours", "padded", chunk) for chunk in args.chunk_lens]
+    for chunk in args.chunk_lens:
+        steps = auto_chunk_len(args.batch, torch.device(args.device)) if chunk == "auto" else chunk
+        rows.append((f"ours {chunk}" if chunk != "auto" else f"auto {steps}", "ours", "padded", chunk))
     bare_rate = 0.0
     for name, kind, path, chunk in rows:
         rate, seconds, peak = run(kind, path, chunk, args.candles, args.scale, args.batch, args.device)

@@ -8,9 +8,10 @@ the peak allocated GPU memory above it). Ratios are against the bare nn.LSTM on 
 packed), or against our own plain step where the bare one does not fit in memory.
 
 Targets (issue 6): chunked / plain >= 0.75 at 16,384 steps; chunked peak <= 2,048 MB at 129,600 steps (batch 32).
+`--chunk-lens auto` is `train.chunk_len = "auto"`, the default (shown with the length it picks).
 
     PYTHONPATH=src .venv/bin/python benchmarks/train_step.py [--lengths 8640 16384 32768 129600] [--batch 32]
-        [--chunk-lens 4096] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16] [--paths padded]
+        [--chunk-lens auto 4096] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16] [--paths padded]
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ import time
 import torch
 
 from lstm_trading.batches import Batch
-from lstm_trading.config import TrainConfig
+from lstm_trading.model import auto_chunk_len
 from lstm_trading.training import LSTMTrainingModule
 
 BYTES_PER_SAMPLE_STEP = 5_200  # activations a plain forward and backward keeps (measured, fp32, hidden 80)
 _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def chunk_setting(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def _rss_mb() -> float:
@@ -47,7 +52,7 @@ def available_mb() -> float:
 def _measure(
     kind: str,
     path: str,
-    chunk: int,
+    chunk: int | str,
     length: int,
     batch: int,
     repeats: int,
@@ -119,7 +124,15 @@ def _measure(
 
 
 def measure(
-    kind: str, path: str, chunk: int, length: int, batch: int, repeats: int, device: str, precision: str, threads: int
+    kind: str,
+    path: str,
+    chunk: int | str,
+    length: int,
+    batch: int,
+    repeats: int,
+    device: str,
+    precision: str,
+    threads: int,
 ) -> tuple[float, float]:
     """(sample-steps per second, peak MB above the memory before the step) of one configuration, in a child."""
     context = mp.get_context("spawn")
@@ -139,7 +152,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="timed steps per child (after a warm-up step)")
     parser.add_argument("--rounds", type=int, default=2, help="children per variant, alternating; the best counts")
-    parser.add_argument("--chunk-lens", type=int, nargs="+", default=[TrainConfig().chunk_len or 4096])
+    parser.add_argument(
+        "--chunk-lens", type=chunk_setting, nargs="+", default=["auto"], help="train.chunk_len values: auto or steps"
+    )
     parser.add_argument("--paths", nargs="+", default=["padded"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads in each child (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -170,7 +185,10 @@ def main() -> None:
         for path in args.paths:
             common = (length, args.batch, args.repeats, args.device, args.precision, args.threads)
             variants = [("bare plain", "bare", 0), ("ours plain", "ours", 0)] if fits else []
-            variants += [(f"ours {chunk}", "ours", chunk) for chunk in args.chunk_lens if chunk < length]
+            for chunk in args.chunk_lens:
+                steps = auto_chunk_len(args.batch, torch.device(args.device)) if chunk == "auto" else chunk
+                if 0 < steps < length:
+                    variants.append((f"ours {chunk}" if chunk != "auto" else f"auto {steps}", "ours", chunk))
             rows: dict[str, tuple[float, float]] = {}
             for _ in range(args.rounds):  # rounds alternate the variants, so a burst of other load hits all alike
                 for name, kind, chunk in variants:
