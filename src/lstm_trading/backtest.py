@@ -181,25 +181,22 @@ def simulate(
     trader = Trader(config)
     costs = Costs(config.fee, config.slippage)
     fills: list[Fill] = []
-    no_candle = signals = 0
+    signals = 0
     order = np.argsort(at, kind="stable")
     for i in order:
         if direction[i] == FLAT:
             continue
         signals += 1
-        row = candles.index_at(int(at[i]))
-        if row is None:
-            no_candle += 1  # no candle opens at the moment (a gap, or past the data): nothing to enter at
-            continue
-        chosen = trader.decide(
+        row = candles.index_at(int(at[i]))  # None: no candle opens at the moment, nothing to enter at
+        chosen = trader.consider(
             int(at[i]),
             int(direction[i]),
-            float(candles.open[row]),
+            None if row is None else float(candles.open[row]),
             float(stop_loss_pct[i]),
             float(take_profit_pct[i]),
             math.nan if probability is None else float(probability[i]),
-        )
-        if chosen is None:
+        ).order
+        if chosen is None or row is None:
             continue
         fill = simulate_fill(
             candles, row, chosen, max_hold_seconds=config.max_hold_seconds, costs=costs, same_candle=same_candle
@@ -207,7 +204,7 @@ def simulate(
         trader.settle(fill)
         fills.append(fill)
     equity, position = equity_curve(candles, fills, config.initial_equity)
-    return Simulation(name, fills, equity, position, signals, {**trader.skipped, "no_candle": no_candle})
+    return Simulation(name, fills, equity, position, signals, dict(trader.skipped))
 
 
 def equity_curve(candles: CandleArrays, fills: Sequence[Fill], initial: float) -> tuple[np.ndarray, np.ndarray]:

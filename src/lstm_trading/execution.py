@@ -173,6 +173,159 @@ class Fill:
         )
 
 
+class Exit(NamedTuple):
+    """The first candle (an offset into the candles given) where the stop or the target fills, and how."""
+
+    offset: int
+    price: float
+    reason: ExitReason
+    same_candle: bool
+
+
+def first_exit(
+    direction: int,
+    stop: float,
+    target: float,
+    opens: np.ndarray,
+    highs: np.ndarray,
+    lows: np.ndarray,
+    same_candle: SameCandle = "stop",
+) -> Exit | None:
+    """The first candle whose range reaches the stop or the target, with the fill rules above; None if none does."""
+    if direction == LONG:
+        gap_stop, gap_target = opens <= stop, opens >= target
+        hit_stop, hit_target = lows <= stop, highs >= target
+    else:
+        gap_stop, gap_target = opens >= stop, opens <= target
+        hit_stop, hit_target = highs >= stop, lows <= target
+    events = hit_stop | hit_target
+    if not events.any():
+        return None
+    k = int(np.argmax(events))
+    if gap_stop[k]:
+        return Exit(k, float(opens[k]), "stop_loss", False)  # opened beyond the stop: the worse price
+    if gap_target[k]:
+        return Exit(k, target, "take_profit", False)  # a limit order fills at its limit, never better
+    if hit_stop[k] and hit_target[k]:  # the candle cannot say which came first
+        if same_candle == "stop":
+            return Exit(k, stop, "stop_loss", True)
+        return Exit(k, target, "take_profit", True)
+    if hit_stop[k]:
+        return Exit(k, stop, "stop_loss", False)
+    return Exit(k, target, "take_profit", False)
+
+
+def book_fill(
+    order: Order,
+    costs: Costs,
+    *,
+    entry_index: int,
+    exit_index: int,
+    exit_time: int,
+    exit_price: float,
+    reason: ExitReason,
+    same_candle: bool,
+) -> Fill:
+    """The closed trade: executed prices after slippage, fees on both sides, P&L."""
+    direction, quantity = order.direction, order.quantity
+    entry_executed = costs.executed(direction, order.entry, opening=True)
+    exit_executed = costs.executed(direction, exit_price, opening=False)
+    fees = costs.fee * quantity * (entry_executed + exit_executed)
+    pnl = direction * quantity * (exit_executed - entry_executed) - fees
+    return Fill(
+        order=order,
+        entry_index=entry_index,
+        exit_index=exit_index,
+        entry_time=order.at,
+        exit_time=exit_time,
+        entry_executed=entry_executed,
+        exit_price=exit_price,
+        exit_executed=exit_executed,
+        reason=reason,
+        same_candle=same_candle,
+        fees=fees,
+        pnl=pnl,
+    )
+
+
+@dataclass
+class PositionWatch:
+    """An open position checked against candles as they close, in pieces of any size.
+
+    The backtest feeds it the whole holding period at once (`simulate_fill`); the live loop and the replay feed
+    it the candles each period brings. Fed the same candles, any cut into pieces gives the same fill
+    (`tests/test_live.py` checks it), so a replay's paper fills are the backtest's. Its fields are plain
+    numbers, so the live loop can store it and resume after a restart.
+    """
+
+    order: Order
+    max_hold_seconds: int
+    costs: Costs
+    same_candle: SameCandle = "stop"
+    entry_index: int = 0
+    checked: int = 0  # candles checked so far, the entry candle first
+    last_time: int = -(2**62)  # open time of the last candle checked
+    last_close: float = math.nan
+
+    @property
+    def horizon(self) -> int:
+        """Candles opening at or after this are past the maximum holding time."""
+        return self.order.at + self.max_hold_seconds
+
+    def feed(self, candles: CandleArrays) -> Fill | None:
+        """Check the candles not checked yet and opened before the horizon; the fill if one exits the position."""
+        ts = candles.timestamp
+        first, last = np.searchsorted(ts, [self.last_time + 1, self.horizon], side="left")
+        if last <= first:
+            return None
+        if self.checked == 0 and int(ts[first]) != self.order.at:
+            raise DataError(
+                f"the position entered at {self.order.at} needs its entry candle first, got one opened at {ts[first]}"
+            )
+        window = slice(int(first), int(last))
+        hit = first_exit(
+            self.order.direction,
+            self.order.stop,
+            self.order.target,
+            candles.open[window],
+            candles.high[window],
+            candles.low[window],
+            self.same_candle,
+        )
+        if hit is not None:
+            return book_fill(
+                self.order,
+                self.costs,
+                entry_index=self.entry_index,
+                exit_index=self.entry_index + self.checked + hit.offset,
+                exit_time=int(ts[first + hit.offset]) + MINUTE,
+                exit_price=hit.price,
+                reason=hit.reason,
+                same_candle=hit.same_candle,
+            )
+        self.checked += int(last - first)
+        self.last_time = int(ts[last - 1])
+        self.last_close = float(candles.close[last - 1])
+        return None
+
+    def close_at_last(self, *, end_of_data: bool = False) -> Fill:
+        """Close at the last checked candle's close: the maximum holding time is over (`end_of_data`: the
+        candles ran out; that is `max_hold` anyway when the last candle closed at the horizon)."""
+        if self.checked == 0:
+            raise DataError(f"the position entered at {self.order.at} has no candle checked yet to close at")
+        ran_out = end_of_data and self.last_time + MINUTE < self.horizon
+        return book_fill(
+            self.order,
+            self.costs,
+            entry_index=self.entry_index,
+            exit_index=self.entry_index + self.checked - 1,
+            exit_time=self.last_time + MINUTE,
+            exit_price=self.last_close,
+            reason="end_of_data" if ran_out else "max_hold",
+            same_candle=False,
+        )
+
+
 def simulate_fill(
     candles: CandleArrays,
     entry_index: int,
@@ -183,62 +336,23 @@ def simulate_fill(
     same_candle: SameCandle = "stop",
 ) -> Fill:
     """Walk the candles from the entry candle to the first exit; nothing after the exit candle is read."""
-    direction, stop, target = order.direction, order.stop, order.target
-    horizon_end = int(np.searchsorted(candles.timestamp, order.at + max_hold_seconds, side="left"))
-    window = slice(entry_index, max(horizon_end, entry_index + 1))
-    opens, highs, lows = candles.open[window], candles.high[window], candles.low[window]
-    if direction == LONG:
-        gap_stop, gap_target = opens <= stop, opens >= target
-        hit_stop, hit_target = lows <= stop, highs >= target
-    else:
-        gap_stop, gap_target = opens >= stop, opens <= target
-        hit_stop, hit_target = highs >= stop, lows <= target
-    events = hit_stop | hit_target
-    same = False
-    reason: ExitReason
-    if events.any():
-        k = int(np.argmax(events))
-        exit_index = entry_index + k
-        if gap_stop[k]:
-            exit_price, reason = float(opens[k]), "stop_loss"  # opened beyond the stop: the worse price
-        elif gap_target[k]:
-            exit_price, reason = target, "take_profit"  # a limit order fills at its limit, never better
-        elif hit_stop[k] and hit_target[k]:
-            same = True  # the candle cannot say which came first
-            if same_candle == "stop":
-                exit_price, reason = stop, "stop_loss"
-            else:
-                exit_price, reason = target, "take_profit"
-        elif hit_stop[k]:
-            exit_price, reason = stop, "stop_loss"
-        else:
-            exit_price, reason = target, "take_profit"
-    else:
-        exit_index = window.stop - 1
-        exit_price = float(candles.close[exit_index])
-        ran_out = (
-            exit_index == len(candles) - 1 and candles.timestamp[exit_index] + MINUTE < order.at + max_hold_seconds
-        )
-        reason = "end_of_data" if ran_out else "max_hold"
-    quantity = order.quantity
-    entry_executed = costs.executed(direction, order.entry, opening=True)
-    exit_executed = costs.executed(direction, exit_price, opening=False)
-    fees = costs.fee * quantity * (entry_executed + exit_executed)
-    pnl = direction * quantity * (exit_executed - entry_executed) - fees
-    return Fill(
-        order=order,
-        entry_index=entry_index,
-        exit_index=exit_index,
-        entry_time=int(candles.timestamp[entry_index]),
-        exit_time=int(candles.timestamp[exit_index]) + MINUTE,
-        entry_executed=entry_executed,
-        exit_price=exit_price,
-        exit_executed=exit_executed,
-        reason=reason,
-        same_candle=same,
-        fees=fees,
-        pnl=pnl,
-    )
+    watch = PositionWatch(order, max_hold_seconds, costs, same_candle, entry_index=entry_index)
+    horizon_end = int(np.searchsorted(candles.timestamp, watch.horizon, side="left"))
+    held = CandleArrays(*(column[entry_index : max(horizon_end, entry_index + 1)] for column in candles))
+    fill = watch.feed(held)
+    if fill is not None:
+        return fill
+    return watch.close_at_last(end_of_data=horizon_end >= len(candles))
+
+
+OPEN_UNTIL_SETTLED = 2**62
+
+
+class Decision(NamedTuple):
+    """What `Trader.consider` made of a signal: the order (or None) and the reason."""
+
+    order: Order | None
+    reason: str
 
 
 @dataclass
@@ -259,7 +373,7 @@ class Trader:
         if math.isnan(self.equity):
             self.equity = self.config.initial_equity
         self.limit = DailyLossLimit(self.config.daily_loss_limit)
-        self.skipped = {"position_open": 0, "daily_loss_limit": 0, "no_equity": 0}
+        self.skipped = {"position_open": 0, "daily_loss_limit": 0, "no_equity": 0, "no_candle": 0}
 
     @property
     def costs(self) -> Costs:
@@ -275,22 +389,51 @@ class Trader:
         probability: float = math.nan,
     ) -> Order | None:
         """An order for a Buy (+1) or Sell (-1) signal at `at`, or None (no signal, position open, limits)."""
+        return self.consider(at, direction, entry, stop_loss_pct, take_profit_pct, probability).order
+
+    def consider(
+        self,
+        at: int,
+        direction: int,
+        entry: float | None,
+        stop_loss_pct: float,
+        take_profit_pct: float,
+        probability: float = math.nan,
+    ) -> Decision:
+        """The order for a signal at `at` and why: the one decision step the backtest and the live loop share.
+
+        `entry` is the open of the candle opening at `at` (None where there is no such candle: nothing to enter
+        at). The reason is `order`, `no_signal`, or a key of `skipped`, in the order the rules are checked.
+        """
         if direction == FLAT:
-            return None
+            return Decision(None, "no_signal")
         if direction not in (LONG, SHORT):
             raise DataError(f"direction must be 1 (Buy), -1 (Sell) or 0, got {direction}")
-        if at < self.flat_from:
-            self.skipped["position_open"] += 1
-            return None
-        if not self.limit.allows(at, self.equity):
-            self.skipped["daily_loss_limit"] += 1
-            return None
+        reason = self._refusal(at, entry)
+        if reason is not None:
+            self.skipped[reason] += 1
+            return Decision(None, reason)
+        assert entry is not None
         stop, target = bracket_prices(direction, entry, stop_loss_pct, take_profit_pct)
         quantity = position_quantity(self.equity, direction, entry, stop, self.config)
         if quantity <= 0:
             self.skipped["no_equity"] += 1
-            return None
-        return Order(at, direction, quantity, entry, stop, target, stop_loss_pct, take_profit_pct, probability)
+            return Decision(None, "no_equity")
+        order = Order(at, direction, quantity, entry, stop, target, stop_loss_pct, take_profit_pct, probability)
+        return Decision(order, "order")
+
+    def _refusal(self, at: int, entry: float | None) -> str | None:
+        if entry is None:
+            return "no_candle"  # a gap, or past the data: nothing to enter at
+        if at < self.flat_from:
+            return "position_open"
+        if not self.limit.allows(at, self.equity):
+            return "daily_loss_limit"
+        return None
+
+    def opened(self) -> None:
+        """A position is open and its exit not known yet (live): no entry until it is settled."""
+        self.flat_from = OPEN_UNTIL_SETTLED
 
     def settle(self, fill: Fill) -> None:
         self.equity += fill.pnl
