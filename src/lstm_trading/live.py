@@ -1,0 +1,951 @@
+"""Automatic trading: at each period boundary, ingest, predict, decide, place; and the replay that proves it.
+
+One loop serves three modes. At each moment `t` (a multiple of `every`):
+
+1. the feed brings the candles closed by `t` (live and paper: `data.exchange.ingest` into the candle store);
+2. an open position is checked on the candles closed since the last check (paper: `execution.PositionWatch`,
+   the backtest's fill code; live: the exchange's position), and closed at market once the maximum holding
+   time is over;
+3. the model's signal at `t` goes through `execution.Trader.consider` (one position at a time, threshold,
+   SL and TP as prices from the open of the candle opening at `t`, sizing, maximum position, daily loss limit),
+   the backtest's decision step;
+4. the order goes to the broker (`broker.PaperBroker` or `broker.CcxtBroker`), and everything the period
+   changed is committed to the state (`live_state.py`) in one transaction, with one JSON line in the log.
+
+`replay` runs this loop over stored candles with no network and no clock. Its signals come from one batched
+pass (`backtest.predict_signals`, the backtest's own call: the window at each moment holds only candles closed
+by it), because a batch of one can differ from a batch of 64 in the last bits of float32; everything after the
+model (candles arriving period by period, decisions, fills, state, restarts) is the live loop's code. So the
+replay's `trades.csv` equals `lstm-trading backtest`'s for the same bundle, candles and settings
+(`tests/test_live.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+
+from lstm_trading.broker import Broker, ExchangeUnavailable, Retry, short_error
+from lstm_trading.config import BacktestConfig
+from lstm_trading.errors import ConfigError, DataError, LstmTradingError
+from lstm_trading.execution import (
+    FLAT,
+    SIDE_NAMES,
+    CandleArrays,
+    Costs,
+    Fill,
+    Order,
+    PositionWatch,
+    Trader,
+    bracket_prices,
+    signal_direction,
+)
+from lstm_trading.live_state import LiveState, Position, Step, fill_record
+from lstm_trading.timeutil import MINUTE, format_time
+
+DAY = 86_400
+DEFAULT_MAX_MODEL_AGE_S = 30 * DAY
+DEFAULT_MAX_ERRORS = 5
+SETTLE_S = 5  # wait this long after a boundary: the exchange has closed the minute (ingest keeps a 3 s margin)
+LATE_GRACE_S = 30  # a loop that starts this soon after a boundary still acts on it
+LOG_FILE = "live.jsonl"
+
+
+class LiveStop(LstmTradingError):
+    """A guard stopped the loop (too many consecutive errors); the state is saved, a restart resumes."""
+
+
+# --- time ---
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The wall clock: the live loop waits for each period boundary."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def next_moment(now: float, every: int, after: int | None) -> int:
+    """The first boundary to act on: not one long past (the market moved on), and after the last one done."""
+    moment = -(-int(now - LATE_GRACE_S) // every) * every
+    if after is not None and moment <= after:
+        moment = after + every
+    return moment
+
+
+# --- where candles come from ---
+
+
+class Feed(Protocol):
+    def advance(self, now: int) -> None:
+        """Bring the candles closed by `now` within reach."""
+        ...
+
+    def closed(self, start: int, now: int) -> CandleArrays:
+        """The candles opened at or after `start` and closed by `now`."""
+        ...
+
+    def open_at(self, at: int) -> float | None:
+        """The open of the candle opening at `at` (the entry price of a decision at `at`); None if it has none."""
+        ...
+
+
+class ReplayFeed:
+    """Stored candles as if they arrived live: only candles closed by each moment are ever handed out."""
+
+    def __init__(self, period: CandleArrays) -> None:
+        self.period = period
+
+    def advance(self, now: int) -> None:
+        return None
+
+    def closed(self, start: int, now: int) -> CandleArrays:
+        return self.period.between(start, now - MINUTE + 1)
+
+    def open_at(self, at: int) -> float | None:
+        row = self.period.index_at(at)
+        return None if row is None else float(self.period.open[row])
+
+
+class ExchangeFeed:
+    """The candle store kept current from the exchange (`data.exchange.ingest`), one request per period."""
+
+    def __init__(self, db: Path, source: Any, symbol: str, retry: Retry) -> None:
+        from lstm_trading.data.store import CandleStore
+
+        self.db = db
+        self.source = source
+        self.symbol = symbol
+        self.retry = retry
+        self.store = CandleStore(db, create=True)
+        self._exchange_symbol: str | None = None
+
+    @property
+    def exchange_symbol(self) -> str:
+        if self._exchange_symbol is None:
+            self._exchange_symbol = self.retry("loading the markets", lambda: self.source.resolve_symbol(self.symbol))
+        return self._exchange_symbol
+
+    def advance(self, now: int) -> None:
+        from lstm_trading.data.exchange import ingest
+
+        try:
+            ingest(
+                self.store,
+                self.source,
+                self.symbol,
+                retries=self.retry.retries,
+                backoff_s=self.retry.backoff_s,
+                sleep=self.retry.sleep,
+            )
+        except DataError as error:
+            raise ExchangeUnavailable(f"ingest: {error}") from error
+
+    def closed(self, start: int, now: int) -> CandleArrays:
+        return CandleArrays.from_frame(self.store.read(self.symbol, start, now - MINUTE + 1))
+
+    def open_at(self, at: int) -> float | None:
+        symbol = self.exchange_symbol
+        rows = self.retry(
+            f"fetching the {self.symbol} candle opening at {format_time(at)}",
+            lambda: self.source.fetch_ohlcv(symbol, at * 1000, 1, at * 1000),
+        )
+        for row in rows:
+            if int(row[0]) == at * 1000:
+                return float(row[1])
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+# --- where signals come from ---
+
+
+class Signal(NamedTuple):
+    """The model's output at one moment: probabilities (Buy, Sell, Invalid) and SL/TP distances in %."""
+
+    proba: np.ndarray
+    stop_loss_pct: float
+    take_profit_pct: float
+
+
+class SignalSource(Protocol):
+    def at(self, moment: int) -> Signal: ...
+
+
+class ModelSignals:
+    """Predict at each moment from the candles stored by then (the live modes)."""
+
+    def __init__(self, bundle: Any, db: Path, symbol: str) -> None:
+        self.bundle = bundle
+        self.db = db
+        self.symbol = symbol
+
+    def at(self, moment: int) -> Signal:
+        from lstm_trading.data.store import CandleStore
+        from lstm_trading.predict import predict_moments
+
+        with CandleStore(self.db) as store:
+            candles = store.read_last(self.symbol, self.bundle.history_minutes, end=moment)
+        if candles.empty:
+            raise DataError(f"{self.db}: no {self.symbol} candles before {format_time(moment)} to predict from")
+        row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
+        proba = np.array([row["p_buy"], row["p_sell"], row["p_invalid"]], dtype=np.float64)
+        return Signal(proba, float(row["stop_loss_pct"]), float(row["take_profit_pct"]))
+
+
+class PrecomputedSignals:
+    """The backtest's batched signals, handed out one moment at a time (the replay)."""
+
+    def __init__(self, at: np.ndarray, proba: np.ndarray, stop_loss_pct: np.ndarray, take_profit_pct: np.ndarray):
+        self.index = {int(t): i for i, t in enumerate(at)}
+        self.proba, self.sl, self.tp = proba, stop_loss_pct, take_profit_pct
+
+    def at(self, moment: int) -> Signal:
+        i = self.index[moment]
+        return Signal(self.proba[i], float(self.sl[i]), float(self.tp[i]))
+
+
+# --- the decision log ---
+
+
+class DecisionLog:
+    """One JSON line per event in `LOG_FILE` (decisions, fills, guards, errors) and a short line on the console."""
+
+    def __init__(self, out_dir: Path | None, echo: Callable[[str], None] | None = None) -> None:
+        self.echo = echo
+        self.handle: IO[str] | None = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.handle = open(out_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+
+    def write(self, event: str, record: dict[str, Any], line: str) -> None:
+        if self.handle is not None:
+            self.handle.write(json.dumps({"event": event, **record}, allow_nan=False, default=_plain) + "\n")
+            self.handle.flush()
+        if self.echo is not None:
+            self.echo(line)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+# --- the loop ---
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop trades and its guards (sizing, fills and the daily loss limit are in `config`)."""
+
+    account: str
+    symbol: str
+    config: BacktestConfig
+    max_quantity: float | None = None  # units; larger orders are cut to it (printed)
+    quantity: float | None = None  # units per order instead of the sizing rule (`--qty`)
+    max_errors: int = DEFAULT_MAX_ERRORS  # consecutive failed periods before the loop stops
+
+
+def client_order_id(account: str, symbol: str, at: int) -> str:
+    """Stable per account, symbol and moment: a retry, a restart or a replayed moment reuses it (idempotent)."""
+    digest = hashlib.sha256(f"{account}\n{symbol}".encode()).hexdigest()[:8]
+    return f"lt{digest}-{at}"
+
+
+def trader_record(trader: Trader, signals: int) -> dict[str, Any]:
+    limit = trader.limit
+    return {
+        "equity": trader.equity,
+        "flat_from": trader.flat_from,
+        "day": limit.day,
+        "day_start_equity": _finite(limit.day_start_equity),
+        "skipped": dict(trader.skipped),
+        "signals": signals,
+    }
+
+
+def restore_trader(config: BacktestConfig, record: dict[str, Any] | None) -> tuple[Trader, int]:
+    trader = Trader(config)
+    if record is None:
+        return trader, 0
+    trader.equity = float(record["equity"])
+    trader.flat_from = int(record["flat_from"])
+    trader.limit.day = record["day"]
+    start = record["day_start_equity"]
+    trader.limit.day_start_equity = math.nan if start is None else float(start)
+    trader.skipped.update(record["skipped"])
+    return trader, int(record["signals"])
+
+
+@dataclass
+class LiveLoop:
+    """The period step shared by live, paper and replay; state in `state`, orders through `broker`."""
+
+    settings: LoopSettings
+    state: LiveState
+    feed: Feed
+    broker: Broker
+    signals: SignalSource
+    log: DecisionLog
+    trader: Trader = field(init=False)
+    signal_count: int = field(init=False)
+    position: Position | None = field(init=False)
+    errors: int = 0
+    kill_switch_day: int | None = None
+
+    def __post_init__(self) -> None:
+        self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
+        self.position = self.state.position()
+        if self.position is not None:
+            self.trader.opened()
+
+    @property
+    def config(self) -> BacktestConfig:
+        return self.settings.config
+
+    @property
+    def last_moment(self) -> int | None:
+        value = self.state.meta("last_moment")
+        return None if value is None else int(value)
+
+    def start(self, initial_equity: float | None = None) -> None:
+        """Reconcile with the broker and mark orders sent before a crash as filled or not placed."""
+        if self.state.meta("trader") is None and initial_equity is not None:
+            self.trader.equity = initial_equity
+        sent = self.state.orders("sent")
+        position = self.broker.reconcile(self.position, sent)
+        updates = []
+        for record in sent:
+            adopted = position is not None and position.client_id == record["client_id"]
+            updates.append((record["client_id"], "filled" if adopted else "not_placed", record))
+        adopted_now = position is not None and self.position is None
+        if adopted_now:
+            assert position is not None
+            self.trader.opened()
+            self.log.write(
+                "resume",
+                {"client_id": position.client_id},
+                f"resumed the position of order {position.client_id}, sent before the last stop",
+            )
+        self.position = position
+        if updates or adopted_now:
+            self.state.commit(
+                Step(
+                    at=self.last_moment or 0,
+                    trader=trader_record(self.trader, self.signal_count),
+                    position=self.position,
+                    orders=tuple(updates),
+                )
+            )
+
+    # --- one period ---
+
+    def step(self, at: int) -> None:
+        """Act at moment `at`; a network or exchange failure skips the period (logged), too many stop the loop."""
+        try:
+            self._step(at)
+        except (ExchangeUnavailable, DataError) as error:
+            self.errors += 1
+            self.log.write(
+                "error",
+                {"at": at, "at_utc": format_time(at), "error": short_error(error, 500), "consecutive": self.errors},
+                f"{format_time(at)}  error, period skipped ({self.errors} in a row): {short_error(error)}",
+            )
+            if self.errors >= self.settings.max_errors:
+                message = (
+                    f"stopped after {self.errors} consecutive failed periods (--max-errors {self.settings.max_errors});"
+                    f" last: {short_error(error)}; the state is saved, start again to resume"
+                )
+                self.log.write("guard", {"at": at, "guard": "max_errors", "message": message}, f"guard: {message}")
+                raise LiveStop(message) from error
+            return
+        self.errors = 0
+
+    def _step(self, at: int) -> None:
+        self.feed.advance(at)
+        fills: list[tuple[str, Fill]] = []
+        orders: list[tuple[str, str, dict[str, Any]]] = []
+        if self.position is not None:
+            fill = self._check_position(at)
+            if fill is not None:
+                fills.append((self.position.client_id, fill))
+                orders.append((self.position.client_id, "closed", self._order_row(self.position)))
+                self.position = None
+        signal = self.signals.at(at)
+        direction = int(signal_direction(signal.proba, self.config.min_prob)[0])
+        probability = float(signal.proba.max())
+        entry = None
+        if direction != FLAT:
+            self.signal_count += 1
+            entry = self.feed.open_at(at)
+        decision = self.trader.consider(at, direction, entry, signal.stop_loss_pct, signal.take_profit_pct, probability)
+        order, reason = decision.order, decision.reason
+        client_id = client_order_id(self.settings.account, self.settings.symbol, at)
+        if order is not None:
+            order, reason = self._guard_size(order)
+        if order is not None:
+            watch = PositionWatch(order, self.config.max_hold_seconds, Costs(self.config.fee, self.config.slippage))
+            position = Position(client_id, watch)
+            self.state.order_sent(client_id, at, self._order_row(position))
+            placed = self.broker.place(order, client_id)
+            position.exchange_order_id, position.entry_executed = placed.order_id, placed.average
+            self.trader.opened()
+            self.position = position
+            orders.append((client_id, "filled", self._order_row(position)))
+        if reason == "daily_loss_limit":
+            self._kill_switch(at)
+        record = self._decision_record(at, signal, direction, entry, order, reason, client_id)
+        self.state.commit(
+            Step(
+                at=at,
+                trader=trader_record(self.trader, self.signal_count),
+                position=self.position,
+                decision=record,
+                fills=tuple(fills),
+                orders=tuple(orders),
+                equity=self.trader.equity,
+            )
+        )
+        self.log.write("decision", record, _decision_line(record))
+
+    def _check_position(self, at: int) -> Fill | None:
+        position = self.position
+        assert position is not None
+        candles = self.feed.closed(max(position.watch.last_time + 1, position.order.at), at)
+        fill = self.broker.update(position, candles, at)
+        if fill is None and at >= position.watch.horizon:
+            fill = self.broker.close(position, at)
+        if fill is not None:
+            self.trader.settle(fill)
+            self._log_fill(fill, position.client_id)
+        return fill
+
+    def _guard_size(self, order: Order) -> tuple[Order | None, str]:
+        settings = self.settings
+        quantity = order.quantity if settings.quantity is None else settings.quantity
+        if settings.max_quantity is not None and quantity > settings.max_quantity:
+            self.log.write(
+                "guard",
+                {"at": order.at, "guard": "max_position", "quantity": quantity, "max_quantity": settings.max_quantity},
+                f"guard: max position: order of {quantity:g} cut to {settings.max_quantity:g} (--max-qty)",
+            )
+            quantity = settings.max_quantity
+        quantity = self.broker.quantity(quantity)
+        if quantity <= 0:
+            return None, "below_lot_size"
+        return (order if quantity == order.quantity else replace(order, quantity=quantity)), "order"
+
+    def _kill_switch(self, at: int) -> None:
+        day = at // DAY
+        if self.kill_switch_day == day:
+            return
+        self.kill_switch_day = day
+        limit = self.trader.limit
+        message = (
+            f"kill switch: daily loss limit of {100 * self.config.daily_loss_limit:g}% reached (equity "
+            f"{self.trader.equity:,.2f}, {limit.day_start_equity:,.2f} at the day's start); no new trades until "
+            f"{format_time((day + 1) * DAY)}"
+        )
+        self.log.write("guard", {"at": at, "guard": "daily_loss_limit", "message": message}, message)
+
+    def _order_row(self, position: Position) -> dict[str, Any]:
+        record = position.record()
+        record["at"] = position.order.at
+        return record
+
+    def _decision_record(
+        self,
+        at: int,
+        signal: Signal,
+        direction: int,
+        entry: float | None,
+        order: Order | None,
+        reason: str,
+        client_id: str,
+    ) -> dict[str, Any]:
+        top = int(np.argmax(signal.proba))
+        stop = target = None
+        if order is not None:
+            stop, target = order.stop, order.target
+        elif direction != FLAT and entry is not None:
+            stop, target = bracket_prices(direction, entry, signal.stop_loss_pct, signal.take_profit_pct)
+        return {
+            "at": at,
+            "at_utc": format_time(at),
+            "p_buy": float(signal.proba[0]),
+            "p_sell": float(signal.proba[1]),
+            "p_invalid": float(signal.proba[2]),
+            "side": ("Buy", "Sell", "Invalid")[top],
+            "signal": SIDE_NAMES.get(direction, "none"),
+            "entry": entry,
+            "stop_loss": stop,
+            "take_profit": target,
+            "stop_loss_pct": signal.stop_loss_pct,
+            "take_profit_pct": signal.take_profit_pct,
+            "quantity": None if order is None else order.quantity,
+            "action": "open" if order is not None else ("hold" if self.position is not None else "none"),
+            "reason": reason,
+            "client_id": client_id if order is not None else None,
+            "equity": self.trader.equity,
+        }
+
+    def _log_fill(self, fill: Fill, client_id: str) -> None:
+        record = {"client_id": client_id, **fill_record(fill)}
+        record.pop("order")
+        side = SIDE_NAMES[fill.order.direction]
+        self.log.write(
+            "fill",
+            record,
+            f"{format_time(fill.exit_time)}  closed {side} {fill.order.quantity:g} at {fill.exit_price:.2f} "
+            f"({fill.reason}), P&L {fill.pnl:+,.2f}",
+        )
+
+    def finish(self, end: int) -> None:
+        """The replay's end: check the last candles, then close an open position at the last close."""
+        position = self.position
+        if position is None:
+            return
+        candles = self.feed.closed(max(position.watch.last_time + 1, position.order.at), end)
+        fill = self.broker.update(position, candles, end)
+        if fill is None:
+            fill = self.broker.close(position, end, end_of_data=True)
+        self.trader.settle(fill)
+        self._log_fill(fill, position.client_id)
+        self.position = None
+        self.state.commit(
+            Step(
+                at=end,
+                trader=trader_record(self.trader, self.signal_count),
+                position=None,
+                fills=((position.client_id, fill),),
+                orders=((position.client_id, "closed", self._order_row(position)),),
+                equity=self.trader.equity,
+            )
+        )
+
+    def run(self, moments: Iterable[int], *, max_periods: int | None = None) -> int:
+        """Step through `moments` after the last one done; returns how many periods ran."""
+        done = 0
+        last = self.last_moment
+        for moment in moments:
+            if max_periods is not None and done >= max_periods:
+                break
+            if last is not None and moment <= last:
+                continue
+            self.step(int(moment))
+            done += 1
+        return done
+
+    def run_clock(self, clock: Clock, *, max_periods: int | None = None) -> int:
+        """The live schedule: wait for each boundary (plus `SETTLE_S`), then step; until `max_periods`."""
+        done = 0
+        every = self.config.every_seconds
+        while max_periods is None or done < max_periods:
+            moment = next_moment(clock.now(), every, self.last_moment)
+            clock.sleep(moment + SETTLE_S - clock.now())
+            self.step(moment)
+            done += 1
+        return done
+
+
+def _decision_line(record: dict[str, Any]) -> str:
+    probabilities = f"P(B/S/I) {record['p_buy']:.2f}/{record['p_sell']:.2f}/{record['p_invalid']:.2f}"
+    text = f"{record['at_utc']}  {probabilities}  {record['signal']:<4}  {record['action']}"
+    if record["action"] == "open":
+        side = record["signal"]
+        text += (
+            f" {side} {record['quantity']:g} at {record['entry']:.2f} SL {record['stop_loss']:.2f} "
+            f"TP {record['take_profit']:.2f}"
+        )
+    elif record["reason"] not in ("no_signal", "order"):
+        text += f" ({record['reason']})"
+    return text
+
+
+# --- start-up checks ---
+
+
+def check_bundle(bundle: Any, symbol: str, now: float, max_age_s: int, *, live: bool) -> list[str]:
+    """Refuse live trading on another symbol than the bundle's or with a stale model; warnings for paper."""
+    data = (bundle.meta.get("training") or {}).get("data") or {}
+    problems = []
+    trained_on = data.get("symbol")
+    if trained_on and str(trained_on).upper() != symbol.upper():
+        problems.append(
+            f"the bundle was trained on {trained_on}, not {symbol}; "
+            f"trade the bundle's symbol with --symbol {trained_on}"
+        )
+    last = data.get("last_timestamp")
+    if last is None:
+        problems.append("the bundle records no data fingerprint (training period); retrain it with this version")
+    elif now - int(last) > max_age_s:
+        days = (now - int(last)) / DAY
+        problems.append(
+            f"the bundle's data ends {format_time(int(last))}, {days:.0f} days ago, more than --max-model-age "
+            f"{max_age_s / DAY:g}d; retrain on recent candles (or raise --max-model-age)"
+        )
+    if live and problems:
+        raise ConfigError(f"live mode refused: {problems[0]}")
+    return problems
+
+
+# --- the replay ---
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    start: int
+    end: int
+    moments: int
+    fills: list[Fill]
+    trades_path: Path | None
+    state: dict[str, Any]
+
+
+def replay(
+    bundle: Any,
+    candles: pd.DataFrame,
+    *,
+    db: Path,
+    start: int,
+    end: int,
+    settings: LoopSettings,
+    out_dir: Path | None = None,
+    fresh: bool = True,
+    max_periods: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ReplayResult:
+    """The live loop over `candles` (history before `start` included) from `start` to `end`, paper fills.
+
+    `fresh` forgets the account's earlier state first; without it a stopped replay resumes where it stopped.
+    `max_periods` stops after that many periods (the restart test). `trades.csv` is written once the period
+    is done, in the backtest's format.
+    """
+    from lstm_trading.backtest import decision_moments, predict_signals, scaled_features, trades_frame
+
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    config = settings.config
+    period = CandleArrays.from_frame(candles).between(start, end)
+    if len(period) == 0:
+        raise DataError(
+            f"no candles from {format_time(start)} to {format_time(end)}; choose --from/--to inside the data"
+        )
+    end = min(end, int(period.timestamp[-1]) + MINUTE)  # as the backtest: the period ends with its candles
+    moments = decision_moments(start, end, config.every_seconds)
+    if len(moments) == 0:
+        raise DataError(f"no decision moment (every {config.every_seconds} s) from {format_time(start)} to "
+                        f"{format_time(end)}")  # fmt: skip
+    features = scaled_features(bundle, candles)
+    batched = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers)
+    signals = PrecomputedSignals(batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct)
+    from lstm_trading.broker import PaperBroker
+
+    with LiveState(db, settings.account) as state:
+        if fresh:
+            state.clear()
+        state.set_meta(settings=_settings_record(settings, "replay"), period=[start, end])
+        log = DecisionLog(out_dir, echo)
+        try:
+            loop = LiveLoop(settings, state, ReplayFeed(period), PaperBroker(), signals, log)
+            loop.start()
+            ran = loop.run(moments, max_periods=max_periods)
+            finished = max_periods is None or ran < max_periods or loop.last_moment == int(moments[-1])
+            if finished and loop.last_moment != end:
+                loop.finish(end)
+            fills = state.fills()
+        finally:
+            log.close()
+        trades_path = None
+        if finished and out_dir is not None:
+            from lstm_trading.atomic import write_text_atomic
+
+            trades_path = out_dir / "trades.csv"
+            write_text_atomic(trades_path, trades_frame(fills).to_csv(index=False))
+        summary = status(state)
+    return ReplayResult(start, end, len(moments), fills, trades_path, summary)
+
+
+def _settings_record(settings: LoopSettings, mode: str) -> dict[str, Any]:
+    return {"mode": mode, "symbol": settings.symbol, **asdict(settings.config)}
+
+
+# --- the live and paper loop ---
+
+
+def run_live(
+    bundle: Any,
+    *,
+    db: Path,
+    settings: LoopSettings,
+    mode: str,
+    exchange: Any,
+    source: Any,
+    broker: Broker,
+    clock: Clock,
+    retry: Retry,
+    out_dir: Path | None = None,
+    max_periods: int | None = None,
+    initial_equity: float | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
+    feed = ExchangeFeed(db, source, settings.symbol, retry)
+    signals = ModelSignals(bundle, db, settings.symbol)
+    log = DecisionLog(out_dir, echo)
+    try:
+        with LiveState(db, settings.account) as state:
+            state.set_meta(settings=_settings_record(settings, mode))
+            loop = LiveLoop(settings, state, feed, broker, signals, log)
+            loop.start(initial_equity)
+            log.write(
+                "start",
+                {"mode": mode, "symbol": settings.symbol, "account": settings.account, "equity": loop.trader.equity},
+                f"{mode} trading {settings.symbol} every {settings.config.every_seconds // MINUTE} min "
+                f"(account {settings.account}, equity {loop.trader.equity:,.2f})",
+            )
+            loop.run_clock(clock, max_periods=max_periods)
+            return status(state)
+    finally:
+        log.close()
+        feed.close()
+
+
+# --- status ---
+
+
+def status(state: LiveState, *, now: float | None = None, last: int = 10) -> dict[str, Any]:
+    """Position, today's and total P&L, equity and the last decisions of one account."""
+    fills = state.fills()
+    trader = state.meta("trader") or {}
+    settings = state.meta("settings") or {}
+    initial = float(settings.get("initial_equity", BacktestConfig().initial_equity))
+    today = int((time.time() if now is None else now) // DAY)
+    position = state.position()
+    return {
+        "account": state.account,
+        "mode": settings.get("mode"),
+        "symbol": settings.get("symbol"),
+        "equity": trader.get("equity"),
+        "total_pnl": float(sum(f.pnl for f in fills)),
+        "today_pnl": float(sum(f.pnl for f in fills if f.exit_time // DAY == today)),
+        "trades": len(fills),
+        "position": None if position is None else _position_summary(position),
+        "last_moment": state.meta("last_moment"),
+        "decisions": state.decisions(last),
+        "initial_equity": initial,
+    }
+
+
+def _position_summary(position: Position) -> dict[str, Any]:
+    order = position.order
+    return {
+        "side": SIDE_NAMES[order.direction],
+        "quantity": order.quantity,
+        "entry": order.entry,
+        "stop_loss": order.stop,
+        "take_profit": order.target,
+        "opened": order.at,
+        "opened_utc": format_time(order.at),
+        "close_by_utc": format_time(position.watch.horizon),
+        "client_id": position.client_id,
+    }
+
+
+# --- what the commands call ---
+
+
+def replay_run(
+    run_dir: Path,
+    *,
+    config: BacktestConfig,
+    db: Path | None = None,
+    symbol: str | None = None,
+    start: int | None,
+    end: int | None = None,
+    out_dir: Path | None = None,
+    account: str = "replay",
+    fresh: bool = True,
+    max_periods: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ReplayResult:
+    """`live --replay`: the candles and period exactly as `backtest_run` reads them; default folder RUN/replay."""
+    from lstm_trading.bundle import load_bundle
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.evaluate import load_history, run_sources
+
+    if start is None:
+        raise ConfigError("--replay needs --from (the first moment to replay); --to defaults to the end of the data")
+    bundle = load_bundle(run_dir)
+    db_path, symbol = run_sources(bundle, db, symbol)
+    if end is None:
+        if not db_path.exists():
+            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
+        with CandleStore(db_path) as store:
+            held = store.time_range(symbol)
+        if held is None:
+            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
+        end = held[1] + MINUTE
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    candles = load_history(db_path, symbol, start, end, bundle.history_minutes)
+    settings = LoopSettings(account=account, symbol=symbol, config=config)
+    return replay(
+        bundle,
+        candles,
+        db=db_path,
+        start=start,
+        end=end,
+        settings=settings,
+        out_dir=out_dir if out_dir is not None else run_dir / "replay",
+        fresh=fresh,
+        max_periods=max_periods,
+        batch_size=batch_size,
+        workers=workers,
+        echo=echo,
+    )
+
+
+MODES = ("paper", "live")
+
+
+def live_run(
+    run_dir: Path,
+    *,
+    config: BacktestConfig,
+    db: Path,
+    mode: str = "paper",
+    exchange_id: str = "bybit",
+    market: str = "linear",
+    symbol: str | None = None,
+    account: str | None = None,
+    confirmed: bool = False,
+    max_model_age_s: int = DEFAULT_MAX_MODEL_AGE_S,
+    quantity: float | None = None,
+    max_quantity: float | None = None,
+    max_errors: int = DEFAULT_MAX_ERRORS,
+    retries: int = 3,
+    backoff_s: float = 2.0,
+    out_dir: Path | None = None,
+    clock: Clock | None = None,
+    max_periods: int | None = None,
+    environ: dict[str, str] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`live` in paper or live mode: the checks that must pass before anything trades, then the loop."""
+    from lstm_trading import broker as brokers
+    from lstm_trading.bundle import load_bundle
+    from lstm_trading.data.exchange import CcxtSource
+
+    if mode not in MODES:
+        raise ConfigError(f"--mode: unknown mode {mode!r}; use paper (simulated fills, the default) or live")
+    live = mode == "live"
+    if live and not confirmed:
+        raise ConfigError(
+            "live mode places real orders with real money; add --i-understand-live-trading to confirm "
+            "(try --mode paper first)"
+        )
+    clock = clock or SystemClock()
+    bundle = load_bundle(run_dir)
+    trained_on = ((bundle.meta.get("training") or {}).get("data") or {}).get("symbol")
+    symbol = symbol or trained_on or "ETHUSDT"
+    for problem in check_bundle(bundle, symbol, clock.now(), max_model_age_s, live=live):
+        if echo is not None:
+            echo(f"warning: {problem}")
+    credentials = brokers.credentials_from_env(environ) if live else None
+    if not db.exists():
+        raise DataError(
+            f"{db}: no such candle database; fill it first with `lstm-trading ingest exchange --db {db} --since ...` "
+            f"(the model needs {bundle.history_minutes:,} minutes of history)"
+        )
+    retry = brokers.Retry(retries, backoff_s, clock.sleep, log=echo)
+    exchange = brokers.exchange_factory(exchange_id, market, credentials)
+    source = CcxtSource(exchange, market)
+    unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
+    costs = Costs(config.fee, config.slippage)
+    broker: Broker
+    initial_equity = None
+    if live:
+        ccxt_broker = brokers.CcxtBroker(exchange, unified, costs, retry)
+        initial_equity = ccxt_broker.balance()
+        broker = ccxt_broker
+    else:
+        broker = brokers.PaperBroker()
+    settings = LoopSettings(
+        account=account or mode,
+        symbol=symbol,
+        config=config,
+        max_quantity=max_quantity,
+        quantity=quantity,
+        max_errors=max_errors,
+    )
+    return run_live(
+        bundle,
+        db=db,
+        settings=settings,
+        mode=mode,
+        exchange=exchange,
+        source=source,
+        broker=broker,
+        clock=clock,
+        retry=retry,
+        out_dir=out_dir,
+        max_periods=max_periods,
+        initial_equity=initial_equity,
+        echo=echo,
+    )
+
+
+def live_status(db: Path, account: str | None = None, *, last: int = 10, now: float | None = None) -> dict[str, Any]:
+    """`live-status`: one account's summary (the only one, or the one named)."""
+    from lstm_trading.live_state import accounts
+
+    if not db.exists():
+        raise DataError(f"{db}: no such database; give the candle database the live loop ran on with --db")
+    held = accounts(db)
+    if not held:
+        raise DataError(f"{db}: no live state; start `lstm-trading live RUN --db {db}` first")
+    if account is None:
+        if len(held) > 1:
+            raise ConfigError(f"{db} holds the accounts {', '.join(held)}; choose one with --account")
+        account = held[0]
+    elif account not in held:
+        raise ConfigError(f"{db}: no account {account!r}; it holds {', '.join(held)}")
+    with LiveState(db, account) as state:
+        return status(state, now=now, last=last)

@@ -1,0 +1,226 @@
+"""Brokers: the order an exchange gets (side, size, SL, TP, client order id), retries that never double an order,
+reconciliation at start, exits booked from the exchange's trades, keys only from the environment."""
+
+from __future__ import annotations
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pytest
+
+from fake_ccxt import FakeCcxt, SimClock
+from lstm_trading.broker import (
+    API_KEY_ENV,
+    API_SECRET_ENV,
+    CcxtBroker,
+    Credentials,
+    ExchangeUnavailable,
+    PaperBroker,
+    ReconciliationError,
+    Retry,
+    credentials_from_env,
+)
+from lstm_trading.errors import ConfigError, DataError
+from lstm_trading.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
+from lstm_trading.live import client_order_id
+from lstm_trading.live_state import Position
+
+T0 = 1_717_200_000  # 2024-06-01 00:00 UTC
+SYMBOL = "ETH/USDT:USDT"
+COSTS = Costs(0.00055, 0.0001)
+
+
+def market(minutes: int = 120, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 3000 * np.exp(np.cumsum(rng.normal(0, 0.001, minutes)))
+    open_ = np.concatenate([[3000.0], close[:-1]])
+    spread = np.abs(rng.normal(0, 2, minutes))
+    return pd.DataFrame(
+        {
+            "timestamp": T0 + 60 * np.arange(minutes, dtype=np.int64),
+            "open": open_,
+            "high": np.maximum(open_, close) + spread,
+            "low": np.minimum(open_, close) - spread,
+            "close": close,
+            "volume": 1.0,
+        }
+    )
+
+
+def order(at: int = T0 + 600, direction: int = LONG, quantity: float = 1.234, entry: float = 3000.0) -> Order:
+    stop, target = (entry * 0.99, entry * 1.015) if direction == LONG else (entry * 1.01, entry * 0.985)
+    return Order(at, direction, quantity, entry, stop, target, 1.0, 1.5, 0.7)
+
+
+def broker_for(fake: FakeCcxt, sleeps: list[float] | None = None, retries: int = 3) -> CcxtBroker:
+    sleeps = sleeps if sleeps is not None else []
+    return CcxtBroker(fake, SYMBOL, COSTS, Retry(retries, 1.0, sleeps.append))
+
+
+def position_of(chosen: Order, client_id: str = "cid-1") -> Position:
+    return Position(client_id, PositionWatch(chosen, 3600, COSTS))
+
+
+@pytest.fixture
+def fake() -> FakeCcxt:
+    return FakeCcxt(market(), SimClock(T0 + 605))
+
+
+def test_market_order_carries_side_size_stop_target_and_client_id(fake: FakeCcxt) -> None:
+    placed = broker_for(fake).place(order(direction=SHORT), "lt0001-1717200600")
+    (sent,) = fake.orders
+    assert (sent["symbol"], sent["type"], sent["side"], sent["amount"]) == (SYMBOL, "market", "sell", 1.234)
+    assert sent["params"] == {
+        "clientOrderId": "lt0001-1717200600",
+        "stopLoss": {"triggerPrice": 3030.0},
+        "takeProfit": {"triggerPrice": 2955.0},
+    }
+    assert placed.order_id == "ex1" and placed.quantity == 1.234 and placed.average == fake._price_now()
+
+
+def test_timeout_after_the_exchange_took_the_order_finds_it_and_never_places_it_twice(fake: FakeCcxt) -> None:
+    fake.accept_then_timeout = 1
+    sleeps: list[float] = []
+    placed = broker_for(fake, sleeps).place(order(), "cid-7")
+    assert len(fake.entries()) == 1 and placed.order_id == "ex1"
+    assert sleeps == [1.0] and fake.calls["fetch_closed_orders"] == 1  # looked up before any second try
+
+
+def test_timeout_before_the_exchange_took_the_order_places_it_once_on_retry(fake: FakeCcxt) -> None:
+    fake.faults["create_order"] = [ccxt.RequestTimeout("timed out"), ccxt.NetworkError("connection reset")]
+    sleeps: list[float] = []
+    broker_for(fake, sleeps).place(order(), "cid-8")
+    assert [o["clientOrderId"] for o in fake.orders] == ["cid-8"]
+    assert sleeps == [1.0, 2.0]  # exponential backoff
+
+
+def test_retries_exhausted_raise_exchange_unavailable_naming_the_order(fake: FakeCcxt) -> None:
+    fake.faults["create_order"] = [ccxt.RequestTimeout("timed out")] * 3
+    with pytest.raises(ExchangeUnavailable, match=r"placing buy 1.234 ETH/USDT:USDT \(cid-9\) failed 3 times"):
+        broker_for(fake, retries=2).place(order(), "cid-9")
+    assert fake.orders == []
+
+
+def test_refused_order_is_a_data_error_without_retry(fake: FakeCcxt) -> None:
+    fake.faults["create_order"] = [ccxt.InsufficientFunds("ab not enough for new order")]
+    with pytest.raises(DataError, match="refused by the exchange: InsufficientFunds: ab not enough"):
+        broker_for(fake).place(order(), "cid-10")
+
+
+def test_position_closed_by_the_exchange_stop_is_booked_from_its_trades() -> None:
+    candles = market()
+    chosen = order(at=T0 + 600, entry=float(candles["open"].iloc[10]))
+    candles.loc[20, "low"] = chosen.stop - 5  # the stop triggers in the minute opened at T0 + 1200
+    fake = FakeCcxt(candles, SimClock(T0 + 605))
+    broker = broker_for(fake)
+    placed = broker.place(chosen, "cid-2")
+    position = position_of(chosen, "cid-2")
+    position.entry_executed = placed.average
+    fake.clock.time = T0 + 900
+    assert broker.update(position, CandleArrays.from_frame(candles.iloc[:0]), T0 + 900) is None  # still open
+    fake.clock.time = T0 + 1800
+    fill = broker.update(position, CandleArrays.from_frame(candles.iloc[:0]), T0 + 1800)
+    assert fill is not None and fill.reason == "stop_loss" and fill.exit_price == pytest.approx(chosen.stop, abs=0.01)
+    assert fill.exit_time == T0 + 1260
+    assert fill.pnl == pytest.approx(chosen.quantity * (fill.exit_price - placed.average) - fill.fees)
+
+
+def test_close_at_max_hold_is_a_reduce_only_market_order(fake: FakeCcxt) -> None:
+    broker = broker_for(fake)
+    chosen = order(entry=fake._price_now(), quantity=0.5)
+    chosen = Order(chosen.at, LONG, 0.5, chosen.entry, 1.0, 1e9, 1.0, 1.0, 0.6)  # levels nothing reaches
+    broker.place(chosen, "cid-3")
+    fake.clock.time = T0 + 3600 + 5
+    fill = broker.close(position_of(chosen, "cid-3"), T0 + 3600)
+    closing = fake.orders[-1]
+    assert closing["side"] == "sell" and closing["params"] == {"clientOrderId": "cid-3x", "reduceOnly": True}
+    assert fill.reason == "max_hold" and fake.position is None
+
+
+def test_reconcile_resumes_a_matching_position(fake: FakeCcxt) -> None:
+    broker = broker_for(fake)
+    chosen = order()
+    broker.place(chosen, "cid-4")
+    position = position_of(chosen, "cid-4")
+    assert broker.reconcile(position, []) is position
+
+
+def test_reconcile_stops_on_a_position_the_state_does_not_know(fake: FakeCcxt) -> None:
+    broker_for(fake).place(order(), "someone-else")
+    with pytest.raises(ReconciliationError) as caught:
+        broker_for(fake).reconcile(None, [])
+    assert str(caught.value) == (
+        "the exchange holds a long ETH/USDT:USDT position of 1.234 that the state does not know; close it on the "
+        "exchange (or use another account) before starting the live loop"
+    )
+
+
+def test_reconcile_stops_on_another_size_or_side(fake: FakeCcxt) -> None:
+    broker_for(fake).place(order(quantity=2.0), "cid-5")
+    with pytest.raises(ReconciliationError, match=r"position of 2, the state a long one of 1.234 \(cid-5\)"):
+        broker_for(fake).reconcile(position_of(order(), "cid-5"), [])
+
+
+def test_reconcile_stops_on_open_orders_without_a_position(fake: FakeCcxt) -> None:
+    fake.extra_open_orders = [{"id": "x1", "clientOrderId": "manual-1", "symbol": SYMBOL}]
+    with pytest.raises(ReconciliationError, match=r"1 open ETH/USDT:USDT order\(s\) \(manual-1\) but no position"):
+        broker_for(fake).reconcile(None, [])
+
+
+def test_reconcile_adopts_an_order_sent_just_before_a_crash(fake: FakeCcxt) -> None:
+    chosen = order()
+    broker_for(fake).place(chosen, "cid-6")  # the exchange filled it; the state only wrote `sent`
+    sent = [{"client_id": "cid-6", **position_of(chosen, "cid-6").record()}]
+    adopted = broker_for(fake).reconcile(None, sent)
+    assert adopted is not None and adopted.client_id == "cid-6" and adopted.order == chosen
+    assert len(fake.entries()) == 1
+
+
+def test_reconcile_ignores_a_sent_order_the_exchange_never_got(fake: FakeCcxt) -> None:
+    sent = [{"client_id": "cid-lost", **position_of(order(), "cid-lost").record()}]
+    assert broker_for(fake).reconcile(None, sent) is None
+
+
+def test_paper_broker_fills_as_the_backtest_in_any_cut_of_the_candles() -> None:
+    candles = CandleArrays.from_frame(market(300, seed=4))
+    chosen = order(at=int(candles.timestamp[5]), entry=float(candles.open[5]))
+    expected = simulate_fill(candles, 5, chosen, max_hold_seconds=3600, costs=COSTS)
+    position = position_of(chosen)
+    paper = PaperBroker()
+    fill = None
+    for cut in range(5, 300, 7):
+        fill = paper.update(
+            position, candles.between(int(candles.timestamp[cut]), int(candles.timestamp[cut]) + 420), 0
+        )
+        if fill is not None:
+            break
+    fill = fill or paper.close(position, 0)
+    assert (fill.exit_time, fill.exit_price, fill.reason, fill.pnl) == (
+        expected.exit_time,
+        expected.exit_price,
+        expected.reason,
+        expected.pnl,
+    )
+
+
+def test_missing_api_key_is_a_clear_error_naming_the_variables() -> None:
+    with pytest.raises(ConfigError) as caught:
+        credentials_from_env({API_SECRET_ENV: "s3cr3t"})
+    assert str(caught.value) == (
+        "live mode needs the exchange API keys in the environment: LSTM_TRADING_API_KEY is not set (keys are read "
+        "from LSTM_TRADING_API_KEY and LSTM_TRADING_API_SECRET only, never from flags or files)"
+    )
+    with pytest.raises(ConfigError, match="LSTM_TRADING_API_KEY and LSTM_TRADING_API_SECRET are not set"):
+        credentials_from_env({})
+
+
+def test_credentials_never_show_in_their_repr() -> None:
+    credentials = credentials_from_env({API_KEY_ENV: "key-abc", API_SECRET_ENV: "secret-xyz"})
+    assert credentials == Credentials("key-abc", "secret-xyz")
+    assert "secret-xyz" not in repr(credentials) and "key-abc" not in repr(credentials)
+
+
+def test_client_order_ids_are_stable_short_and_distinct() -> None:
+    a = client_order_id("live", "ETHUSDT", T0)
+    assert a == client_order_id("live", "ETHUSDT", T0) and len(a) <= 36  # Bybit's orderLinkId limit
+    assert len({a, client_order_id("paper", "ETHUSDT", T0), client_order_id("live", "ETHUSDT", T0 + 900)}) == 3
