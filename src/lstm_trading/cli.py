@@ -801,6 +801,180 @@ def report_command(
     )
 
 
+# --- automatic trading (live.py, broker.py, live_state.py) ---
+
+
+def _echo_plain(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("live")
+def live_command(
+    run: Path = typer.Argument(..., help="Run folder."),
+    db: Path | None = typer.Option(
+        None, "--db", help="Candle database; the state lives there too (default: the run's, for --replay)."
+    ),
+    exchange_id: str = typer.Option("bybit", "--exchange", help="Any exchange ccxt knows."),
+    market: str = typer.Option("linear", "--market", help="linear (USDT perpetual) or spot."),
+    symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the bundle's)."),
+    mode: str = typer.Option("paper", "--mode", help="paper (simulated fills, the default) or live (real orders)."),
+    every: str | None = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run)."),
+    min_prob: float | None = typer.Option(None, "--min-prob", help="Trade when the top class is at least this."),
+    fee: str | None = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%."),
+    slippage: str | None = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%."),
+    max_hold: str | None = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h."),
+    risk: str | None = typer.Option(None, "--risk", help="Size positions to lose this share of equity at the stop."),
+    position_share: str | None = typer.Option(
+        None, "--position-share", help="Share of equity per position, the maximum with --risk (default 100%)."
+    ),
+    daily_loss_limit: str | None = typer.Option(
+        None, "--daily-loss-limit", help="Kill switch: no new entries for the UTC day after losing this share."
+    ),
+    qty: float | None = typer.Option(None, "--qty", min=0.0, help="Units per order instead of the sizing rule."),
+    max_qty: float | None = typer.Option(None, "--max-qty", min=0.0, help="Largest order in units (cut to it)."),
+    max_errors: int = typer.Option(5, "--max-errors", min=1, help="Consecutive failed periods before stopping."),
+    retries: int = typer.Option(3, "--retries", min=0, help="Retries after a network error, then skip the period."),
+    backoff: float = typer.Option(2.0, "--backoff", min=0.0, help="Seconds before the first retry; doubles."),
+    max_model_age: str = typer.Option("30d", "--max-model-age", help="Refuse live mode on older bundle data."),
+    confirm: bool = typer.Option(
+        False, "--i-understand-live-trading", help="Required with --mode live: real orders, real money."
+    ),
+    account: str | None = typer.Option(None, "--account", help="State name in the database (default: the mode)."),
+    replay_mode: bool = typer.Option(False, "--replay", help="Replay stored candles (no network, no waiting)."),
+    start: str | None = typer.Option(None, "--from", help="--replay: first moment."),
+    end: str | None = typer.Option(None, "--to", help="--replay: end, exclusive (default: the end of the data)."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="--replay: inference processes."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for live.jsonl (and trades.csv with --replay)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision on the console."),
+) -> None:
+    """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
+
+    Live trading risks real money: a model that backtested well can lose, exchanges fill triggered stops at
+    market, and software fails. Start with --mode paper. API keys come from LSTM_TRADING_API_KEY and
+    LSTM_TRADING_API_SECRET only.
+    """
+    from lstm_trading.backtest import run_config
+    from lstm_trading.config import Config
+    from lstm_trading.live import live_run, replay_run
+    from lstm_trading.timeutil import parse_duration, parse_fraction, parse_moment
+
+    def fraction(text: str | None, option: str) -> float | None:
+        return None if text is None else parse_fraction(text, option=option)
+
+    settings = Config(backtest=run_config(run)).with_overrides(
+        "backtest",
+        every_seconds=None if every is None else parse_duration(every, option="--every"),
+        min_prob=min_prob,
+        fee=fraction(fee, "--fee"),
+        slippage=fraction(slippage, "--slippage"),
+        max_hold_seconds=None if max_hold is None else parse_duration(max_hold, option="--max-hold"),
+        risk=fraction(risk, "--risk"),
+        position_share=fraction(position_share, "--position-share"),
+        daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+    )
+    echo = None if quiet else _echo_plain
+    if replay_mode:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = replay_run(
+                run,
+                config=settings.backtest,
+                db=db,
+                symbol=symbol,
+                start=None if start is None else parse_moment(start),
+                end=None if end is None else parse_moment(end),
+                out_dir=out,
+                account=account or "replay",
+                workers=workers,
+                echo=echo,
+            )
+        _show_warnings(caught)
+        _echo_plain(
+            f"replayed {result.moments} moments {format_time(result.start)} to {format_time(result.end)}: "
+            f"{len(result.fills)} trades, P&L {result.state['total_pnl']:+,.2f}; wrote {result.trades_path}"
+        )
+        return
+    if db is None:
+        from lstm_trading.errors import ConfigError
+
+        raise ConfigError("live needs --db: the candle database it keeps current and stores its state in")
+    try:
+        live_run(
+            run,
+            config=settings.backtest,
+            db=db,
+            mode=mode,
+            exchange_id=exchange_id,
+            market=market,
+            symbol=symbol,
+            account=account,
+            confirmed=confirm,
+            max_model_age_s=parse_duration(max_model_age, option="--max-model-age"),
+            quantity=qty,
+            max_quantity=max_qty,
+            max_errors=max_errors,
+            retries=retries,
+            backoff_s=backoff,
+            out_dir=out,
+            echo=echo or (lambda text: None),
+        )
+    except KeyboardInterrupt:
+        err_console.print("stopped: the state is saved; run the same command to resume")
+        raise typer.Exit(130) from None
+
+
+@app.command("live-status")
+def live_status_command(
+    db: Path = typer.Option(..., "--db", help="The database the live loop ran on."),
+    account: str | None = typer.Option(None, "--account", help="Account (default: the only one)."),
+    last: int = typer.Option(10, "--last", min=1, help="Decisions to show."),
+) -> None:
+    """The live loop's position, today's and total P&L, and its last decisions."""
+    from lstm_trading.live import live_status
+
+    summary = live_status(db, account, last=last)
+
+    def money(value: float | None) -> str:
+        return "-" if value is None else f"{value:+,.2f}"
+
+    _echo_plain(
+        f"account {summary['account']} ({summary['mode']}, {summary['symbol']}): equity "
+        f"{summary['equity']:,.2f}, P&L today {money(summary['today_pnl'])}, total {money(summary['total_pnl'])} "
+        f"over {summary['trades']} trades"
+    )
+    position = summary["position"]
+    if position is None:
+        _echo_plain("position: none")
+    else:
+        _echo_plain(
+            f"position: {position['side']} {position['quantity']:g} at {position['entry']:.2f} since "
+            f"{position['opened_utc']}, SL {position['stop_loss']:.2f}, TP {position['take_profit']:.2f}, "
+            f"closes by {position['close_by_utc']}"
+        )
+
+    def price(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    _print_table(
+        f"last {len(summary['decisions'])} decisions",
+        ("time", "P(Buy)", "P(Sell)", "P(Invalid)", "signal", "SL", "TP", "action", "reason"),
+        [
+            (
+                d["at_utc"],
+                f"{d['p_buy']:.3f}",
+                f"{d['p_sell']:.3f}",
+                f"{d['p_invalid']:.3f}",
+                d["signal"],
+                price(d["stop_loss"]),
+                price(d["take_profit"]),
+                d["action"],
+                d["reason"],
+            )
+            for d in summary["decisions"]
+        ],
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
