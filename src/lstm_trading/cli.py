@@ -845,6 +845,7 @@ def live_command(
     end: str | None = typer.Option(None, "--to", help="--replay: end, exclusive (default: the end of the data)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="--replay: inference processes."),
     out: Path | None = typer.Option(None, "--out", help="Folder for live.jsonl (and trades.csv with --replay)."),
+    periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: run on)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision on the console."),
 ) -> None:
     """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
@@ -885,6 +886,7 @@ def live_command(
                 end=None if end is None else parse_moment(end),
                 out_dir=out,
                 account=account or "replay",
+                max_periods=periods,
                 workers=workers,
                 echo=echo,
             )
@@ -916,6 +918,7 @@ def live_command(
             retries=retries,
             backoff_s=backoff,
             out_dir=out,
+            max_periods=periods,
             echo=echo or (lambda text: None),
         )
     except KeyboardInterrupt:

@@ -84,6 +84,10 @@ class SystemClock:
             time.sleep(seconds)
 
 
+# The live command takes its clock from here, so tests can run days of periods without waiting.
+clock_factory: Callable[[], Clock] = SystemClock
+
+
 def next_moment(now: float, every: int, after: int | None) -> int:
     """The first boundary to act on: not one long past (the market moved on), and after the last one done."""
     moment = -(-int(now - LATE_GRACE_S) // every) * every
@@ -324,6 +328,7 @@ class LiveLoop:
     position: Position | None = field(init=False)
     errors: int = 0
     kill_switch_day: int | None = None
+    attempted: int | None = None  # the last moment stepped, done or skipped after an error
 
     def __post_init__(self) -> None:
         self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
@@ -374,6 +379,7 @@ class LiveLoop:
 
     def step(self, at: int) -> None:
         """Act at moment `at`; a network or exchange failure skips the period (logged), too many stop the loop."""
+        self.attempted = at
         try:
             self._step(at)
         except (ExchangeUnavailable, DataError) as error:
@@ -573,7 +579,8 @@ class LiveLoop:
         done = 0
         every = self.config.every_seconds
         while max_periods is None or done < max_periods:
-            moment = next_moment(clock.now(), every, self.last_moment)
+            done_until = max((m for m in (self.last_moment, self.attempted) if m is not None), default=None)
+            moment = next_moment(clock.now(), every, done_until)
             clock.sleep(moment + SETTLE_S - clock.now())
             self.step(moment)
             done += 1
@@ -881,7 +888,7 @@ def live_run(
             "live mode places real orders with real money; add --i-understand-live-trading to confirm "
             "(try --mode paper first)"
         )
-    clock = clock or SystemClock()
+    clock = clock or clock_factory()
     bundle = load_bundle(run_dir)
     trained_on = ((bundle.meta.get("training") or {}).get("data") or {}).get("symbol")
     symbol = symbol or trained_on or "ETHUSDT"

@@ -1,0 +1,425 @@
+"""The live loop: replay equals the backtest (real candles, both commands), restarts never double an order and
+end where an uninterrupted run ends, guards fire and say so, live mode refuses what it must, keys never leak.
+
+Paper and live modes run days of periods against a fake ccxt exchange (`fake_ccxt.py`) on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from exchange_fake_runner import load_candles
+from fake_ccxt import FakeCcxt, SimClock
+from lstm_trading import broker, live
+from lstm_trading.backtest import trades_frame
+from lstm_trading.cli import app
+from lstm_trading.config import BacktestConfig
+from lstm_trading.data.store import CandleStore
+from lstm_trading.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
+from lstm_trading.live import LiveStop, live_run, replay_run
+from lstm_trading.live_state import LiveState
+
+runner = CliRunner(env={"COLUMNS": "200"})
+SECRET = "sEcReT-0123456789-do-not-leak"
+KEY = "kEy-abcdef"
+COSTS = Costs(0.00055, 0.0001)
+
+
+# --- the fill step in pieces equals the backtest's fill ---
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    direction=st.sampled_from([LONG, SHORT]),
+    hold=st.integers(1, 90),
+    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+    drop=st.lists(st.integers(1, 119), max_size=10),
+)
+def test_position_watch_fed_in_pieces_gives_the_backtest_fill(
+    seed: int, direction: int, hold: int, cuts: list[int], drop: list[int]
+) -> None:
+    rng = np.random.default_rng(seed)
+    n = 120
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * (1 + rng.normal(0, 0.002, n))  # gaps between candles
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.002, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.002, n)))
+    keep = np.ones(n, dtype=bool)
+    keep[drop] = False  # missing minutes, never the entry candle
+    t = 1_700_000_040 + 60 * np.arange(n, dtype=np.int64)
+    candles = CandleArrays(t[keep], open_[keep], high[keep], low[keep], close[keep])
+    stop, target = (open_[0] * 0.99, open_[0] * 1.012) if direction == LONG else (open_[0] * 1.01, open_[0] * 0.988)
+    order = Order(int(t[0]), direction, 2.0, float(open_[0]), stop, target, 1.0, 1.2, 0.6)
+    expected = simulate_fill(candles, 0, order, max_hold_seconds=hold * 60, costs=COSTS)
+    watch = PositionWatch(order, hold * 60, COSTS)
+    moment, fill = int(t[0]), None
+    for cut in [*cuts, 10**6]:
+        moment = min(moment + 60 * cut, int(t[-1]) + 60)
+        fill = watch.feed(candles.between(watch.last_time + 1, moment - 59))
+        if fill is None and moment >= watch.horizon:
+            fill = watch.close_at_last()
+        if fill is not None or moment == int(t[-1]) + 60:
+            break
+    fill = fill or watch.close_at_last(end_of_data=True)
+    assert fill == expected
+
+
+# --- replay against backtest, on real candles ---
+
+
+@pytest.fixture(scope="module")
+def real_db(bybit_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Nine thousand real Bybit minutes (the tiny bundle needs about 2,200 before its first moment)."""
+    path = tmp_path_factory.mktemp("live_real") / "bybit.db"
+    with CandleStore(path, create=True) as store:
+        store.upsert("ETHUSDT", load_candles(bybit_csv, 0, 9000), source="bybit csv")
+    return path
+
+
+def real_period(db: Path) -> tuple[int, int]:
+    with CandleStore(db) as store:
+        held = store.time_range("ETHUSDT")
+    assert held is not None
+    return held[0] + 3000 * 60, held[1] - 7  # the end falls inside a minute, as a user's --to may
+
+
+SETTINGS = ["--every", "10m", "--min-prob", "0.4", "--max-hold", "20m", "--risk", "1%", "--daily-loss-limit", "2%"]
+
+
+def test_replay_trades_equal_backtest_trades_on_real_candles_through_both_commands(
+    tiny_run: Path, real_db: Path, tmp_path: Path
+) -> None:
+    start, end = (str(t) for t in real_period(real_db))
+    period = ["--db", str(real_db), "--from", start, "--to", end, *SETTINGS, "--workers", "1"]
+    backtest = runner.invoke(
+        app, ["backtest", str(tiny_run), *period, "--seeds", "1", "--no-progress", "--out", str(tmp_path / "bt")]
+    )
+    assert backtest.exit_code == 0, backtest.output
+    replayed = runner.invoke(app, ["live", str(tiny_run), "--replay", *period, "-q", "--out", str(tmp_path / "rp")])
+    assert replayed.exit_code == 0, replayed.output
+    expected = (tmp_path / "bt" / "trades.csv").read_text()
+    assert (tmp_path / "rp" / "trades.csv").read_text() == expected
+    trades = pd.read_csv(tmp_path / "bt" / "trades.csv")
+    assert len(trades) > 20 and set(trades["exit_reason"]) >= {"stop_loss", "take_profit", "max_hold"}
+    stats = json.loads((tmp_path / "bt" / "stats.json").read_text())["model"]
+    assert stats["skipped"]["daily_loss_limit"] > 0  # the kill switch took part, in both
+    with LiveState(real_db, "replay") as state:
+        assert state.meta("trader")["skipped"] == stats["skipped"]
+        assert state.meta("trader")["signals"] == stats["signals"]
+    assert f"{len(trades)} trades" in replayed.stdout
+
+
+def test_replay_stopped_and_resumed_ends_with_the_uninterrupted_trades(
+    tiny_run: Path, real_db: Path, tmp_path: Path
+) -> None:
+    start, end = real_period(real_db)
+    config = BacktestConfig(min_prob=0.4, every_seconds=600, max_hold_seconds=3600)
+    whole = replay_run(
+        tiny_run, config=config, db=real_db, start=start, end=end, account="whole", workers=1, out_dir=tmp_path
+    )
+    assert whole.trades_path is not None
+    parts = [150, 1, 200, None]  # stops after 150 periods, then 1, then 200, then the rest
+    for i, periods in enumerate(parts):
+        result = replay_run(
+            tiny_run,
+            config=config,
+            db=real_db,
+            start=start,
+            end=end,
+            account="parts",
+            fresh=i == 0,
+            max_periods=periods,
+            workers=1,
+            out_dir=tmp_path / "parts",
+        )
+        if i == 0:
+            with LiveState(real_db, "parts") as state:
+                assert state.meta("last_moment") == -(-start // 600) * 600 + 149 * 600
+    assert trades_frame(result.fills).equals(trades_frame(whole.fills))
+    with LiveState(real_db, "parts") as state:
+        orders = state.orders()
+    assert len({o["client_id"] for o in orders}) == len(orders) == len(whole.fills)
+    assert {o["status"] for o in orders} == {"closed"}
+
+
+def test_kill_switch_is_printed_once_a_day_when_it_fires(tiny_run: Path, real_db: Path, tmp_path: Path) -> None:
+    start, end = real_period(real_db)
+    lines: list[str] = []
+    config = BacktestConfig(min_prob=0.4, daily_loss_limit=0.001)
+    replay_run(
+        tiny_run, config=config, db=real_db, start=start, end=end, out_dir=tmp_path, echo=lines.append, workers=1
+    )
+    fired = [line for line in lines if line.startswith("kill switch: daily loss limit of 0.1% reached")]
+    days = {line.rsplit("until ", 1)[1] for line in fired}
+    assert fired and len(fired) == len(days)
+    events = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
+    guards = [e for e in events if e["event"] == "guard"]
+    assert [g["guard"] for g in guards] == ["daily_loss_limit"] * len(fired)
+    assert any(e["event"] == "decision" and e["reason"] == "daily_loss_limit" for e in events)
+
+
+# --- paper and live modes against the fake exchange ---
+
+DAY = 86_400
+
+
+@pytest.fixture(scope="module")
+def tiny_market(tiny_candles: pd.DataFrame) -> pd.DataFrame:
+    return tiny_candles.reset_index(drop=True)
+
+
+def tiny_start(candles: pd.DataFrame) -> int:
+    return int(candles["timestamp"].iloc[0]) + 2 * DAY
+
+
+@pytest.fixture
+def exchange(tiny_market: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """A database with two days of the tiny market, and a fake exchange serving all six on a simulated clock."""
+    start = tiny_start(tiny_market)
+    db = tmp_path / "live.db"
+    with CandleStore(db, create=True) as store:
+        store.upsert("ETHUSDT", tiny_market[tiny_market["timestamp"] < start], source="tiny")
+    clock = SimClock(start - 10)
+    fake = FakeCcxt(tiny_market, clock)
+    made: list[tuple[str, str, Any]] = []
+
+    def factory(exchange_id: str, market: str, credentials: broker.Credentials | None) -> FakeCcxt:
+        made.append((exchange_id, market, credentials))
+        return fake
+
+    monkeypatch.setattr(broker, "exchange_factory", factory)
+    monkeypatch.setattr(live, "clock_factory", lambda: clock)
+    return {"db": db, "clock": clock, "fake": fake, "made": made, "start": start}
+
+
+PAPER = BacktestConfig(every_seconds=1800, min_prob=0.4, max_hold_seconds=4 * 3600)
+
+
+def paper(ex: dict[str, Any], periods: int | None, **kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("config", PAPER)
+    kwargs.setdefault("retries", 2)
+    return live_run(kwargs.pop("run"), db=ex["db"], clock=ex["clock"], max_periods=periods, **kwargs)
+
+
+def test_paper_mode_runs_three_days_on_the_fake_exchange_and_logs_every_decision(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    summary = paper(exchange, 144, run=tiny_run, out_dir=tmp_path / "out")  # 3 days of 30-minute periods
+    with LiveState(exchange["db"], "paper") as state:
+        decisions, fills = state.decisions(), state.fills()
+    assert len(decisions) == 144 and decisions[0]["at"] == exchange["start"]
+    assert np.all(np.diff([d["at"] for d in decisions]) == 1800)
+    assert fills and all(b.entry_time >= a.exit_time for a, b in zip(fills, fills[1:], strict=False))
+    assert summary["trades"] == len(fills) and summary["total_pnl"] == pytest.approx(sum(f.pnl for f in fills))
+    assert exchange["fake"].orders == []  # paper mode never sends an order
+    lines = [json.loads(line) for line in (tmp_path / "out" / "live.jsonl").read_text().splitlines()]
+    logged = [line for line in lines if line["event"] == "decision"]
+    assert len(logged) == 144
+    for line in logged:
+        assert {"at", "p_buy", "p_sell", "p_invalid", "side", "stop_loss", "take_profit", "action", "reason"} <= set(
+            line
+        )
+        assert math.isclose(line["p_buy"] + line["p_sell"] + line["p_invalid"], 1.0, rel_tol=1e-5)
+    opened = [line for line in logged if line["action"] == "open"]
+    assert len(opened) == len(fills) + (summary["position"] is not None)
+    with CandleStore(exchange["db"]) as store:  # the loop kept the candles current, closed minutes only
+        assert store.time_range("ETHUSDT")[1] == exchange["start"] + 143 * 1800 - 60
+
+
+def test_paper_restart_resumes_the_open_position_and_ends_as_an_uninterrupted_run(
+    tiny_run: Path, exchange: dict[str, Any], tiny_market: pd.DataFrame, tmp_path: Path
+) -> None:
+    config = BacktestConfig(every_seconds=300, min_prob=0.4, max_hold_seconds=3600)
+    paper(exchange, 100, run=tiny_run, account="whole", config=config)
+    with LiveState(exchange["db"], "whole") as state:
+        whole = state.fills()
+    # the first period at which the uninterrupted run held a position it entered earlier
+    holding = next(f for f in whole if f.exit_time - f.entry_time > 300)
+    cut = (holding.entry_time - exchange["start"]) // 300 + 1
+    exchange["clock"].time = exchange["start"] - 10
+    paper(exchange, cut, run=tiny_run, account="parts", config=config)
+    with LiveState(exchange["db"], "parts") as state:
+        position = state.position()
+        assert position is not None and position.order.at == holding.entry_time
+    paper(exchange, 100 - cut, run=tiny_run, account="parts", config=config)  # the clock went on from the stop
+    with LiveState(exchange["db"], "parts") as state:
+        assert trades_frame(state.fills()).equals(trades_frame(whole))
+        orders = state.orders()
+    assert len({o["client_id"] for o in orders}) == len(orders)
+
+
+def test_network_errors_back_off_skip_the_period_and_the_loop_goes_on(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    fake.faults["fetch_ohlcv"] = [ccxt.RequestTimeout("timed out")] * 3  # the first period's ingest: 1 + 2 retries
+    lines: list[str] = []
+    paper(exchange, 3, run=tiny_run, out_dir=tmp_path, echo=lines.append, backoff_s=1.0)
+    assert [s for s in exchange["clock"].sleeps if 0 < s < 10] == [1.0, 2.0]
+    errors = [line for line in lines if "error, period skipped (1 in a row)" in line]
+    assert len(errors) == 1 and "RequestTimeout" in errors[0]
+    events = [json.loads(line) for line in (tmp_path / "live.jsonl").read_text().splitlines()]
+    (failed,) = [e["at"] for e in events if e["event"] == "error"]
+    moments = [exchange["start"] + i * 1800 for i in range(3)]
+    with LiveState(exchange["db"], "paper") as state:
+        assert [d["at"] for d in state.decisions()] == [m for m in moments if m != failed]  # skipped, then on
+
+
+def test_too_many_consecutive_errors_stop_the_command_with_a_message(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    exchange["fake"].faults["fetch_ohlcv"] = [ccxt.ExchangeNotAvailable("maintenance")] * 100
+    args = ["live", str(tiny_run), "--db", str(exchange["db"]), "--max-errors", "3", "--retries", "1"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: stopped after 3 consecutive failed periods (--max-errors 3); last: ingest:" in result.stderr
+    assert "the state is saved, start again to resume" in result.stderr
+    assert result.stdout.count("error, period skipped") == 3 and "guard: stopped after 3" in result.stdout
+    with pytest.raises(LiveStop):
+        paper(exchange, None, run=tiny_run, max_errors=2)
+
+
+# --- live mode: refusals, keys, orders, reconciliation ---
+
+
+def live_args(tiny_run: Path, db: Path, *extra: str) -> list[str]:
+    return ["live", str(tiny_run), "--db", str(db), "--mode", "live", *extra]
+
+
+def test_live_mode_refuses_without_the_confirmation_flag(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    result = runner.invoke(app, live_args(tiny_run, exchange["db"]), env={broker.API_KEY_ENV: KEY})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: live mode places real orders with real money; add --i-understand-live-trading to confirm "
+        "(try --mode paper first)"
+    )
+    assert exchange["made"] == []
+
+
+def test_live_mode_refuses_another_symbol_than_the_bundles(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--symbol", "BTCUSDT")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: live mode refused: the bundle was trained on ETHUSDT, not BTCUSDT; trade the bundle's symbol with "
+        "--symbol ETHUSDT"
+    )
+
+
+def test_live_mode_refuses_a_stale_model(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    exchange["clock"].time += 40 * DAY
+    result = runner.invoke(app, live_args(tiny_run, exchange["db"], "--i-understand-live-trading"))
+    assert result.exit_code == 2
+    assert "error: live mode refused: the bundle's data ends 2024-01-06 23:59 UTC, 36 days ago" in result.stderr
+    assert "more than --max-model-age 30d; retrain on recent candles (or raise --max-model-age)" in result.stderr
+    relaxed = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--max-model-age", "60d")
+    result = runner.invoke(app, relaxed, env={broker.API_KEY_ENV: "", broker.API_SECRET_ENV: ""})
+    assert result.exit_code == 2 and "LSTM_TRADING_API_KEY and LSTM_TRADING_API_SECRET are not set" in result.stderr
+
+
+def test_live_mode_without_keys_is_a_clear_error(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading")
+    result = runner.invoke(app, args, env={broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: ""})
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: live mode needs the exchange API keys in the environment: ")
+    assert "LSTM_TRADING_API_SECRET is not set" in result.stderr and exchange["made"] == []
+
+
+def test_live_mode_places_bracket_orders_and_the_secret_is_in_no_output_log_or_file(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.4")
+    env = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
+    result = runner.invoke(app, [*args, "--periods", "96", "--out", str(out), "--max-qty", "1.5"], env=env)
+    assert result.exit_code == 0, result.output
+    fake: FakeCcxt = exchange["fake"]
+    (_, _, credentials), *_ = exchange["made"]
+    assert credentials == broker.Credentials(KEY, SECRET)  # handed to ccxt, and nowhere else:
+    for text in (result.stdout, result.stderr):
+        assert SECRET not in text and KEY not in text
+    files = [p for p in [*tmp_path.rglob("*"), *exchange["db"].parent.rglob("*")] if p.is_file()]
+    assert any(p.name == "live.jsonl" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        assert SECRET.encode() not in data and KEY.encode() not in data, path
+    entries = fake.entries()
+    assert entries and len({o["clientOrderId"] for o in entries}) == len(entries)
+    with LiveState(exchange["db"], "live") as state:
+        placed = {o["client_id"]: o for o in state.orders()}
+    for entry in entries:
+        mine = placed[entry["clientOrderId"]]["order"]
+        assert entry["side"] == ("buy" if mine["direction"] == LONG else "sell") and entry["amount"] <= 1.5
+        assert entry["params"]["stopLoss"]["triggerPrice"] == round(mine["stop"], 2)
+        assert entry["params"]["takeProfit"]["triggerPrice"] == round(mine["target"], 2)
+    assert "guard: max position: order of" in result.stdout
+
+
+def test_live_restart_resumes_the_exchange_position_without_a_second_order(
+    tiny_run: Path, exchange: dict[str, Any]
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
+    run = {"run": tiny_run, "mode": "live", "confirmed": True, "environ": keys}
+    periods = 0
+    while fake.position is None:  # run until the exchange holds a position, one period at a time
+        paper(exchange, 1, **run)
+        periods += 1
+        assert periods < 96, "the tiny model should trade within two days"
+    placed = len(fake.entries())
+    paper(exchange, 1, **run)  # restart: reconcile, resume, no new entry while the position is open
+    assert len(fake.entries()) == placed or fake.position is None
+    paper(exchange, 20, **run)
+    with LiveState(exchange["db"], "live") as state:
+        orders = state.orders()
+        fills = state.fills()
+    assert len(fake.entries()) == len(orders) and len({o["client_id"] for o in orders}) == len(orders)
+    assert len(fills) == len(orders) - (fake.position is not None)
+
+
+def test_live_start_stops_on_an_exchange_position_the_state_cannot_explain(
+    tiny_run: Path, exchange: dict[str, Any]
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    fake.position = {"symbol": "ETH/USDT:USDT", "side": "short", "contracts": 3.0, "stop": 1e9, "target": 0.0,
+                     "opened": exchange["start"] - 600}  # fmt: skip
+    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading")
+    result = runner.invoke(app, args, env={broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: the exchange holds a short ETH/USDT:USDT position of 3 that the state does not know; close it on "
+        "the exchange (or use another account) before starting the live loop"
+    )
+    assert fake.entries() == []
+
+
+def test_live_status_prints_position_pnl_and_last_decisions(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    paper(exchange, 40, run=tiny_run)
+    result = runner.invoke(app, ["live-status", "--db", str(exchange["db"]), "--last", "5"])
+    assert result.exit_code == 0, result.output
+    with LiveState(exchange["db"], "paper") as state:
+        fills, position, decisions = state.fills(), state.position(), state.decisions(5)
+    total = sum(f.pnl for f in fills)
+    assert f"account paper (paper, ETHUSDT): equity {10_000 + total:,.2f}" in result.stdout
+    assert f"total {total:+,.2f} over {len(fills)} trades" in result.stdout
+    if position is None:
+        assert "position: none" in result.stdout
+    else:
+        assert f"position: {'Buy' if position.order.direction == LONG else 'Sell'} " in result.stdout
+    assert "last 5 decisions" in result.stdout
+    for decision in decisions:
+        assert decision["at_utc"] in result.stdout
+    missing = runner.invoke(app, ["live-status", "--db", str(exchange["db"]), "--account", "nope"])
+    assert missing.exit_code == 2 and "no account 'nope'; it holds paper" in missing.stderr
