@@ -845,7 +845,7 @@ def live_command(
     end: str | None = typer.Option(None, "--to", help="--replay: end, exclusive (default: the end of the data)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="--replay: inference processes."),
     out: Path | None = typer.Option(None, "--out", help="Folder for live.jsonl (and trades.csv with --replay)."),
-    periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: run on)."),
+    periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: never)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision on the console."),
 ) -> None:
     """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
