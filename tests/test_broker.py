@@ -224,3 +224,11 @@ def test_client_order_ids_are_stable_short_and_distinct() -> None:
     a = client_order_id("live", "ETHUSDT", T0)
     assert a == client_order_id("live", "ETHUSDT", T0) and len(a) <= 36  # Bybit's orderLinkId limit
     assert len({a, client_order_id("paper", "ETHUSDT", T0), client_order_id("live", "ETHUSDT", T0 + 900)}) == 3
+
+
+def test_exchange_errors_that_echo_the_keys_are_blanked_out(fake: FakeCcxt) -> None:
+    credentials_from_env({API_KEY_ENV: "key-echoed-1", API_SECRET_ENV: "secret-echoed-2"})
+    fake.faults["create_order"] = [ccxt.AuthenticationError("bybit POST apiKey=key-echoed-1 sign=secret-echoed-2")]
+    with pytest.raises(DataError) as caught:
+        broker_for(fake).place(order(), "cid-11")
+    assert str(caught.value).endswith("AuthenticationError: bybit POST apiKey=*** sign=***")

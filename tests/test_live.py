@@ -341,11 +341,15 @@ def test_live_mode_places_bracket_orders_and_the_secret_is_in_no_output_log_or_f
     tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
+    fake: FakeCcxt = exchange["fake"]
+    echoed = ccxt.ExchangeNotAvailable(f"bybit GET /v5/market/kline?api_key={KEY}&sign={SECRET} 503")
+    fake.faults["fetch_ohlcv"] = [echoed]  # an error that echoes the request: logged with the keys blanked out
     args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.4")
     env = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
-    result = runner.invoke(app, [*args, "--periods", "96", "--out", str(out), "--max-qty", "1.5"], env=env)
+    options = ["--periods", "96", "--out", str(out), "--max-qty", "1.5", "--retries", "0"]
+    result = runner.invoke(app, [*args, *options], env=env)
     assert result.exit_code == 0, result.output
-    fake: FakeCcxt = exchange["fake"]
+    assert "error, period skipped (1 in a row): ingest:" in result.stdout and "api_key=***&sign=***" in result.stdout
     (_, _, credentials), *_ = exchange["made"]
     assert credentials == broker.Credentials(KEY, SECRET)  # handed to ccxt, and nowhere else:
     for text in (result.stdout, result.stderr):
@@ -371,13 +375,16 @@ def test_live_restart_resumes_the_exchange_position_without_a_second_order(
     tiny_run: Path, exchange: dict[str, Any]
 ) -> None:
     fake: FakeCcxt = exchange["fake"]
+    fake.accept_then_timeout = 1  # the first entry reaches the exchange, its answer is lost
     keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
-    run = {"run": tiny_run, "mode": "live", "confirmed": True, "environ": keys}
+    lines: list[str] = []
+    run = {"run": tiny_run, "mode": "live", "confirmed": True, "environ": keys, "echo": lines.append}
     periods = 0
     while fake.position is None:  # run until the exchange holds a position, one period at a time
         paper(exchange, 1, **run)
         periods += 1
         assert periods < 96, "the tiny model should trade within two days"
+    assert len(fake.entries()) == 1 and any("RequestTimeout; retry 1 of 2" in line for line in lines)
     placed = len(fake.entries())
     paper(exchange, 1, **run)  # restart: reconcile, resume, no new entry while the position is open
     assert len(fake.entries()) == placed or fake.position is None

@@ -57,6 +57,16 @@ class Credentials:
     secret: str = field(repr=False)
 
 
+_SECRETS: set[str] = set()  # the keys in use, blanked out of every message this package writes
+
+
+def redact(text: str) -> str:
+    """`text` with the API key and secret replaced by `***` (an exchange's error may echo a request)."""
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
 def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credentials:
     """The keys from `API_KEY_ENV` and `API_SECRET_ENV`; a clear error when either is missing."""
     env = os.environ if environ is None else environ
@@ -67,7 +77,9 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
             f"{'is' if len(missing) == 1 else 'are'} not set (keys are read from {API_KEY_ENV} and "
             f"{API_SECRET_ENV} only, never from flags or files)"
         )
-    return Credentials(env[API_KEY_ENV].strip(), env[API_SECRET_ENV].strip())
+    credentials = Credentials(env[API_KEY_ENV].strip(), env[API_SECRET_ENV].strip())
+    _SECRETS.update((credentials.api_key, credentials.secret))
+    return credentials
 
 
 def make_exchange(exchange_id: str, market: str, credentials: Credentials | None = None) -> Any:
@@ -87,7 +99,8 @@ exchange_factory: Callable[[str, str, Credentials | None], Any] = make_exchange
 
 
 def short_error(error: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(error).split())
+    """One line of an error's message, keys blanked out, cut to `limit` characters."""
+    text = redact(" ".join(str(error).split()))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

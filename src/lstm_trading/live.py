@@ -34,7 +34,7 @@ from typing import IO, Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from lstm_trading.broker import Broker, ExchangeUnavailable, Retry, short_error
+from lstm_trading.broker import Broker, ExchangeUnavailable, Retry, redact, short_error
 from lstm_trading.config import BacktestConfig
 from lstm_trading.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.execution import (
@@ -245,10 +245,11 @@ class DecisionLog:
 
     def write(self, event: str, record: dict[str, Any], line: str) -> None:
         if self.handle is not None:
-            self.handle.write(json.dumps({"event": event, **record}, allow_nan=False, default=_plain) + "\n")
+            text = json.dumps({"event": event, **record}, allow_nan=False, default=_plain)
+            self.handle.write(redact(text) + "\n")
             self.handle.flush()
         if self.echo is not None:
-            self.echo(line)
+            self.echo(redact(line))
 
     def close(self) -> None:
         if self.handle is not None:
@@ -901,7 +902,15 @@ def live_run(
             f"{db}: no such candle database; fill it first with `lstm-trading ingest exchange --db {db} --since ...` "
             f"(the model needs {bundle.history_minutes:,} minutes of history)"
         )
-    retry = brokers.Retry(retries, backoff_s, clock.sleep, log=echo)
+    from lstm_trading.data.store import CandleStore
+
+    with CandleStore(db) as store:
+        if store.time_range(symbol) is None:
+            raise DataError(
+                f"{db}: no {symbol} candles; fill it first with `lstm-trading ingest exchange --db {db} --symbol "
+                f"{symbol} --since ...` (the model needs {bundle.history_minutes:,} minutes of history)"
+            )
+    retry = brokers.Retry(retries, backoff_s, clock.sleep, log=echo)  # its lines name the error type only
     exchange = brokers.exchange_factory(exchange_id, market, credentials)
     source = CcxtSource(exchange, market)
     unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
