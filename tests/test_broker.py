@@ -232,3 +232,16 @@ def test_exchange_errors_that_echo_the_keys_are_blanked_out(fake: FakeCcxt) -> N
     with pytest.raises(DataError) as caught:
         broker_for(fake).place(order(), "cid-11")
     assert str(caught.value).endswith("AuthenticationError: bybit POST apiKey=*** sign=***")
+
+
+def test_a_quantity_below_the_lot_size_rounds_to_zero_not_an_error(
+    fake: FakeCcxt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = broker_for(fake)
+    assert broker.quantity(1.23456) == 1.234
+
+    def refuse(symbol: str, amount: float) -> str:
+        raise ccxt.InvalidOrder("bybit amount of ETH/USDT:USDT must be greater than minimum amount precision of 0.01")
+
+    monkeypatch.setattr(fake, "amount_to_precision", refuse)
+    assert broker.quantity(0.001) == 0.0

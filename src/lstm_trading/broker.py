@@ -250,7 +250,10 @@ class CcxtBroker:
     # --- orders ---
 
     def quantity(self, quantity: float) -> float:
-        return float(self.exchange.amount_to_precision(self.symbol, quantity))
+        try:
+            return float(self.exchange.amount_to_precision(self.symbol, quantity))
+        except ccxt.BaseError:  # below the market's smallest lot: ccxt refuses to round it
+            return 0.0
 
     def _submit(self, client_id: str, what: str, create: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return self.retry(what, create, before_retry=lambda: self.find_order(client_id))

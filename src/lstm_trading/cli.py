@@ -940,10 +940,10 @@ def live_status_command(
     def money(value: float | None) -> str:
         return "-" if value is None else f"{value:+,.2f}"
 
+    equity = "-" if summary["equity"] is None else f"{summary['equity']:,.2f}"
     _echo_plain(
-        f"account {summary['account']} ({summary['mode']}, {summary['symbol']}): equity "
-        f"{summary['equity']:,.2f}, P&L today {money(summary['today_pnl'])}, total {money(summary['total_pnl'])} "
-        f"over {summary['trades']} trades"
+        f"account {summary['account']} ({summary['mode']}, {summary['symbol']}): equity {equity}, "
+        f"P&L today {money(summary['today_pnl'])}, total {money(summary['total_pnl'])} over {summary['trades']} trades"
     )
     position = summary["position"]
     if position is None:
