@@ -119,6 +119,8 @@ def test_replay_trades_equal_backtest_trades_on_real_candles_through_both_comman
         assert state.meta("trader")["skipped"] == stats["skipped"]
         assert state.meta("trader")["signals"] == stats["signals"]
     assert f"{len(trades)} trades" in replayed.stdout
+    assert "kill switch: daily loss limit of 2% reached" in replayed.stdout  # guards print even with -q
+    assert "P(B/S/I)" not in replayed.stdout  # -q: decisions go to live.jsonl only
 
 
 def test_replay_stopped_and_resumed_ends_with_the_uninterrupted_trades(
@@ -394,6 +396,37 @@ def test_live_restart_resumes_the_exchange_position_without_a_second_order(
         fills = state.fills()
     assert len(fake.entries()) == len(orders) and len({o["client_id"] for o in orders}) == len(orders)
     assert len(fills) == len(orders) - (fake.position is not None)
+
+
+def test_a_crash_after_the_order_left_resumes_its_position_without_placing_it_again(
+    tiny_run: Path, exchange: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
+    lines: list[str] = []
+    run = {"run": tiny_run, "mode": "live", "confirmed": True, "environ": keys, "echo": lines.append}
+    commit = LiveState.commit
+
+    def killed_after_sending(self: LiveState, step: Any) -> None:
+        if any(status == "filled" for _, status, _ in step.orders):
+            raise KeyboardInterrupt  # the process dies after the exchange took the order, before the state knew
+        commit(self, step)
+
+    monkeypatch.setattr(LiveState, "commit", killed_after_sending)
+    with pytest.raises(KeyboardInterrupt):
+        paper(exchange, 96, **run)
+    (entry,) = fake.entries()
+    with LiveState(exchange["db"], "live") as state:
+        assert state.position() is None and [o["status"] for o in state.orders()] == ["sent"]
+    monkeypatch.setattr(LiveState, "commit", commit)
+    paper(exchange, 1, **run)  # the restart redoes the interrupted moment
+    assert f"resumed the position of order {entry['clientOrderId']}, sent before the last stop" in lines
+    with LiveState(exchange["db"], "live") as state:
+        orders = state.orders()
+        position = state.position()
+    assert orders[0]["client_id"] == entry["clientOrderId"] and orders[0]["status"] in ("filled", "closed")
+    assert fake.entries()[0] is entry and len(fake.entries()) == len(orders)
+    assert position is None or position.client_id in {o["client_id"] for o in orders}
 
 
 def test_live_start_stops_on_an_exchange_position_the_state_cannot_explain(

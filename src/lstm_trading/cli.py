@@ -846,7 +846,7 @@ def live_command(
     workers: int | None = typer.Option(None, "--workers", min=1, help="--replay: inference processes."),
     out: Path | None = typer.Option(None, "--out", help="Folder for live.jsonl (and trades.csv with --replay)."),
     periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: never)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision on the console."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision (guards and errors still show)."),
 ) -> None:
     """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
 
@@ -873,7 +873,6 @@ def live_command(
         position_share=fraction(position_share, "--position-share"),
         daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
     )
-    echo = None if quiet else _echo_plain
     if replay_mode:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -888,7 +887,8 @@ def live_command(
                 account=account or "replay",
                 max_periods=periods,
                 workers=workers,
-                echo=echo,
+                echo=_echo_plain,
+                quiet=quiet,
             )
         _show_warnings(caught)
         _echo_plain(
@@ -900,6 +900,12 @@ def live_command(
         from lstm_trading.errors import ConfigError
 
         raise ConfigError("live needs --db: the candle database it keeps current and stores its state in")
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (systemd, docker stop) ends as Ctrl-C does: the open transaction rolls back
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         live_run(
             run,
@@ -919,11 +925,14 @@ def live_command(
             backoff_s=backoff,
             out_dir=out,
             max_periods=periods,
-            echo=echo or (lambda text: None),
+            echo=_echo_plain,
+            quiet=quiet,
         )
     except KeyboardInterrupt:
         err_console.print("stopped: the state is saved; run the same command to resume")
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("live-status")

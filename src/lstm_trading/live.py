@@ -236,19 +236,28 @@ class PrecomputedSignals:
 class DecisionLog:
     """One JSON line per event in `LOG_FILE` (decisions, fills, guards, errors) and a short line on the console."""
 
-    def __init__(self, out_dir: Path | None, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path | None,
+        echo: Callable[[str], None] | None = None,
+        *,
+        quiet: bool = False,
+        fresh: bool = False,
+    ) -> None:
         self.echo = echo
+        self.quiet = quiet  # decisions only in the file; guards, fills and errors still on the console
         self.handle: IO[str] | None = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.handle = open(out_dir / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115  (closed in close())
+            mode = "w" if fresh else "a"  # a restarted loop appends; a fresh replay starts the file over
+            self.handle = open(out_dir / LOG_FILE, mode, encoding="utf-8")  # noqa: SIM115  (closed in close())
 
     def write(self, event: str, record: dict[str, Any], line: str) -> None:
         if self.handle is not None:
             text = json.dumps({"event": event, **record}, allow_nan=False, default=_plain)
             self.handle.write(redact(text) + "\n")
             self.handle.flush()
-        if self.echo is not None:
+        if self.echo is not None and not (self.quiet and event == "decision"):
             self.echo(redact(line))
 
     def close(self) -> None:
@@ -656,6 +665,7 @@ def replay(
     batch_size: int = 64,
     workers: int | None = None,
     echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
 ) -> ReplayResult:
     """The live loop over `candles` (history before `start` included) from `start` to `end`, paper fills.
 
@@ -687,7 +697,7 @@ def replay(
         if fresh:
             state.clear()
         state.set_meta(settings=_settings_record(settings, "replay"), period=[start, end])
-        log = DecisionLog(out_dir, echo)
+        log = DecisionLog(out_dir, echo, quiet=quiet, fresh=fresh)
         try:
             loop = LiveLoop(settings, state, ReplayFeed(period), PaperBroker(), signals, log)
             loop.start()
@@ -730,11 +740,12 @@ def run_live(
     max_periods: int | None = None,
     initial_equity: float | None = None,
     echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
     feed = ExchangeFeed(db, source, settings.symbol, retry)
     signals = ModelSignals(bundle, db, settings.symbol)
-    log = DecisionLog(out_dir, echo)
+    log = DecisionLog(out_dir, echo, quiet=quiet)
     try:
         with LiveState(db, settings.account) as state:
             state.set_meta(settings=_settings_record(settings, mode))
@@ -812,6 +823,7 @@ def replay_run(
     batch_size: int = 64,
     workers: int | None = None,
     echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
 ) -> ReplayResult:
     """`live --replay`: the candles and period exactly as `backtest_run` reads them; default folder RUN/replay."""
     from lstm_trading.bundle import load_bundle
@@ -847,6 +859,7 @@ def replay_run(
         batch_size=batch_size,
         workers=workers,
         echo=echo,
+        quiet=quiet,
     )
 
 
@@ -875,6 +888,7 @@ def live_run(
     max_periods: int | None = None,
     environ: dict[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """`live` in paper or live mode: the checks that must pass before anything trades, then the loop."""
     from lstm_trading import broker as brokers
@@ -945,6 +959,7 @@ def live_run(
         max_periods=max_periods,
         initial_equity=initial_equity,
         echo=echo,
+        quiet=quiet,
     )
 
 

@@ -133,6 +133,10 @@ class Step:
     equity: float | None = None
 
 
+def _without(record: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key not in keys}
+
+
 class LiveState:
     """One account's state in a SQLite file (WAL, like the candle store); use as a context manager."""
 
@@ -191,7 +195,7 @@ class LiveState:
             sql += " AND status = ?"
             params.append(status)
         rows = self._connection.execute(sql + " ORDER BY at", params).fetchall()
-        return [{"client_id": c, "status": s, **json.loads(r)} for c, s, r in rows]
+        return [{**json.loads(r), "client_id": c, "status": s} for c, s, r in rows]
 
     def fills(self) -> list[Fill]:
         rows = self._connection.execute(
@@ -241,7 +245,7 @@ class LiveState:
     ) -> None:
         connection.execute(
             "INSERT OR REPLACE INTO live_orders (account, client_id, at, status, record) VALUES (?, ?, ?, ?, ?)",
-            (self.account, client_id, at, status, json.dumps(record)),
+            (self.account, client_id, at, status, json.dumps(_without(record, "client_id", "status"))),
         )
 
     def commit(self, step: Step) -> None:
