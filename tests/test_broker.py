@@ -245,3 +245,26 @@ def test_a_quantity_below_the_lot_size_rounds_to_zero_not_an_error(
 
     monkeypatch.setattr(fake, "amount_to_precision", refuse)
     assert broker.quantity(0.001) == 0.0
+
+
+def test_reconcile_stops_when_a_sent_order_filled_but_the_exchange_holds_the_other_side(fake: FakeCcxt) -> None:
+    chosen = order(direction=LONG)
+    broker_for(fake).place(chosen, "cid-12")
+    fake.position = {**fake.position, "side": "short"}  # type: ignore[dict-item]
+    sent = [{"client_id": "cid-12", **position_of(chosen, "cid-12").record()}]
+    with pytest.raises(ReconciliationError, match=r"order cid-12 \(buy\) was filled on the exchange, which now holds"):
+        broker_for(fake).reconcile(None, sent)
+
+
+def test_an_adopted_order_whose_stop_closed_it_meanwhile_is_booked_from_the_trades() -> None:
+    candles = market()
+    chosen = order(at=T0 + 600, entry=float(candles["open"].iloc[10]))
+    candles.loc[12, "low"] = chosen.stop - 5
+    fake = FakeCcxt(candles, SimClock(T0 + 605))
+    broker_for(fake).place(chosen, "cid-13")
+    fake.clock.time = T0 + 1500  # the stop triggered while the loop did not know the order was placed
+    sent = [{"client_id": "cid-13", **position_of(chosen, "cid-13").record()}]
+    adopted = broker_for(fake).reconcile(None, sent)
+    assert adopted is not None
+    fill = broker_for(fake).update(adopted, CandleArrays.from_frame(candles.iloc[:0]), T0 + 1500)
+    assert fill is not None and fill.reason == "stop_loss" and fill.exit_time == T0 + 780

@@ -172,6 +172,49 @@ def test_kill_switch_is_printed_once_a_day_when_it_fires(tiny_run: Path, real_db
     assert any(e["event"] == "decision" and e["reason"] == "daily_loss_limit" for e in events)
 
 
+class AlwaysBuy:
+    """Signals that trade at every moment, with tight levels: positions open and close all the time."""
+
+    def at(self, moment: int) -> live.Signal:
+        return live.Signal(np.array([0.8, 0.1, 0.1]), 0.05, 0.08)
+
+
+class FlakyFeed(live.ReplayFeed):
+    """Stored candles, but the entry price cannot be fetched at the moments in `failing`."""
+
+    def __init__(self, period: CandleArrays, failing: set[int]) -> None:
+        super().__init__(period)
+        self.failing = failing
+
+    def open_at(self, at: int) -> float | None:
+        if at in self.failing:
+            raise broker.ExchangeUnavailable(f"fetching the candle opening at {at} failed 4 times")
+        return super().open_at(at)
+
+
+def test_a_failed_period_loses_no_fill_and_counts_nothing(real_db: Path, tmp_path: Path) -> None:
+    with CandleStore(real_db) as store:
+        candles = store.read("ETHUSDT")
+    period = CandleArrays.from_frame(candles).between(*real_period(real_db))
+    config = BacktestConfig(every_seconds=300, max_hold_seconds=3600)
+    moments = [int(t) for t in period.timestamp[::5][:200]]
+    failing = set(moments[3::4])  # every fourth period fails after its position check
+    settings_ = live.LoopSettings(account="flaky", symbol="ETHUSDT", config=config, max_errors=2)
+    with LiveState(real_db, "flaky") as state:
+        state.clear()
+        loop = live.LiveLoop(
+            settings_, state, FlakyFeed(period, failing), broker.PaperBroker(), AlwaysBuy(), live.DecisionLog(None)
+        )
+        loop.run(moments)
+        fills, orders, trader = state.fills(), state.orders(), state.meta("trader")
+        decided = [d["at"] for d in state.decisions()]
+    assert len(fills) > 20 and decided == [m for m in moments if m not in failing]
+    assert trader["equity"] == pytest.approx(config.initial_equity + sum(f.pnl for f in fills), rel=1e-12)
+    closed = [o["client_id"] for o in orders if o["status"] == "closed"]
+    assert len(closed) == len(fills) and len(orders) - len(closed) <= 1  # at most the open one
+    assert trader["signals"] == len(decided)  # a failed period's signal is not counted
+
+
 # --- paper and live modes against the fake exchange ---
 
 DAY = 86_400
@@ -427,6 +470,31 @@ def test_a_crash_after_the_order_left_resumes_its_position_without_placing_it_ag
     assert orders[0]["client_id"] == entry["clientOrderId"] and orders[0]["status"] in ("filled", "closed")
     assert fake.entries()[0] is entry and len(fake.entries()) == len(orders)
     assert position is None or position.client_id in {o["client_id"] for o in orders}
+
+
+def test_a_placement_lost_in_timeouts_is_found_by_its_client_id_in_the_next_period(
+    tiny_run: Path, exchange: dict[str, Any]
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    create = fake.create_order
+
+    def first_answer_lost(*args: Any) -> dict[str, Any]:
+        if not fake.orders:  # the first entry is taken, its answer lost, and the look-ups time out too
+            fake.accept_then_timeout = 1
+            fake.faults["fetch_open_orders"] = [ccxt.RequestTimeout("timed out")] * 2
+        return create(*args)
+
+    fake.create_order = first_answer_lost  # type: ignore[method-assign]
+    keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
+    lines: list[str] = []
+    paper(exchange, 30, run=tiny_run, mode="live", confirmed=True, environ=keys, echo=lines.append)
+    first = fake.orders[0]["clientOrderId"]
+    assert any("error, period skipped (1 in a row): placing" in line and "failed 3 times" in line for line in lines)
+    assert f"resumed the position of order {first}, sent before the last stop" in lines
+    with LiveState(exchange["db"], "live") as state:
+        orders = state.orders()
+    assert [o["clientOrderId"] for o in fake.entries()] == [o["client_id"] for o in orders]  # each placed once
+    assert orders[0]["client_id"] == first and orders[0]["status"] in ("filled", "closed")
 
 
 def test_live_start_stops_on_an_exchange_position_the_state_cannot_explain(

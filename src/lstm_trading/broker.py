@@ -374,7 +374,8 @@ class CcxtBroker:
         return position
 
     def _adopt(self, sent: list[dict[str, Any]], held: dict[str, Any] | None) -> Position | None:
-        """An order the state sent just before a crash: if the exchange filled it, resume its position."""
+        """An order the state sent just before a crash (or whose answer was lost): if the exchange has it,
+        resume its position."""
         from lstm_trading.execution import PositionWatch
         from lstm_trading.live_state import order_from
 
@@ -382,14 +383,14 @@ class CcxtBroker:
             found = self.find_order(record["client_id"])
             if found is None:
                 continue  # never reached the exchange: the loop marks it not placed
-            if held is None:
-                raise ReconciliationError(
-                    f"order {record['client_id']} was filled on the exchange but no {self.symbol} position is open "
-                    "and the state never saw it close; check the exchange's order history before restarting"
-                )
             order = order_from(record["order"])
-            if (held.get("side") == "long") != (order.direction == LONG):
-                continue
+            if held is not None and (held.get("side") == "long") != (order.direction == LONG):
+                raise ReconciliationError(
+                    f"order {record['client_id']} ({_side(order.direction)}) was filled on the exchange, which now "
+                    f"holds a {held.get('side')} {self.symbol} position; settle the difference on the exchange first"
+                )
+            # With no position left, its stop or target has closed it since: the next update books that exit
+            # from the account's trades (and stops if it finds none).
             watch = PositionWatch(order, int(record["max_hold_seconds"]), self.costs)
             average = found.get("average")
             return Position(record["client_id"], watch, str(found.get("id", "")), float(average or math.nan))

@@ -341,6 +341,10 @@ class LiveLoop:
     attempted: int | None = None  # the last moment stepped, done or skipped after an error
 
     def __post_init__(self) -> None:
+        self._reload()
+
+    def _reload(self) -> None:
+        """The trader, counters and position as last committed: a failed period leaves no trace in memory."""
         self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
         self.position = self.state.position()
         if self.position is not None:
@@ -359,6 +363,11 @@ class LiveLoop:
         """Reconcile with the broker and mark orders sent before a crash as filled or not placed."""
         if self.state.meta("trader") is None and initial_equity is not None:
             self.trader.equity = initial_equity
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Compare with the broker; an order left `sent` (a crash, or a placement whose answer never came) is
+        looked up by its client order id and its position resumed, or it is marked not placed."""
         sent = self.state.orders("sent")
         position = self.broker.reconcile(self.position, sent)
         updates = []
@@ -393,6 +402,7 @@ class LiveLoop:
         try:
             self._step(at)
         except (ExchangeUnavailable, DataError) as error:
+            self._reload()  # nothing of the failed period counts; the next one starts from the committed state
             self.errors += 1
             self.log.write(
                 "error",
@@ -410,6 +420,8 @@ class LiveLoop:
         self.errors = 0
 
     def _step(self, at: int) -> None:
+        if self.state.orders("sent"):  # a placement failed last period: resolve it before anything new
+            self._reconcile()
         self.feed.advance(at)
         fills: list[tuple[str, Fill]] = []
         orders: list[tuple[str, str, dict[str, Any]]] = []
