@@ -163,7 +163,13 @@ class FakeCcxt:
                 "opened": int(self.clock.now()) // 60 * 60,
             }
             self.trades.append(
-                {"side": side, "amount": amount, "price": fill, "timestamp": now_ms, "fee": {"cost": 0.0}}
+                {
+                    "side": side,
+                    "amount": amount,
+                    "price": fill,
+                    "timestamp": now_ms,
+                    "fee": {"cost": 0.00055 * fill * amount},
+                }
             )
         if self.accept_then_timeout:
             self.accept_then_timeout -= 1

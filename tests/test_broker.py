@@ -122,7 +122,9 @@ def test_position_closed_by_the_exchange_stop_is_booked_from_its_trades() -> Non
     fill = broker.update(position, CandleArrays.from_frame(candles.iloc[:0]), T0 + 1800)
     assert fill is not None and fill.reason == "stop_loss" and fill.exit_price == pytest.approx(chosen.stop, abs=0.01)
     assert fill.exit_time == T0 + 1260
-    assert fill.pnl == pytest.approx(chosen.quantity * (fill.exit_price - placed.average) - fill.fees)
+    fees = 0.00055 * chosen.quantity * (placed.average + fill.exit_price)  # the entry's and the exit's
+    assert fill.fees == pytest.approx(fees)
+    assert fill.pnl == pytest.approx(chosen.quantity * (fill.exit_price - placed.average) - fees)
 
 
 def test_close_at_max_hold_is_a_reduce_only_market_order(fake: FakeCcxt) -> None:

@@ -275,19 +275,25 @@ class CcxtBroker:
         filled = placed.get("filled") or placed.get("amount") or order.quantity
         return Placement(str(placed.get("id", "")), float(filled), math.nan if average is None else float(average))
 
-    def _closing_trades(self, position: Position) -> list[dict[str, Any]]:
+    def _trades(self, position: Position) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The account's opening and closing trades since the entry (one position at a time: all this one's)."""
         since_ms = position.order.at * 1000
         trades = self.retry(
             "fetching the account's trades", lambda: self.exchange.fetch_my_trades(self.symbol, since_ms)
         )
+        trades = [t for t in trades if int(t.get("timestamp") or 0) >= since_ms]
         closing = _side(-position.order.direction)
-        return [t for t in trades if t.get("side") == closing and int(t.get("timestamp") or 0) >= since_ms]
+        return [t for t in trades if t.get("side") != closing], [t for t in trades if t.get("side") == closing]
+
+    def _closing_trades(self, position: Position) -> list[dict[str, Any]]:
+        return self._trades(position)[1]
 
     def _fill(self, position: Position, trades: list[dict[str, Any]], reason: str) -> Fill:
         order = position.order
         amount = sum(float(t["amount"]) for t in trades)
         exit_price = sum(float(t["amount"]) * float(t["price"]) for t in trades) / amount
-        fees = sum(float((t.get("fee") or {}).get("cost") or 0.0) for t in trades)
+        opening = self._trades(position)[0]
+        fees = sum(float((t.get("fee") or {}).get("cost") or 0.0) for t in [*opening, *trades])  # both sides
         entry = position.entry_executed if math.isfinite(position.entry_executed) else order.entry
         last_ms = max(int(t["timestamp"]) for t in trades)
         exit_time = (last_ms // 1000 // MINUTE) * MINUTE + MINUTE
