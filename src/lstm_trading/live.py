@@ -34,7 +34,7 @@ from typing import IO, Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from lstm_trading.broker import Broker, ExchangeUnavailable, Retry, redact, short_error
+from lstm_trading.broker import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, short_error
 from lstm_trading.config import BacktestConfig
 from lstm_trading.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.execution import (
@@ -698,13 +698,11 @@ def replay(
     end = min(end, int(period.timestamp[-1]) + MINUTE)  # as the backtest: the period ends with its candles
     moments = decision_moments(start, end, config.every_seconds)
     if len(moments) == 0:
-        raise DataError(f"no decision moment (every {config.every_seconds} s) from {format_time(start)} to "
-                        f"{format_time(end)}")  # fmt: skip
+        every = config.every_seconds
+        raise DataError(f"no decision moment (every {every} s) from {format_time(start)} to {format_time(end)}")
     features = scaled_features(bundle, candles)
     batched = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers)
     signals = PrecomputedSignals(batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct)
-    from lstm_trading.broker import PaperBroker
-
     with LiveState(db, settings.account) as state:
         if fresh:
             state.clear()
