@@ -353,6 +353,15 @@ def test_live_mode_refuses_without_the_confirmation_flag(tiny_run: Path, exchang
     assert exchange["made"] == []
 
 
+def test_live_mode_refuses_spot_markets(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    result = runner.invoke(app, live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--market", "spot"))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: live mode trades linear perpetuals only (stop loss and take profit held on the exchange's position);"
+        " --market spot can run with --mode paper"
+    )
+
+
 def test_live_mode_refuses_another_symbol_than_the_bundles(tiny_run: Path, exchange: dict[str, Any]) -> None:
     args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--symbol", "BTCUSDT")
     result = runner.invoke(app, args)

@@ -913,6 +913,11 @@ def live_run(
             "live mode places real orders with real money; add --i-understand-live-trading to confirm "
             "(try --mode paper first)"
         )
+    if live and market != "linear":
+        raise ConfigError(
+            f"live mode trades linear perpetuals only (stop loss and take profit held on the exchange's position); "
+            f"--market {market} can run with --mode paper"
+        )
     clock = clock or clock_factory()
     bundle = load_bundle(run_dir)
     trained_on = ((bundle.meta.get("training") or {}).get("data") or {}).get("symbol")
