@@ -340,7 +340,7 @@ def test_too_many_consecutive_errors_stop_the_command_with_a_message(
 
 
 def live_args(tiny_run: Path, db: Path, *extra: str) -> list[str]:
-    return ["live", str(tiny_run), "--db", str(db), "--mode", "live", *extra]
+    return ["live", str(tiny_run), "--db", str(db), "--mode", "live", "--out", str(db.parent / "out"), *extra]
 
 
 def test_live_mode_refuses_without_the_confirmation_flag(tiny_run: Path, exchange: dict[str, Any]) -> None:
@@ -540,3 +540,8 @@ def test_live_status_prints_position_pnl_and_last_decisions(tiny_run: Path, exch
         assert decision["at_utc"] in result.stdout
     missing = runner.invoke(app, ["live-status", "--db", str(exchange["db"]), "--account", "nope"])
     assert missing.exit_code == 2 and "no account 'nope'; it holds paper" in missing.stderr
+
+
+def test_the_shared_run_folder_is_left_as_it_was(tiny_run: Path) -> None:
+    """Last in this file: no test above wrote a log or a replay into the session's trained run."""
+    assert not [p.name for p in tiny_run.iterdir() if p.name.startswith(("live-", "replay"))]

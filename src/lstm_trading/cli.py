@@ -844,7 +844,11 @@ def live_command(
     start: str | None = typer.Option(None, "--from", help="--replay: first moment."),
     end: str | None = typer.Option(None, "--to", help="--replay: end, exclusive (default: the end of the data)."),
     workers: int | None = typer.Option(None, "--workers", min=1, help="--replay: inference processes."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for live.jsonl (and trades.csv with --replay)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Folder for live.jsonl (default RUN/live-ACCOUNT) and, with --replay, trades.csv (RUN/replay).",
+    ),
     periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: never)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision (guards and errors still show)."),
 ) -> None:
@@ -923,7 +927,7 @@ def live_command(
             max_errors=max_errors,
             retries=retries,
             backoff_s=backoff,
-            out_dir=out,
+            out_dir=out if out is not None else run / f"live-{account or mode}",
             max_periods=periods,
             echo=_echo_plain,
             quiet=quiet,
