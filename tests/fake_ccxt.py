@@ -44,6 +44,7 @@ class FakeCcxt:
         self.balance = balance
         self.faults: dict[str, list[Exception]] = {}
         self.accept_then_timeout = 0
+        self.answer_ids_only = False  # answer `create_order` as Bybit v5 does: ids, no price, no filled amount
         self.orders: list[dict[str, Any]] = []
         self.trades: list[dict[str, Any]] = []
         self.position: dict[str, Any] | None = None
@@ -174,6 +175,8 @@ class FakeCcxt:
         if self.accept_then_timeout:
             self.accept_then_timeout -= 1
             raise ccxt.RequestTimeout("bybit POST /v5/order/create timed out after 10000 ms")
+        if self.answer_ids_only:
+            return {**order, "amount": None, "filled": None, "average": None, "status": None}
         return dict(order)
 
     def fetch_open_orders(self, symbol: str | None = None, *args: Any) -> list[dict[str, Any]]:

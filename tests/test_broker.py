@@ -3,6 +3,8 @@ reconciliation at start, exits booked from the exchange's trades, keys only from
 
 from __future__ import annotations
 
+import math
+
 import ccxt
 import numpy as np
 import pandas as pd
@@ -270,3 +272,34 @@ def test_an_adopted_order_whose_stop_closed_it_meanwhile_is_booked_from_the_trad
     assert adopted is not None
     fill = broker_for(fake).update(adopted, CandleArrays.from_frame(candles.iloc[:0]), T0 + 1500)
     assert fill is not None and fill.reason == "stop_loss" and fill.exit_time == T0 + 780
+
+
+def test_a_timeout_while_looking_up_a_sent_order_is_retried_not_raised(fake: FakeCcxt) -> None:
+    chosen = order()
+    broker_for(fake).place(chosen, "cid-14")
+    fake.faults["fetch_closed_orders"] = [ccxt.RequestTimeout("timed out")]  # the look-up by client id times out
+    sleeps: list[float] = []
+    sent = [{"client_id": "cid-14", **position_of(chosen, "cid-14").record()}]
+    adopted = broker_for(fake, sleeps).reconcile(None, sent)
+    assert adopted is not None and adopted.client_id == "cid-14" and sleeps == [1.0]
+    fake.faults["fetch_closed_orders"] = [ccxt.RequestTimeout("timed out")] * 4
+    with pytest.raises(ExchangeUnavailable, match="looking up order cid-14 failed 4 times"):
+        broker_for(fake).reconcile(None, sent)
+
+
+def test_live_pnl_counts_the_price_the_entry_filled_at_when_the_order_answer_has_none() -> None:
+    candles = market()
+    chosen = order(at=T0 + 600, entry=3000.0)  # the levels' reference; the market fills elsewhere
+    candles.loc[20, "low"] = chosen.stop - 5
+    fake = FakeCcxt(candles, SimClock(T0 + 605))
+    fake.answer_ids_only = True  # Bybit's create answer: ids only
+    broker = broker_for(fake)
+    placed = broker.place(chosen, "cid-15")
+    assert placed.order_id == "ex1" and math.isnan(placed.average)
+    position = position_of(chosen, "cid-15")
+    position.entry_executed = placed.average
+    fake.clock.time = T0 + 1800
+    fill = broker.update(position, CandleArrays.from_frame(candles.iloc[:0]), T0 + 1800)
+    paid = fake.trades[0]["price"]
+    assert paid != chosen.entry and fill is not None and fill.entry_executed == paid
+    assert fill.pnl == pytest.approx(chosen.quantity * (fill.exit_price - paid) - fill.fees)

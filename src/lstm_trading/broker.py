@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import ccxt
@@ -196,6 +197,14 @@ class PaperBroker:
         return position  # nothing outside this process to compare with; a `sent` order never left it
 
 
+def _average_price(trades: list[dict[str, Any]]) -> float:
+    """The volume-weighted price of `trades`; NaN when there are none."""
+    amount = sum(float(t["amount"]) for t in trades)
+    if amount <= 0:
+        return math.nan
+    return sum(float(t["amount"]) * float(t["price"]) for t in trades) / amount
+
+
 def _side(direction: int) -> str:
     return "buy" if direction == LONG else "sell"
 
@@ -290,11 +299,13 @@ class CcxtBroker:
 
     def _fill(self, position: Position, trades: list[dict[str, Any]], reason: str) -> Fill:
         order = position.order
-        amount = sum(float(t["amount"]) for t in trades)
-        exit_price = sum(float(t["amount"]) * float(t["price"]) for t in trades) / amount
+        exit_price = _average_price(trades)
         opening = self._trades(position)[0]
         fees = sum(float((t.get("fee") or {}).get("cost") or 0.0) for t in [*opening, *trades])  # both sides
-        entry = position.entry_executed if math.isfinite(position.entry_executed) else order.entry
+        # The entry's own trades are the price paid: Bybit answers a market order with its ids only (no average).
+        entry = _average_price(opening)
+        if math.isnan(entry):
+            entry = position.entry_executed if math.isfinite(position.entry_executed) else order.entry
         last_ms = max(int(t["timestamp"]) for t in trades)
         exit_time = (last_ms // 1000 // MINUTE) * MINUTE + MINUTE
         if reason == "stop_or_target":
@@ -386,7 +397,9 @@ class CcxtBroker:
         from lstm_trading.live_state import order_from
 
         for record in reversed(sent):
-            found = self.find_order(record["client_id"])
+            client_id = record["client_id"]
+            # Through the retry like every other request: a timeout here skips the period, never crashes the loop.
+            found = self.retry(f"looking up order {client_id}", partial(self.find_order, client_id))
             if found is None:
                 continue  # never reached the exchange: the loop marks it not placed
             order = order_from(record["order"])
