@@ -23,12 +23,14 @@ from exchange_fake_runner import load_candles
 from fake_ccxt import FakeCcxt, SimClock
 from lstm_trading import broker, live
 from lstm_trading.backtest import trades_frame
+from lstm_trading.bundle import load_bundle
 from lstm_trading.cli import app
 from lstm_trading.config import BacktestConfig
 from lstm_trading.data.store import CandleStore
 from lstm_trading.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
 from lstm_trading.live import LiveStop, live_run, replay_run
 from lstm_trading.live_state import LiveState
+from lstm_trading.predict import predict_moments
 
 runner = CliRunner(env={"COLUMNS": "200"})
 SECRET = "sEcReT-0123456789-do-not-leak"
@@ -545,3 +547,27 @@ def test_live_status_prints_position_pnl_and_last_decisions(tiny_run: Path, exch
 def test_the_shared_run_folder_is_left_as_it_was(tiny_run: Path) -> None:
     """Last in this file: no test above wrote a log or a replay into the session's trained run."""
     assert not [p.name for p in tiny_run.iterdir() if p.name.startswith(("live-", "replay"))]
+
+
+
+def test_paper_decisions_see_only_closed_candles_and_enter_at_the_moments_open(
+    tiny_run: Path, exchange: dict[str, Any], tiny_market: pd.DataFrame
+) -> None:
+    """The live path (ingest at each boundary, then predict from the store) decides at `t` on exactly the
+    candles closed by `t`, final values, as the backtest does: recomputed afterwards from the market's own
+    candles, every probability is equal. A forming candle in the window or a missing last minute would show
+    here, and the entry is the open of the candle opening at `t`."""
+    paper(exchange, 48, run=tiny_run)
+    with LiveState(exchange["db"], "paper") as state:
+        decisions = state.decisions()
+    bundle = load_bundle(tiny_run)
+    stamps = tiny_market["timestamp"].to_numpy()
+    for decision in decisions:
+        at = decision["at"]
+        closed = tiny_market[stamps < at].tail(bundle.history_minutes)  # open s with s + 60 <= at
+        expected = predict_moments(bundle, closed, [at], workers=1).iloc[0]
+        got = [decision["p_buy"], decision["p_sell"], decision["p_invalid"]]
+        assert got == [float(expected["p_buy"]), float(expected["p_sell"]), float(expected["p_invalid"])], at
+        if decision["signal"] != "none":
+            assert decision["entry"] == float(tiny_market["open"][stamps == at].iloc[0])
+    assert sum(d["action"] == "open" for d in decisions) >= 3 and sum(d["signal"] == "none" for d in decisions)
