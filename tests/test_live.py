@@ -324,6 +324,22 @@ def test_network_errors_back_off_skip_the_period_and_the_loop_goes_on(
         assert [d["at"] for d in state.decisions()] == [m for m in moments if m != failed]  # skipped, then on
 
 
+def test_a_period_whose_last_minute_is_not_published_is_skipped_not_decided_on_older_candles(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
+) -> None:
+    fake: FakeCcxt = exchange["fake"]
+    late = exchange["start"] + 1800 - 60  # the minute that closes at the second moment never arrives
+    fake.candles = fake.candles[fake.candles["timestamp"] != late].reset_index(drop=True)
+    fake.stamps = fake.candles["timestamp"].to_numpy(dtype=np.int64)
+    lines: list[str] = []
+    paper(exchange, 3, run=tiny_run, echo=lines.append)
+    with LiveState(exchange["db"], "paper") as state:
+        decided = [d["at"] for d in state.decisions()]
+    assert decided == [exchange["start"], exchange["start"] + 3600]
+    (error,) = [line for line in lines if "error, period skipped" in line]
+    assert "the ETHUSDT minute closed at" in error and "is not stored" in error
+
+
 def test_too_many_consecutive_errors_stop_the_command_with_a_message(
     tiny_run: Path, exchange: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -547,7 +563,6 @@ def test_live_status_prints_position_pnl_and_last_decisions(tiny_run: Path, exch
 def test_the_shared_run_folder_is_left_as_it_was(tiny_run: Path) -> None:
     """Last in this file: no test above wrote a log or a replay into the session's trained run."""
     assert not [p.name for p in tiny_run.iterdir() if p.name.startswith(("live-", "replay"))]
-
 
 
 def test_paper_decisions_see_only_closed_candles_and_enter_at_the_moments_open(

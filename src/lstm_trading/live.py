@@ -213,6 +213,13 @@ class ModelSignals:
             candles = store.read_last(self.symbol, self.bundle.history_minutes, end=moment)
         if candles.empty:
             raise DataError(f"{self.db}: no {self.symbol} candles before {format_time(moment)} to predict from")
+        last = int(candles["timestamp"].iloc[-1])
+        if last != moment - MINUTE:
+            # The backtest's window at `moment` ends with this minute; deciding without it is not what it tested.
+            raise DataError(
+                f"the {self.symbol} minute closed at {format_time(moment)} is not stored (the newest closed at "
+                f"{format_time(last + MINUTE)}): the exchange has not published it; no decision this period"
+            )
         row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
         proba = np.array([row["p_buy"], row["p_sell"], row["p_invalid"]], dtype=np.float64)
         return Signal(proba, float(row["stop_loss_pct"]), float(row["take_profit_pct"]))
