@@ -45,6 +45,7 @@ class FakeCcxt:
         self.faults: dict[str, list[Exception]] = {}
         self.accept_then_timeout = 0
         self.answer_ids_only = False  # answer `create_order` as Bybit v5 does: ids, no price, no filled amount
+        self.trades_lag = 0  # the next calls of `fetch_my_trades` miss the newest trade (the list lags the fills)
         self.orders: list[dict[str, Any]] = []
         self.trades: list[dict[str, Any]] = []
         self.position: dict[str, Any] | None = None
@@ -199,7 +200,11 @@ class FakeCcxt:
     def fetch_my_trades(self, symbol: str | None = None, since: int | None = None, *args: Any) -> list[dict[str, Any]]:
         self._call("fetch_my_trades")
         self._trigger()
-        return [dict(t) for t in self.trades if since is None or t["timestamp"] >= since]
+        trades = self.trades
+        if self.trades_lag:
+            self.trades_lag -= 1
+            trades = trades[:-1]
+        return [dict(t) for t in trades if since is None or t["timestamp"] >= since]
 
     def fetch_balance(self) -> dict[str, Any]:
         self._call("fetch_balance")

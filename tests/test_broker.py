@@ -303,3 +303,33 @@ def test_live_pnl_counts_the_price_the_entry_filled_at_when_the_order_answer_has
     paid = fake.trades[0]["price"]
     assert paid != chosen.entry and fill is not None and fill.entry_executed == paid
     assert fill.pnl == pytest.approx(chosen.quantity * (fill.exit_price - paid) - fill.fees)
+
+
+def test_an_exit_missing_from_a_lagging_trade_list_skips_the_period_and_is_booked_next_time() -> None:
+    candles = market()
+    chosen = order(at=T0 + 600, entry=float(candles["open"].iloc[10]))
+    candles.loc[20, "low"] = chosen.stop - 5
+    fake = FakeCcxt(candles, SimClock(T0 + 605))
+    broker = broker_for(fake)
+    broker.place(chosen, "cid-16")
+    position = position_of(chosen, "cid-16")
+    none = CandleArrays.from_frame(candles.iloc[:0])
+    fake.clock.time = T0 + 1800
+    fake.trades_lag = 1  # the stop's trade is not listed yet
+    with pytest.raises(ExchangeUnavailable, match=r"is gone from the exchange, but no closing trade was found yet"):
+        broker.update(position, none, T0 + 1800)
+    fill = broker.update(position, none, T0 + 2100)
+    assert fill is not None and fill.reason == "stop_loss"
+
+
+def test_a_max_hold_close_whose_trade_is_not_listed_yet_skips_the_period(fake: FakeCcxt) -> None:
+    broker = broker_for(fake)
+    chosen = Order(T0 + 600, LONG, 0.5, fake._price_now(), 1.0, 1e9, 1.0, 1.0, 0.6)  # levels nothing reaches
+    broker.place(chosen, "cid-17")
+    fake.clock.time = T0 + 3600 + 5
+    fake.trades_lag = 1
+    with pytest.raises(ExchangeUnavailable, match=r"closed the ETH/USDT:USDT position \(cid-17x\) but found no"):
+        broker.close(position_of(chosen, "cid-17"), T0 + 3600)
+    assert fake.position is None
+    fill = broker.update(position_of(chosen, "cid-17"), CandleArrays.from_frame(market().iloc[:0]), T0 + 3900)
+    assert fill is not None and fill.exit_price == fake.trades[-1]["price"]

@@ -331,10 +331,12 @@ class CcxtBroker:
             return None
         trades = self._closing_trades(position)
         if not trades:
-            raise ReconciliationError(
+            # The trade list can lag the position by a moment: skip the period and look again at the next one;
+            # `--max-errors` such periods in a row stop the loop with this message.
+            raise ExchangeUnavailable(
                 f"the {self.symbol} position entered at {format_time(position.order.at)} ({position.client_id}) is "
-                "gone from the exchange, but no closing trade was found; check the account and the exchange's "
-                "order history before restarting"
+                "gone from the exchange, but no closing trade was found yet; if this persists, check the account "
+                "and the exchange's order history"
             )
         return self._fill(position, trades, "stop_or_target")
 
@@ -355,7 +357,9 @@ class CcxtBroker:
         )
         trades = self._closing_trades(position)
         if not trades:
-            raise ReconciliationError(f"closed the {self.symbol} position ({client_id}) but found no closing trade")
+            raise ExchangeUnavailable(  # the trade list lags the order: the next period's update books the exit
+                f"closed the {self.symbol} position ({client_id}) but found no closing trade yet"
+            )
         return self._fill(position, trades, "max_hold")
 
     # --- start-up ---
