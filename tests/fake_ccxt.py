@@ -10,7 +10,7 @@ then raise `ccxt.RequestTimeout`, as when the answer is lost on the way back.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import ccxt
 import numpy as np
@@ -65,7 +65,8 @@ class FakeCcxt:
 
     def load_markets(self) -> dict[str, Any]:
         self._call("load_markets")
-        return {m["symbol"]: m for m in FAKE_MARKETS}
+        markets = cast(list[dict[str, Any]], FAKE_MARKETS)  # plain dicts; mypy infers list[object]
+        return {m["symbol"]: m for m in markets}
 
     def featureValueByType(self, *args: Any) -> Any:  # noqa: N802  (ccxt's name)
         raise NotImplementedError

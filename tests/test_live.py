@@ -282,7 +282,8 @@ def test_paper_mode_runs_three_days_on_the_fake_exchange_and_logs_every_decision
     opened = [line for line in logged if line["action"] == "open"]
     assert len(opened) == len(fills) + (summary["position"] is not None)
     with CandleStore(exchange["db"]) as store:  # the loop kept the candles current, closed minutes only
-        assert store.time_range("ETHUSDT")[1] == exchange["start"] + 143 * 1800 - 60
+        held = store.time_range("ETHUSDT")
+        assert held is not None and held[1] == exchange["start"] + 143 * 1800 - 60
 
 
 def test_paper_restart_resumes_the_open_position_and_ends_as_an_uninterrupted_run(
@@ -511,7 +512,7 @@ def test_a_placement_lost_in_timeouts_is_found_by_its_client_id_in_the_next_peri
             fake.faults["fetch_open_orders"] = [ccxt.RequestTimeout("timed out")] * 2
         return create(*args)
 
-    fake.create_order = first_answer_lost  # type: ignore[method-assign]
+    fake.create_order = first_answer_lost  # type: ignore[method-assign,assignment]
     keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
     lines: list[str] = []
     paper(exchange, 30, run=tiny_run, mode="live", confirmed=True, environ=keys, echo=lines.append)
