@@ -326,10 +326,10 @@ def test_a_max_hold_close_whose_trade_is_not_listed_yet_skips_the_period(fake: F
     broker = broker_for(fake)
     chosen = Order(T0 + 600, LONG, 0.5, fake._price_now(), 1.0, 1e9, 1.0, 1.0, 0.6)  # levels nothing reaches
     broker.place(chosen, "cid-17")
-    fake.clock.time = T0 + 3600 + 5
+    fake.clock.time = T0 + 4200 + 5  # the horizon: entry at T0 + 600, held 1 h
     fake.trades_lag = 1
     with pytest.raises(ExchangeUnavailable, match=r"closed the ETH/USDT:USDT position \(cid-17x\) but found no"):
-        broker.close(position_of(chosen, "cid-17"), T0 + 3600)
+        broker.close(position_of(chosen, "cid-17"), T0 + 4200)
     assert fake.position is None
-    fill = broker.update(position_of(chosen, "cid-17"), CandleArrays.from_frame(market().iloc[:0]), T0 + 3900)
-    assert fill is not None and fill.exit_price == fake.trades[-1]["price"]
+    fill = broker.update(position_of(chosen, "cid-17"), CandleArrays.from_frame(market().iloc[:0]), T0 + 4500)
+    assert fill is not None and fill.exit_price == fake.trades[-1]["price"] and fill.reason == "max_hold"

@@ -338,7 +338,12 @@ class CcxtBroker:
                 "gone from the exchange, but no closing trade was found yet; if this persists, check the account "
                 "and the exchange's order history"
             )
-        return self._fill(position, trades, "stop_or_target")
+        reason = "stop_or_target"
+        if now >= position.watch.horizon:  # our own close at the maximum holding time, booked a period late?
+            closer = f"{position.client_id}x"
+            if self.retry(f"looking up order {closer}", partial(self.find_order, closer)) is not None:
+                reason = "max_hold"
+        return self._fill(position, trades, reason)
 
     def close(self, position: Position, now: int, *, end_of_data: bool = False) -> Fill:
         client_id = f"{position.client_id}x"
