@@ -46,6 +46,7 @@ class FakeCcxt:
         self.accept_then_timeout = 0
         self.answer_ids_only = False  # answer `create_order` as Bybit v5 does: ids, no price, no filled amount
         self.trades_lag = 0  # the next calls of `fetch_my_trades` miss the newest trade (the list lags the fills)
+        self.orders_lag = 0  # the next calls of `fetch_closed_orders` miss the newest order
         self.orders: list[dict[str, Any]] = []
         self.trades: list[dict[str, Any]] = []
         self.position: dict[str, Any] | None = None
@@ -137,6 +138,9 @@ class FakeCcxt:
         self, symbol: str, type: str, side: str, amount: float, price: float | None, params: dict[str, Any]
     ) -> dict[str, Any]:
         self._call("create_order")
+        client_id = params.get("clientOrderId")
+        if client_id is not None and any(o["clientOrderId"] == client_id for o in self.orders):
+            raise ccxt.InvalidOrder(f'bybit {{"retCode":110072,"retMsg":"OrderLinkedID is duplicate"}} {client_id}')
         self._trigger()
         fill = self._price_now()
         order = {
@@ -187,7 +191,11 @@ class FakeCcxt:
 
     def fetch_closed_orders(self, symbol: str | None = None, *args: Any) -> list[dict[str, Any]]:
         self._call("fetch_closed_orders")
-        return [dict(o) for o in self.orders]
+        orders = self.orders
+        if self.orders_lag:
+            self.orders_lag -= 1
+            orders = orders[:-1]
+        return [dict(o) for o in orders]
 
     def fetch_positions(self, symbols: list[str] | None = None, params: dict[str, Any] | None = None) -> list[Any]:
         self._call("fetch_positions")

@@ -333,3 +333,16 @@ def test_a_max_hold_close_whose_trade_is_not_listed_yet_skips_the_period(fake: F
     assert fake.position is None
     fill = broker.update(position_of(chosen, "cid-17"), CandleArrays.from_frame(market().iloc[:0]), T0 + 4500)
     assert fill is not None and fill.exit_price == fake.trades[-1]["price"] and fill.reason == "max_hold"
+
+
+def test_an_order_not_yet_listed_after_a_timeout_is_refused_as_a_duplicate_and_adopted_later(fake: FakeCcxt) -> None:
+    """The last guard against a double order: the retry reuses the client order id, which the exchange refuses."""
+    chosen = order()
+    fake.accept_then_timeout = 1
+    fake.orders_lag = 1  # the look-up before the retry does not see the order yet
+    with pytest.raises(DataError, match="refused by the exchange: InvalidOrder: .*OrderLinkedID is duplicate"):
+        broker_for(fake).place(chosen, "cid-18")
+    assert len(fake.entries()) == 1
+    sent = [{"client_id": "cid-18", **position_of(chosen, "cid-18").record()}]
+    adopted = broker_for(fake).reconcile(None, sent)
+    assert adopted is not None and adopted.client_id == "cid-18" and len(fake.entries()) == 1
