@@ -139,3 +139,10 @@ def test_nan_fields_round_trip(db: Path) -> None:
         state.commit(Step(at=T0, trader=TRADER, position=Position("cid", watch)))
         restored = state.position()
     assert restored is not None and math.isnan(restored.watch.last_close) and math.isnan(restored.entry_executed)
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not sqlite, just text that is long enough to have a header page\n" * 20)
+    with pytest.raises(DataError, match=r"notes.db: not a database the live loop can read \(file is not a database\)"):
+        accounts(path)

@@ -301,5 +301,8 @@ def accounts(path: Path | str) -> list[str]:
         if connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'live_meta'").fetchone() is None:
             return []
         return [str(a) for (a,) in connection.execute("SELECT DISTINCT account FROM live_meta ORDER BY account")]
+    except sqlite3.DatabaseError as error:
+        message = f"{path}: not a database the live loop can read ({error}); give the right one with --db"
+        raise DataError(message) from None
     finally:
         connection.close()
