@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -339,6 +341,33 @@ def test_a_period_whose_last_minute_is_not_published_is_skipped_not_decided_on_o
     assert decided == [exchange["start"], exchange["start"] + 3600]
     (error,) = [line for line in lines if "error, period skipped" in line]
     assert "the ETHUSDT minute closed at" in error and "is not stored" in error
+
+
+def test_sigterm_stops_the_command_with_the_state_saved_and_a_rerun_resumes(
+    tiny_run: Path, exchange: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock: SimClock = exchange["clock"]
+    waits = {"n": 0}
+    sleep = clock.sleep
+
+    def terminated_on_the_third_wait(seconds: float) -> None:
+        waits["n"] += 1
+        if waits["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # systemd or docker stop, while the loop waits for a boundary
+        sleep(seconds)
+
+    monkeypatch.setattr(clock, "sleep", terminated_on_the_third_wait)
+    args = ["live", str(tiny_run), "--db", str(exchange["db"]), "--every", "30m", "--out", str(tmp_path), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "stopped: the state is saved; run the same command to resume" in result.stderr
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    with LiveState(exchange["db"], "paper") as state:
+        assert [d["at"] for d in state.decisions()] == [exchange["start"], exchange["start"] + 1800]
+    monkeypatch.setattr(clock, "sleep", sleep)
+    assert runner.invoke(app, [*args, "--periods", "2"]).exit_code == 0
+    with LiveState(exchange["db"], "paper") as state:
+        assert [d["at"] for d in state.decisions()] == [exchange["start"] + i * 1800 for i in range(4)]
 
 
 def test_too_many_consecutive_errors_stop_the_command_with_a_message(
