@@ -346,3 +346,12 @@ def test_an_order_not_yet_listed_after_a_timeout_is_refused_as_a_duplicate_and_a
     sent = [{"client_id": "cid-18", **position_of(chosen, "cid-18").record()}]
     adopted = broker_for(fake).reconcile(None, sent)
     assert adopted is not None and adopted.client_id == "cid-18" and len(fake.entries()) == 1
+
+
+def test_a_sent_order_the_exchange_cancelled_unfilled_is_not_resumed(fake: FakeCcxt) -> None:
+    chosen = order()
+    broker_for(fake).place(chosen, "cid-19")
+    fake.orders[-1].update(status="canceled", filled=0.0)  # e.g. Bybit's price protection on a market order
+    fake.position, fake.trades = None, []
+    sent = [{"client_id": "cid-19", **position_of(chosen, "cid-19").record()}]
+    assert broker_for(fake).reconcile(None, sent) is None

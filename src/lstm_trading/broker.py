@@ -411,6 +411,8 @@ class CcxtBroker:
             found = self.retry(f"looking up order {client_id}", partial(self.find_order, client_id))
             if found is None:
                 continue  # never reached the exchange: the loop marks it not placed
+            if found.get("status") in ("canceled", "rejected", "expired") and not float(found.get("filled") or 0):
+                continue  # reached it but never filled (price protection, margin): no position to resume
             order = order_from(record["order"])
             if held is not None and (held.get("side") == "long") != (order.direction == LONG):
                 raise ReconciliationError(
