@@ -4,6 +4,7 @@ reconciliation at start, exits booked from the exchange's trades, keys only from
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import ccxt
 import numpy as np
@@ -355,3 +356,20 @@ def test_a_sent_order_the_exchange_cancelled_unfilled_is_not_resumed(fake: FakeC
     fake.position, fake.trades = None, []
     sent = [{"client_id": "cid-19", **position_of(chosen, "cid-19").record()}]
     assert broker_for(fake).reconcile(None, sent) is None
+
+
+def test_an_order_found_cancelled_after_a_timeout_opens_no_position(fake: FakeCcxt) -> None:
+    create = fake.create_order
+
+    def taken_then_cancelled(*args: Any) -> dict[str, Any]:
+        try:
+            return create(*args)
+        finally:
+            fake.orders[-1].update(status="canceled", filled=0.0)
+            fake.position, fake.trades = None, []
+
+    fake.create_order = taken_then_cancelled  # type: ignore[method-assign,assignment]
+    fake.accept_then_timeout = 1
+    with pytest.raises(DataError, match="order cid-20 was canceled by the exchange unfilled; no position opened"):
+        broker_for(fake).place(order(), "cid-20")
+    assert len(fake.orders) == 1

@@ -205,6 +205,11 @@ def _average_price(trades: list[dict[str, Any]]) -> float:
     return sum(float(t["amount"]) * float(t["price"]) for t in trades) / amount
 
 
+def _unfilled(order: Mapping[str, Any]) -> bool:
+    """An order the exchange ended without a fill (cancelled by price protection, rejected for margin)."""
+    return order.get("status") in ("canceled", "rejected", "expired") and not float(order.get("filled") or 0)
+
+
 def _side(direction: int) -> str:
     return "buy" if direction == LONG else "sell"
 
@@ -280,6 +285,9 @@ class CcxtBroker:
                 self.symbol, "market", _side(order.direction), order.quantity, None, params
             ),
         )
+        if _unfilled(placed):  # found after a timeout, but the exchange cancelled it: nothing is open
+            status = placed.get("status")
+            raise DataError(f"order {client_id} was {status} by the exchange unfilled; no position opened")
         average = placed.get("average") or placed.get("price")
         filled = placed.get("filled") or placed.get("amount") or order.quantity
         return Placement(str(placed.get("id", "")), float(filled), math.nan if average is None else float(average))
@@ -411,7 +419,7 @@ class CcxtBroker:
             found = self.retry(f"looking up order {client_id}", partial(self.find_order, client_id))
             if found is None:
                 continue  # never reached the exchange: the loop marks it not placed
-            if found.get("status") in ("canceled", "rejected", "expired") and not float(found.get("filled") or 0):
+            if _unfilled(found):
                 continue  # reached it but never filled (price protection, margin): no position to resume
             order = order_from(record["order"])
             if held is not None and (held.get("side") == "long") != (order.direction == LONG):
