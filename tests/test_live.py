@@ -554,6 +554,14 @@ def test_a_placement_lost_in_timeouts_is_found_by_its_client_id_in_the_next_peri
     assert orders[0]["client_id"] == first and orders[0]["status"] in ("filled", "closed")
 
 
+def test_live_mode_starts_from_the_exchange_balance(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    exchange["fake"].balance = 5_000.0
+    keys = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
+    summary = paper(exchange, 2, run=tiny_run, mode="live", confirmed=True, environ=keys)
+    assert summary["initial_equity"] == pytest.approx(5_000.0)
+    assert summary["equity"] == pytest.approx(5_000.0 + summary["total_pnl"])
+
+
 def test_live_start_stops_on_an_exchange_position_the_state_cannot_explain(
     tiny_run: Path, exchange: dict[str, Any]
 ) -> None:

@@ -789,15 +789,20 @@ def status(state: LiveState, *, now: float | None = None, last: int = 10) -> dic
     fills = state.fills()
     trader = state.meta("trader") or {}
     settings = state.meta("settings") or {}
-    initial = float(settings.get("initial_equity", BacktestConfig().initial_equity))
+    total = float(sum(f.pnl for f in fills))
+    equity = trader.get("equity")
+    # Equity is the start plus every fill's P&L; live mode starts from the exchange's balance, not the setting.
+    initial = (
+        float(settings.get("initial_equity", BacktestConfig().initial_equity)) if equity is None else equity - total
+    )
     today = int((time.time() if now is None else now) // DAY)
     position = state.position()
     return {
         "account": state.account,
         "mode": settings.get("mode"),
         "symbol": settings.get("symbol"),
-        "equity": trader.get("equity"),
-        "total_pnl": float(sum(f.pnl for f in fills)),
+        "equity": equity,
+        "total_pnl": total,
         "today_pnl": float(sum(f.pnl for f in fills if f.exit_time // DAY == today)),
         "trades": len(fills),
         "position": None if position is None else _position_summary(position),
