@@ -401,6 +401,15 @@ def test_live_mode_refuses_without_the_confirmation_flag(tiny_run: Path, exchang
     assert exchange["made"] == []
 
 
+@pytest.mark.parametrize("flag", ["--qty", "--max-qty"])
+def test_a_zero_order_size_is_refused_not_a_loop_that_never_trades(
+    tiny_run: Path, exchange: dict[str, Any], flag: str
+) -> None:
+    result = runner.invoke(app, ["live", str(tiny_run), "--db", str(exchange["db"]), flag, "0"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {flag} 0: must be above 0 (units of the base currency, e.g. 0.5 ETH)"
+
+
 def test_live_mode_refuses_spot_markets(tiny_run: Path, exchange: dict[str, Any]) -> None:
     result = runner.invoke(app, live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--market", "spot"))
     assert result.exit_code == 2

@@ -919,6 +919,9 @@ def live_run(
 
     if mode not in MODES:
         raise ConfigError(f"--mode: unknown mode {mode!r}; use paper (simulated fills, the default) or live")
+    for flag, value in (("--qty", quantity), ("--max-qty", max_quantity)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{flag} {value:g}: must be above 0 (units of the base currency, e.g. 0.5 ETH)")
     live = mode == "live"
     if live and not confirmed:
         raise ConfigError(
