@@ -410,6 +410,11 @@ def test_a_zero_order_size_is_refused_not_a_loop_that_never_trades(
     assert result.stderr.strip() == f"error: {flag} 0: must be above 0 (units of the base currency, e.g. 0.5 ETH)"
 
 
+def test_decisions_between_minute_boundaries_are_refused(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    result = runner.invoke(app, ["live", str(tiny_run), "--db", str(exchange["db"]), "--every", "90s"])
+    assert result.exit_code == 2 and "backtest.every_seconds" in result.stderr and "whole minutes" in result.stderr
+
+
 def test_live_mode_refuses_spot_markets(tiny_run: Path, exchange: dict[str, Any]) -> None:
     result = runner.invoke(app, live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--market", "spot"))
     assert result.exit_code == 2

@@ -184,6 +184,9 @@ class BacktestConfig:
 
     def __post_init__(self) -> None:
         _check(self.every_seconds >= 60, "backtest.every_seconds", "must be at least one minute")
+        # Decisions fall on minute boundaries (DESIGN.md "Window"): between them there is no candle to enter at,
+        # and the live loop would find the minute in progress missing from its window.
+        _check(self.every_seconds % 60 == 0, "backtest.every_seconds", "must be whole minutes")
         _check(0 <= self.min_prob <= 1, "backtest.min_prob", "must be a probability")
         _check(0 <= self.fee < 0.1, "backtest.fee", "must be a fraction in [0, 0.1)")
         _check(0 <= self.slippage < 0.1, "backtest.slippage", "must be a fraction in [0, 0.1)")
