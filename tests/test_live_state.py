@@ -87,6 +87,22 @@ def test_a_failed_step_writes_nothing(db: Path) -> None:
         assert state.meta("trader")["equity"] == 10_012.5 and state.decisions() == []
 
 
+def test_a_write_blocked_by_another_writer_is_a_clear_error_and_writes_nothing(db: Path) -> None:
+    with LiveState(db, "paper", timeout=0.05) as state:
+        state.commit(Step(at=T0, trader=TRADER, position=a_position()))
+        other = sqlite3.connect(db, isolation_level=None)  # a long ingest in another process holds the write lock
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DataError, match="locked by another writer .*the live state was not written"):
+                state.commit(Step(at=T0 + 900, trader=TRADER, position=None))
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert state.position() is not None and state.meta("last_moment") == T0
+        state.commit(Step(at=T0 + 900, trader=TRADER, position=None))  # the next period writes as usual
+        assert state.position() is None and state.meta("last_moment") == T0 + 900
+
+
 def test_an_order_marked_sent_survives_a_crash_before_its_step(db: Path) -> None:
     with LiveState(db, "live") as state:
         state.order_sent("cid-1", T0, {"order": {"at": T0}})

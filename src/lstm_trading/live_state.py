@@ -143,6 +143,7 @@ class LiveState:
     def __init__(self, path: Path | str, account: str, *, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self.account = account
+        self.timeout = timeout
         if not self.path.exists():
             raise DataError(f"{self.path}: no such database; the live loop keeps its state in the candle database")
         try:
@@ -166,15 +167,25 @@ class LiveState:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One all-or-nothing write. A lock held past the timeout (a long ingest in another process) becomes a
+        `DataError`, so the loop skips the period and retries from the committed state instead of crashing."""
         connection = self._connection
-        connection.execute("BEGIN IMMEDIATE")
         try:
-            yield connection
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            raise DataError(
+                f"{self.path}: the database is locked by another writer (waited {self.timeout:g} s); "
+                "the live state was not written"
+            ) from None
 
     # --- reading ---
 
