@@ -159,3 +159,30 @@ def test_resume_without_a_checkpoint_says_so(tiny_candles, tiny_trades, tmp_path
     with pytest.raises(DataError, match="--resume: no checkpoint to resume from"):
         train_run(prepared, config, tmp_path / "fresh", resume=True, accelerator="cpu", progress=False)
     shutil.rmtree(tmp_path / "fresh", ignore_errors=True)
+
+
+def test_resumed_run_keeps_the_metrics_of_its_first_epochs(tiny_candles, tiny_trades, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Regression: Lightning's CSV logger deleted logs/metrics.csv on --resume, losing the first epochs' rows.
+
+    The run is interrupted after epoch 1, resumed to epoch 2, then set back to its epoch-1 checkpoint (as if
+    killed inside epoch 2 after its rows were written) and resumed again: each epoch is logged exactly once.
+    """
+    config = tiny_config()
+    run_dir = tmp_path / "interrupted"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(tiny_candles, tiny_trades, config, symbol="ETHUSDT")
+        train_run(prepared, config.with_overrides("train", epochs=2), run_dir, accelerator="cpu", progress=False)
+        after_epoch_1 = last.read_bytes()
+        train_run(prepared, config, run_dir, resume=True, accelerator="cpu", progress=False)
+        first_resume = pd.read_csv(run_dir / "logs" / "metrics.csv")
+        last.write_bytes(after_epoch_1)
+        train_run(prepared, config, run_dir, resume=True, accelerator="cpu", progress=False)
+    metrics = pd.read_csv(run_dir / "logs" / "metrics.csv")
+    for frame in (first_resume, metrics):
+        epochs = frame.dropna(subset=["val_loss"])["epoch"].astype(int).tolist()
+        assert epochs == [0, 1, 2]
+        assert frame.dropna(subset=["train_loss_epoch"])["epoch"].astype(int).tolist() == [0, 1, 2]
+    assert metrics["step"].is_monotonic_increasing
+    assert len(metrics) == len(first_resume)  # the retrained epoch's rows replaced, not added

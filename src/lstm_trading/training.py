@@ -7,6 +7,7 @@ DDP then reproduces a single-process run.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import pickle
@@ -22,12 +23,14 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from lstm_trading.atomic import atomic_path
+from lstm_trading.atomic import atomic_path, write_with
 from lstm_trading.batches import Batch, BucketBatchSampler, SampleWindows
 from lstm_trading.config import ModelConfig, TrainConfig
 from lstm_trading.errors import ConfigError, DataError, ModelFileError
@@ -296,8 +299,81 @@ class FitResult:
     is_global_zero: bool
 
 
-def make_loggers(run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(str(run_dir), name="", version="logs")]
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run picks up: the last finished epoch and the logging step after it."""
+
+    epoch: int
+    step: int
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any]) -> ResumePoint:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        return cls(
+            epoch=int(checkpoint["epoch"]), step=int(loop.get("_batches_that_stepped", checkpoint["global_step"]))
+        )
+
+    def keeps(self, row: dict[str, str]) -> bool:
+        """Whether a metrics.csv row belongs to an epoch the checkpoint finished (later ones are trained again).
+
+        The learning-rate monitor's rows carry no epoch: the one written at the start of epoch e+1 has the step
+        at which epoch e ended, so it goes with the epochs after the checkpoint."""
+        if row.get("epoch"):
+            return int(float(row["epoch"])) <= self.epoch
+        return int(float(row["step"])) < self.step
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, for a resumed run: keeps metrics.csv's rows of the finished epochs and appends.
+
+    Lightning's own writer deletes metrics.csv when its folder holds one, so a resumed run lost its first
+    epochs' log. The kept rows are written beside the file and renamed, so a crash leaves the old log or the
+    trimmed one."""
+
+    def __init__(self, log_dir: str, resumed: ResumePoint) -> None:
+        self._resumed = resumed
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = [row for row in reader if self._resumed.keeps(row)]
+            header = list(reader.fieldnames or [])
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_with(path, write)
+        # New rows are appended under this header (Lightning's writer rewrites the file when a new key appears).
+        self.metrics_keys = header
+
+
+class _ResumingCSVLogger(CSVLogger):
+    def __init__(self, run_dir: Path, resumed: ResumePoint) -> None:
+        super().__init__(str(run_dir), name="", version="logs")
+        self._resumed = resumed
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if not isinstance(self._experiment, _AppendingWriter):
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(self.log_dir, self._resumed)
+        return self._experiment
+
+
+def make_loggers(run_dir: Path, resumed: ResumePoint | None = None) -> list[Logger]:
+    """metrics.csv in run_dir/logs (continued, not restarted, when `resumed`), and TensorBoard when installed."""
+    csv_logger = (
+        CSVLogger(str(run_dir), name="", version="logs") if resumed is None else _ResumingCSVLogger(run_dir, resumed)
+    )
+    loggers: list[Logger] = [csv_logger]
     try:
         import tensorboard  # noqa: F401  (only when installed)
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -348,6 +424,17 @@ def fit(
     data = WindowDataModule(
         scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
     )
+    last = checkpoints / "last.ckpt"
+    resumed = None
+    if resume and not last.exists():
+        raise DataError(
+            f"--resume: no checkpoint to resume from at {last} (the run stopped before its first epoch ended); "
+            "start it again with --overwrite instead of --resume"
+        )
+    if resume:
+        checkpoint = load_checkpoint(last)
+        _model_state(checkpoint, last, module.model)  # a clear error before Lightning's own
+        resumed = ResumePoint.of(checkpoint)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=parse_devices(train_config.devices),
@@ -358,7 +445,7 @@ def fit(
         gradient_clip_val=train_config.gradient_clip,
         callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch")],
         plugins=[AtomicCheckpointIO()],
-        logger=make_loggers(run_dir),
+        logger=make_loggers(run_dir, resumed),
         enable_progress_bar=progress,
         enable_model_summary=False,
         use_distributed_sampler=False,  # BucketBatchSampler shares batches across processes itself
@@ -367,14 +454,6 @@ def fit(
         deterministic=False,
         default_root_dir=str(run_dir),
     )
-    last = checkpoints / "last.ckpt"
-    if resume and not last.exists():
-        raise DataError(
-            f"--resume: no checkpoint to resume from at {last} (the run stopped before its first epoch ended); "
-            "start it again with --overwrite instead of --resume"
-        )
-    if resume:
-        _model_state(load_checkpoint(last), last, module.model)  # a clear error before Lightning's own
     with flush_denormals(on_cpu):
         trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
     # Lightning restores the best path from the checkpoint; in a run folder moved since, look beside `last`.
