@@ -637,3 +637,62 @@ def test_zero_volume_minutes_train_and_predict_end_to_end(
     assert predicted.exit_code == 0, predicted.output
     probabilities = json.loads(predicted.stdout)["probabilities"]
     assert math.isclose(sum(probabilities.values()), 1.0, rel_tol=1e-5)
+
+
+TIME_FLAGS = [
+    (["ingest", "exchange", "--db", "{db}"], "--since"),
+    (["ingest", "exchange", "--db", "{db}"], "--until"),
+    (["gaps", "--db", "{db}"], "--start"),
+    (["gaps", "--db", "{db}"], "--end"),
+    (["features", "--db", "{db}", "--out", "{dir}/f.csv"], "--from"),
+    (["features", "--db", "{db}", "--out", "{dir}/f.csv"], "--to"),
+    (["label", "--db", "{db}", "--out", "{dir}/val.xlsx"], "--from"),
+    (["label", "--db", "{db}", "--out", "{dir}/val.xlsx"], "--to"),
+    (["predict", "{run}", "--db", "{db}"], "--at"),
+    (["backtest", "{run}", "--db", "{db}"], "--from"),
+    (["backtest", "{run}", "--db", "{db}"], "--to"),
+    (["live", "{run}", "--db", "{db}", "--replay"], "--from"),
+    (["live", "{run}", "--db", "{db}", "--replay"], "--to"),
+    (["live", "{run}", "--db", "{db}"], "--from"),
+]
+DURATION_FLAGS = [
+    (["label", "--db", "{db}", "--out", "{dir}/val.xlsx"], "--every"),
+    (["label", "--db", "{db}", "--out", "{dir}/val.xlsx"], "--horizon"),
+    (["train", "--db", "{db}", "--out", "{dir}/run"], "--purge"),
+    (["backtest", "{run}", "--db", "{db}"], "--every"),
+    (["backtest", "{run}", "--db", "{db}"], "--max-hold"),
+    (["live", "{run}", "--db", "{db}"], "--every"),
+    (["live", "{run}", "--db", "{db}"], "--max-hold"),
+    (["live", "{run}", "--db", "{db}"], "--max-model-age"),
+]
+
+
+def _time_flag_args(tmp_path: Path, command: list[str], flag: str, value: str) -> list[str]:
+    places = {"db": str(tmp_path / "missing.db"), "run": str(tmp_path / "no-run"), "dir": str(tmp_path)}
+    return [part.format(**places) for part in command] + [flag, value]
+
+
+@pytest.mark.parametrize(("command", "flag"), TIME_FLAGS, ids=[" ".join([c[0], *c[-1:], f]) for c, f in TIME_FLAGS])
+@pytest.mark.parametrize("value", ["yesterday-ish", "2025-13-45", "1e30"])
+def test_a_bad_time_flag_names_the_flag_the_value_and_the_forms(
+    tmp_path: Path, command: list[str], flag: str, value: str
+) -> None:
+    """Regression: `predict --at yesterday-ish` said "not a time" without naming --at. Flags are read before
+    the run, database or exchange, so a missing run folder or database does not hide the bad value."""
+    result = CliRunner().invoke(app, _time_flag_args(tmp_path, command, flag, value))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr == (
+        f"error: {flag}: cannot read {value!r} as a time (give Unix seconds or an ISO datetime such as "
+        "2025-06-01T12:00, UTC)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("command", "flag"), DURATION_FLAGS, ids=[f"{c[0]} {f}" for c, f in DURATION_FLAGS])
+def test_a_bad_duration_flag_names_the_flag_the_value_and_the_forms(
+    tmp_path: Path, command: list[str], flag: str
+) -> None:
+    result = CliRunner().invoke(app, _time_flag_args(tmp_path, command, flag, "soon"))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr == f"error: {flag}: not a duration: 'soon'; use e.g. 30s, 15m, 24h or 90d\n"
+    assert list(tmp_path.iterdir()) == []

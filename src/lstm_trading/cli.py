@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import typer
 from rich.console import Console
@@ -57,6 +57,25 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
+def _moment(text: str | None, option: str) -> int | None:
+    """A time flag's value in UTC seconds, None when not given. Every time flag goes through here, so a bad
+    value is one line naming the flag, the value and the accepted forms (Unix seconds, ISO datetime, UTC)."""
+    from lstm_trading.timeutil import parse_moment
+
+    return None if text is None else parse_moment(text, option=option)
+
+
+@overload
+def _duration(text: str, option: str) -> int: ...
+@overload
+def _duration(text: str | None, option: str) -> int | None: ...
+def _duration(text: str | None, option: str) -> int | None:
+    """A duration flag's value (`15m`, `24h`, `90d`) in seconds, None when not given; errors name the flag."""
+    from lstm_trading.timeutil import parse_duration
+
+    return None if text is None else parse_duration(text, option=option)
+
+
 # --- commands are added below, one section per module ---
 
 
@@ -89,10 +108,10 @@ def ingest_exchange(
     from lstm_trading.data import exchange
     from lstm_trading.data.candles import describe_gaps
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.timeutil import format_time, parse_moment
+    from lstm_trading.timeutil import format_time
 
-    start = parse_moment(since) if since is not None else None
-    end = parse_moment(until) if until is not None else None
+    start = _moment(since, "--since")
+    end = _moment(until, "--until")
     source = exchange.source_factory(exchange_id, market, page_limit=page_limit)
     bar = Progress(
         TextColumn(f"{symbol} minutes"),
@@ -243,10 +262,10 @@ def gaps_command(
 
     from lstm_trading.data.store import CandleStore
     from lstm_trading.errors import DataError
-    from lstm_trading.timeutil import format_time, parse_moment
+    from lstm_trading.timeutil import format_time
 
-    first = None if start is None else parse_moment(start)
-    last = None if end is None else parse_moment(end)
+    first = _moment(start, "--start")
+    last = _moment(end, "--end")
     with CandleStore(db) as store:
         held = store.time_range(symbol)
         if held is None:
@@ -304,11 +323,11 @@ def features_command(
     """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
     from lstm_trading.errors import DataError
     from lstm_trading.features import FEATURE_NAMES, features_file_format, write_features
-    from lstm_trading.timeutil import format_time, parse_moment
+    from lstm_trading.timeutil import format_time
 
     features_file_format(out)  # a wrong suffix fails now, not after the features are computed
-    first = None if start is None else parse_moment(start)
-    last = None if end is None else parse_moment(end)
+    first = _moment(start, "--from")
+    last = _moment(end, "--to")
     _, features = _candles_and_features(db, symbol)
     held = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
     features = features.loc[first : None if last is None else last - 1]
@@ -343,18 +362,18 @@ def label_command(
     from lstm_trading.data.journal import write_journal
     from lstm_trading.errors import DataError
     from lstm_trading.labels import cost_warning, label_first_touch
-    from lstm_trading.timeutil import format_time, parse_duration, parse_fraction, parse_moment
+    from lstm_trading.timeutil import format_time, parse_fraction
 
     config = LabelConfig(
-        every_seconds=parse_duration(every, option="--every"),
-        horizon_seconds=parse_duration(horizon, option="--horizon"),
+        every_seconds=_duration(every, "--every"),
+        horizon_seconds=_duration(horizon, "--horizon"),
         k_sl=k_sl,
         k_tp=k_tp,
         fee=parse_fraction(fee, option="--fee"),
         slippage=parse_fraction(slippage, option="--slippage"),
     )
-    first = None if start is None else parse_moment(start)
-    last = None if end is None else parse_moment(end)
+    first = _moment(start, "--from")
+    last = _moment(end, "--to")
     candles, features = _candles_and_features(db, symbol)
     result = label_first_touch(candles, features, config, start=first, end=last, symbol=symbol)
     trades = result.trades
@@ -473,7 +492,6 @@ def train_command(
     from lstm_trading.config import load_config
     from lstm_trading.data.journal import read_journal
     from lstm_trading.pipeline import load_candles, prepare, train_run
-    from lstm_trading.timeutil import parse_duration
 
     config = load_config(config_file)
     config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
@@ -489,9 +507,7 @@ def train_command(
         chunk_len=None if chunk_len is None else _chunk_len(chunk_len),
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
-    config = config.with_overrides(
-        "split", scaler=scaler, purge_seconds=parse_duration(purge, option="--purge") if purge else None
-    )
+    config = config.with_overrides("split", scaler=scaler, purge_seconds=_duration(purge or None, "--purge"))
     journal = read_journal(trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
     if journal.moved_to_boundary:
         err_console.print(
@@ -550,11 +566,11 @@ def predict_command(
     from lstm_trading.config import Config
     from lstm_trading.data.store import CandleStore
     from lstm_trading.predict import predict_moments, prediction_record
-    from lstm_trading.timeutil import MINUTE, parse_moment
+    from lstm_trading.timeutil import MINUTE
 
+    moment = _moment(at, "--at")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
     bundle = load_bundle(run)
-    moment = parse_moment(at) if at is not None else None
     with CandleStore(db) as store:
         if moment is None:
             candles = store.read_last(symbol, bundle.history_minutes)
@@ -724,24 +740,24 @@ def backtest_command(
     from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, run_config, summary_rows
     from lstm_trading.config import Config
     from lstm_trading.report import detail_rows
-    from lstm_trading.timeutil import parse_duration, parse_fraction, parse_moment
+    from lstm_trading.timeutil import parse_fraction
 
     def fraction(text: str | None, option: str) -> float | None:
         return None if text is None else parse_fraction(text, option=option)
 
     settings = Config(backtest=run_config(run)).with_overrides(
         "backtest",
-        every_seconds=None if every is None else parse_duration(every, option="--every"),
+        every_seconds=_duration(every, "--every"),
         min_prob=min_prob,
         fee=fraction(fee, "--fee"),
         slippage=fraction(slippage, "--slippage"),
-        max_hold_seconds=None if max_hold is None else parse_duration(max_hold, option="--max-hold"),
+        max_hold_seconds=_duration(max_hold, "--max-hold"),
         risk=fraction(risk, "--risk"),
         position_share=fraction(position_share, "--position-share"),
         daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
     )
-    first = None if start is None else parse_moment(start)
-    last = None if end is None else parse_moment(end)
+    first = _moment(start, "--from")
+    last = _moment(end, "--to")
     bar = Progress(
         TextColumn("predicting moments"),
         BarColumn(),
@@ -861,22 +877,24 @@ def live_command(
     from lstm_trading.backtest import run_config
     from lstm_trading.config import Config
     from lstm_trading.live import live_run, replay_run
-    from lstm_trading.timeutil import parse_duration, parse_fraction, parse_moment
+    from lstm_trading.timeutil import parse_fraction
 
     def fraction(text: str | None, option: str) -> float | None:
         return None if text is None else parse_fraction(text, option=option)
 
     settings = Config(backtest=run_config(run)).with_overrides(
         "backtest",
-        every_seconds=None if every is None else parse_duration(every, option="--every"),
+        every_seconds=_duration(every, "--every"),
         min_prob=min_prob,
         fee=fraction(fee, "--fee"),
         slippage=fraction(slippage, "--slippage"),
-        max_hold_seconds=None if max_hold is None else parse_duration(max_hold, option="--max-hold"),
+        max_hold_seconds=_duration(max_hold, "--max-hold"),
         risk=fraction(risk, "--risk"),
         position_share=fraction(position_share, "--position-share"),
         daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
     )
+    first, last = _moment(start, "--from"), _moment(end, "--to")
+    max_model_age_s = _duration(max_model_age, "--max-model-age")
     if replay_mode:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -885,8 +903,8 @@ def live_command(
                 config=settings.backtest,
                 db=db,
                 symbol=symbol,
-                start=None if start is None else parse_moment(start),
-                end=None if end is None else parse_moment(end),
+                start=first,
+                end=last,
                 out_dir=out,
                 account=account or "replay",
                 max_periods=periods,
@@ -921,7 +939,7 @@ def live_command(
             symbol=symbol,
             account=account,
             confirmed=confirm,
-            max_model_age_s=parse_duration(max_model_age, option="--max-model-age"),
+            max_model_age_s=max_model_age_s,
             quantity=qty,
             max_quantity=max_qty,
             max_errors=max_errors,

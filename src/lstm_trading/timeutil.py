@@ -88,17 +88,29 @@ def _datetimes_to_seconds(stamps: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     return -(-nanos // 1_000_000_000)  # ceiling division: a moment inside a second moves up
 
 
-def parse_moment(text: str | int | float | datetime) -> int:
-    """One moment from the command line or an API call: Unix seconds, milliseconds or an ISO datetime."""
+# 9999-12-31 23:59:59 UTC: the last moment an ISO datetime can name; beyond it a number is a typo, not a time.
+_LAST_SECOND = 253_402_300_799
+MOMENT_FORMS = "give Unix seconds or an ISO datetime such as 2025-06-01T12:00, UTC"
+
+
+def parse_moment(text: str | int | float | datetime, *, option: str | None = None) -> int:
+    """One moment from the command line or an API call: Unix seconds, milliseconds or an ISO datetime.
+
+    A value that is not a time, or lies before 1970 or after the year 9999, is a `ConfigError` naming `option`
+    (the flag, e.g. `--at`), the value and the accepted forms.
+    """
     if isinstance(text, datetime):
         moment = text if text.tzinfo else text.replace(tzinfo=UTC)
         return math.ceil(moment.timestamp())
     try:
-        return int(to_unix_seconds([text])[0])
-    except TimeParseError:
-        raise ConfigError(
-            f"not a time: {text!r}; use Unix seconds, milliseconds or an ISO datetime such as 2025-06-01T12:00 (UTC)"
-        ) from None
+        with np.errstate(all="ignore"):  # a huge number overflows int64: refused below, no numpy warning
+            seconds = int(to_unix_seconds([text])[0])
+    except (TimeParseError, ValueError, OverflowError):  # pandas reads past 2262 as out of bounds
+        seconds = -1
+    if not 0 <= seconds <= _LAST_SECOND:
+        where = f"{option}: " if option else ""
+        raise ConfigError(f"{where}cannot read {text!r} as a time ({MOMENT_FORMS})")
+    return seconds
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
