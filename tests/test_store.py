@@ -3,6 +3,7 @@ seed databases (read as they are, refused for writing, migrated)."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -400,3 +401,65 @@ def test_migrate_stops_on_conflicting_seed_rows_and_leaves_everything(tmp_path: 
         migrate_database(path)
     assert path.read_bytes() == original
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.db"]
+
+
+def _copy_half_then_die(source: object, target: object, *args: object, **kwargs: object) -> None:
+    """A copy killed halfway: half the bytes land in the target, then the process is interrupted."""
+    data = Path(str(source)).read_bytes()
+    Path(str(target)).write_bytes(data[: len(data) // 2])
+    raise KeyboardInterrupt
+
+
+def test_migrate_interrupted_while_copying_the_backup_leaves_no_bak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the .bak was copied in place, so an interrupted copy left a truncated file named like a
+    backup. It is now written under a temporary name, flushed and linked into place."""
+    path = tmp_path / "seed.db"
+    make_seed(path)
+    original = path.read_bytes()
+    monkeypatch.setattr(shutil, "copy2", _copy_half_then_die)
+    monkeypatch.setattr(shutil, "copyfile", _copy_half_then_die)
+    with pytest.warns(UserWarning, match="duplicate"), pytest.raises(KeyboardInterrupt):
+        migrate_database(path)
+    assert path.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.db"]  # no .bak, no temporary, no staging copy
+
+
+def test_migrate_never_overwrites_a_backup_that_appears_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `.bak` made between choosing the name and writing it (another migration) is kept; the next name is
+    taken, and the one the command names is the one written."""
+    path = tmp_path / "seed.db"
+    make_seed(path)
+    original = path.read_bytes()
+    real_copyfile = shutil.copyfile
+
+    def copy_while_another_backup_appears(source: object, target: object, *args: object, **kwargs: object) -> object:
+        (tmp_path / "seed.db.bak").write_text("another migration's backup")
+        return real_copyfile(source, target, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "copyfile", copy_while_another_backup_appears)
+    with pytest.warns(UserWarning, match="duplicate"):
+        migrate_database(path)
+    assert (tmp_path / "seed.db.bak").read_text() == "another migration's backup"
+    assert (tmp_path / "seed.db.1.bak").read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.db", "seed.db.1.bak", "seed.db.bak"]
+
+
+def test_migrate_refuses_a_named_backup_that_exists_and_changes_nothing(tmp_path: Path) -> None:
+    """The command names its .bak before migrating; if that name is taken by then, it is refused, not replaced."""
+    path = tmp_path / "seed.db"
+    make_seed(path)
+    original = path.read_bytes()
+    (tmp_path / "seed.db.bak").write_text("an older backup")
+    with pytest.warns(UserWarning, match="duplicate"), pytest.raises(DataError) as caught:
+        migrate_database(path, backup=tmp_path / "seed.db.bak")
+    assert str(caught.value) == (
+        f"{tmp_path / 'seed.db.bak'}: already exists and is kept; nothing was changed: run `lstm-trading db "
+        f"migrate {path}` again to keep the original under the next free name"
+    )
+    assert path.read_bytes() == original
+    assert (tmp_path / "seed.db.bak").read_text() == "an older backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.db", "seed.db.bak"]

@@ -235,10 +235,10 @@ def db_migrate(
     if not legacy and out is None:
         console.print(f"{database}: already in the current schema; nothing to do", markup=False, soft_wrap=True)
         return
-    backup = None if out is not None else backup_path(database)
+    backup = None if out is not None else backup_path(database)  # never an existing file: it is kept, not replaced
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        target = migrate_database(database, out)
+        target = migrate_database(database, out, backup=backup)
     _show_warnings(caught)
     with CandleStore(target) as store:
         held = {symbol: store.time_range(symbol) for symbol in store.symbols()}

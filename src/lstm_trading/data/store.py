@@ -14,9 +14,11 @@ snapshot while an import writes.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sqlite3
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -439,12 +441,13 @@ class CandleStore:
         self.close()
 
 
-def migrate_database(source: Path, target: Path | None = None) -> Path:
+def migrate_database(source: Path, target: Path | None = None, *, backup: Path | None = None) -> Path:
     """Copy a seed-shaped database into the current schema and return the new database's path.
 
     Without `target` the source is replaced safely: the new database is written to a separate file first,
-    the original is copied to a free `*.bak` name, and only then is the new file renamed over the source.
-    A database already in the current schema is left as it is (or copied, when `target` is given).
+    the original is copied to `backup` (default: the first free `*.bak` name; see `write_backup`), and only
+    then is the new file renamed over the source. A database already in the current schema is left as it is
+    (or copied, when `target` is given).
     """
     source = Path(source)
     out = Path(target) if target is not None else source
@@ -470,8 +473,11 @@ def migrate_database(source: Path, target: Path | None = None) -> Path:
         if wal.exists() and wal.stat().st_size > 0:
             _remove_database(staging)
             raise DataError(f"{source}: in use by another program; close it and run the migration again")
-        backup = _free_backup_path(source)
-        shutil.copy2(source, backup)
+        try:
+            write_backup(source, backup)
+        except BaseException:
+            _remove_database(staging)
+            raise
         for leftover in (wal, Path(f"{source}-shm")):
             leftover.unlink(missing_ok=True)
     os.replace(staging, out)
@@ -481,6 +487,66 @@ def migrate_database(source: Path, target: Path | None = None) -> Path:
 def backup_path(source: Path) -> Path:
     """The `*.bak` name `migrate_database` will use for `source` (the first free one)."""
     return _free_backup_path(Path(source))
+
+
+def write_backup(source: Path, backup: Path | None = None) -> Path:
+    """Copy `source` byte for byte to `backup` (default: the first free `*.bak` name) and return the name.
+
+    The copy is written beside it under a temporary name, flushed to disk, then hard-linked into place, so an
+    interrupted copy leaves no file that looks like a backup, and an existing file is never replaced: a
+    default name taken meanwhile moves on to the next free one; a given `backup` that exists is refused.
+    """
+    source = Path(source)
+    handle, name = tempfile.mkstemp(prefix=f".{source.name}.", suffix=".bak.tmp", dir=source.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        shutil.copyfile(source, temporary)
+        shutil.copystat(source, temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        candidate = Path(backup) if backup is not None else _free_backup_path(source)
+        while not _link_new(temporary, candidate):
+            if backup is not None:
+                raise DataError(
+                    f"{backup}: already exists and is kept; nothing was changed: run `lstm-trading db migrate "
+                    f"{source}` again to keep the original under the next free name"
+                )
+            candidate = _free_backup_path(source)
+        _fsync_folder(candidate.parent)
+        return candidate
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _link_new(temporary: Path, target: Path) -> bool:
+    """Give `temporary`'s file the name `target` unless that name exists (False then); never replaces a file."""
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # A filesystem without hard links (FAT, some network mounts): check, then rename.
+        if target.exists():
+            return False
+        os.replace(temporary, target)
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable before the next step relies on it (POSIX; a no-op elsewhere)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some filesystems cannot sync a folder; the file itself is on disk
+    finally:
+        os.close(descriptor)
 
 
 def _free_backup_path(source: Path) -> Path:
