@@ -42,7 +42,9 @@ from lstm_trading.timeutil import MINUTE, format_time
 if TYPE_CHECKING:
     from lstm_trading.bundle import Bundle
 
-MINUTES_PER_YEAR = 525_960  # 365.25 days: per-minute Sharpe and Sortino are annualised with its square root
+MINUTES_PER_YEAR = 525_960  # 365.25 days: the annualised return compounds over it
+DAYS_PER_YEAR = 365.25  # crypto trades every day: daily Sharpe and Sortino are annualised with its square root
+MIN_DAYS_ANNUALISED = 30  # fewer daily returns give annualised figures that are noise (a 3-day Sharpe of -70)
 DEFAULT_SEEDS = tuple(range(20))
 Progress = Callable[[float, int], None]
 
@@ -295,21 +297,41 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def daily_returns(timestamps: np.ndarray, equity: np.ndarray, initial: float) -> np.ndarray:
+    """Returns from each UTC day's last close to the next's, the first from the initial equity.
+
+    Sharpe and Sortino come from these, as traders quote them: per-minute returns are mostly zeros while flat,
+    autocorrelated and fat-tailed, and annualising them with the square root of 525,960 gives absurd figures.
+    """
+    if not len(equity):
+        return np.empty(0)
+    day = timestamps // 86_400
+    last = np.flatnonzero(np.r_[day[1:] != day[:-1], True])  # each day's last candle
+    closes = np.concatenate([[initial], equity[last]])
+    return closes[1:] / closes[:-1] - 1
+
+
 def statistics(simulation: Simulation, candles: CandleArrays, config: BacktestConfig) -> dict[str, Any]:
-    """The figures of stats.json for one strategy (returns as fractions: 0.05 is 5 %)."""
+    """The figures of stats.json for one strategy (returns as fractions: 0.05 is 5 %).
+
+    Annualised return, Sharpe and Sortino (daily, annualised with the square root of 365.25) are None for
+    periods of fewer than `MIN_DAYS_ANNUALISED` days.
+    """
     initial = config.initial_equity
     equity = simulation.equity
     fills = simulation.fills
     minutes = len(equity)
     final = float(equity[-1]) if minutes else initial
     series = np.concatenate([[initial], equity])
-    returns = series[1:] / series[:-1] - 1
     total = final / initial - 1
-    annualised = (final / initial) ** (MINUTES_PER_YEAR / minutes) - 1 if minutes and final > 0 else math.nan
-    std = returns.std(ddof=1) if len(returns) > 1 else math.nan
-    sharpe = returns.mean() / std * math.sqrt(MINUTES_PER_YEAR) if std and math.isfinite(std) else math.nan
-    downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2))) if len(returns) else math.nan
-    sortino = returns.mean() / downside * math.sqrt(MINUTES_PER_YEAR) if downside else math.nan
+    daily = daily_returns(candles.timestamp[:minutes], equity, initial)
+    annualised, sharpe, sortino = math.nan, math.nan, math.nan
+    if len(daily) >= MIN_DAYS_ANNUALISED:
+        annualised = (final / initial) ** (MINUTES_PER_YEAR / minutes) - 1 if final > 0 else -1.0
+        std = daily.std(ddof=1)
+        sharpe = daily.mean() / std * math.sqrt(DAYS_PER_YEAR) if std > 0 else math.nan
+        downside = math.sqrt(float(np.mean(np.minimum(daily, 0.0) ** 2)))
+        sortino = daily.mean() / downside * math.sqrt(DAYS_PER_YEAR) if downside > 0 else math.nan
     peak = np.maximum.accumulate(series)
     drawdown = float((series / peak - 1).min())
     pnl = np.array([f.pnl for f in fills])
