@@ -410,6 +410,19 @@ def test_a_zero_order_size_is_refused_not_a_loop_that_never_trades(
     assert result.stderr.strip() == f"error: {flag} 0: must be above 0 (units of the base currency, e.g. 0.5 ETH)"
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--risk", "0.5%"), ("--position-share", "20%")])
+def test_qty_with_another_sizing_flag_is_refused_not_silently_overriding_it(
+    tiny_run: Path, exchange: dict[str, Any], flag: str, value: str
+) -> None:
+    """Regression: `--qty 1 --risk 0.5%` traded 1 unit per order and ignored the risk the user asked for."""
+    result = runner.invoke(app, ["live", str(tiny_run), "--db", str(exchange["db"]), "--qty", "1", flag, value])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: give --qty or {flag}, not both: --qty 1 sets every order's size, so {flag} {value} would be ignored\n"
+    )
+    assert exchange["made"] == []
+
+
 def test_decisions_between_minute_boundaries_are_refused(tiny_run: Path, exchange: dict[str, Any]) -> None:
     result = runner.invoke(app, ["live", str(tiny_run), "--db", str(exchange["db"]), "--every", "90s"])
     assert result.exit_code == 2 and "backtest.every_seconds" in result.stderr and "whole minutes" in result.stderr

@@ -876,8 +876,16 @@ def live_command(
     """
     from lstm_trading.backtest import run_config
     from lstm_trading.config import Config
+    from lstm_trading.errors import ConfigError
     from lstm_trading.live import live_run, replay_run
     from lstm_trading.timeutil import parse_fraction
+
+    for flag, value in (("--risk", risk), ("--position-share", position_share)):
+        if qty is not None and value is not None:
+            raise ConfigError(
+                f"give --qty or {flag}, not both: --qty {qty:g} sets every order's size, so {flag} {value} would be "
+                "ignored"
+            )
 
     def fraction(text: str | None, option: str) -> float | None:
         return None if text is None else parse_fraction(text, option=option)
@@ -919,8 +927,6 @@ def live_command(
         )
         return
     if db is None:
-        from lstm_trading.errors import ConfigError
-
         raise ConfigError("live needs --db: the candle database it keeps current and stores its state in")
     import signal
 
