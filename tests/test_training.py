@@ -17,7 +17,7 @@ from lstm_trading.batches import Batch, BucketBatchSampler, padding_share
 from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.model import ModelOutput
 from lstm_trading.pipeline import prepare, train_run
-from lstm_trading.training import LSTMTrainingModule, class_weights, trading_loss
+from lstm_trading.training import LSTMTrainingModule, ResumePoint, class_weights, trading_loss
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one() -> None:
@@ -186,3 +186,13 @@ def test_resumed_run_keeps_the_metrics_of_its_first_epochs(tiny_candles, tiny_tr
         assert frame.dropna(subset=["train_loss_epoch"])["epoch"].astype(int).tolist() == [0, 1, 2]
     assert metrics["step"].is_monotonic_increasing
     assert len(metrics) == len(first_resume)  # the retrained epoch's rows replaced, not added
+
+
+def test_resume_drops_a_metrics_line_torn_by_a_kill() -> None:
+    point = ResumePoint(epoch=1, step=34)
+    assert point.keeps({"epoch": "1", "step": "33", "val_loss": "0.9"})
+    assert point.keeps({"epoch": "", "step": "17", "lr-Adam": "0.003"})
+    assert not point.keeps({"epoch": "", "step": "34", "lr-Adam": "0.003"})  # the start of epoch 2, retrained
+    assert not point.keeps({"epoch": "2", "step": "40", "val_loss": "0.9"})
+    assert not point.keeps({"epoch": "1", "step": None, "val_loss": None})  # the line ends after its first field
+    assert not point.keeps({"epoch": "", "step": "3x", "lr-Adam": ""})

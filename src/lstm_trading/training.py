@@ -313,14 +313,20 @@ class ResumePoint:
             epoch=int(checkpoint["epoch"]), step=int(loop.get("_batches_that_stepped", checkpoint["global_step"]))
         )
 
-    def keeps(self, row: dict[str, str]) -> bool:
+    def keeps(self, row: dict[str | None, str | None]) -> bool:
         """Whether a metrics.csv row belongs to an epoch the checkpoint finished (later ones are trained again).
 
         The learning-rate monitor's rows carry no epoch: the one written at the start of epoch e+1 has the step
-        at which epoch e ended, so it goes with the epochs after the checkpoint."""
-        if row.get("epoch"):
-            return int(float(row["epoch"])) <= self.epoch
-        return int(float(row["step"])) < self.step
+        at which epoch e ended, so it goes with the epochs after the checkpoint. A line torn by a kill in the
+        middle of a write (missing or unreadable fields) is dropped."""
+        if None in row or None in row.values():
+            return False
+        try:
+            if row.get("epoch"):
+                return int(float(row["epoch"] or "")) <= self.epoch
+            return int(float(row["step"] or "")) < self.step
+        except (KeyError, ValueError):
+            return False
 
 
 class _AppendingWriter(ExperimentWriter):
