@@ -410,6 +410,27 @@ def test_a_zero_order_size_is_refused_not_a_loop_that_never_trades(
     assert result.stderr.strip() == f"error: {flag} 0: must be above 0 (units of the base currency, e.g. 0.5 ETH)"
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2025-06-01"], "--from is for --replay: the live and paper loops start now and run until stopped"),
+        (["--to", "2025-06-02"], "--to is for --replay: the live and paper loops start now and run until stopped"),
+        (
+            ["--replay", "--from", "2025-06-01", "--qty", "1"],
+            "--qty is for the live and paper loops: a replay sizes orders as the backtest does (--risk or "
+            "--position-share), so that its trades equal the backtest's",
+        ),
+    ],
+)
+def test_flags_of_the_other_mode_are_refused_not_ignored(
+    tiny_run: Path, exchange: dict[str, Any], args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["live", str(tiny_run), "--db", str(exchange["db"]), *args])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {message}\n"
+    assert exchange["made"] == []
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--risk", "0.5%"), ("--position-share", "20%")])
 def test_qty_with_another_sizing_flag_is_refused_not_silently_overriding_it(
     tiny_run: Path, exchange: dict[str, Any], flag: str, value: str

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from typer.core import TyperGroup
 
 from lstm_trading.errors import LstmTradingError
 from lstm_trading.timeutil import format_time
+
+if TYPE_CHECKING:
+    from lstm_trading.config import BacktestConfig
 
 
 class _OneLineErrors(TyperGroup):
@@ -74,6 +77,44 @@ def _duration(text: str | None, option: str) -> int | None:
     from lstm_trading.timeutil import parse_duration
 
     return None if text is None else parse_duration(text, option=option)
+
+
+def _trading_settings(
+    run: Path,
+    *,
+    every: str | None,
+    min_prob: float | None,
+    fee: str | None,
+    slippage: str | None,
+    max_hold: str | None,
+    risk: str | None,
+    position_share: str | None,
+    daily_loss_limit: str | None,
+) -> BacktestConfig:
+    """The run's backtest settings with the flags `backtest` and `live` share applied: one reading of them, so
+    a replay and a backtest given the same flags trade with the same settings."""
+    from lstm_trading.backtest import run_config
+    from lstm_trading.config import Config
+    from lstm_trading.timeutil import parse_fraction
+
+    def fraction(text: str | None, option: str) -> float | None:
+        return None if text is None else parse_fraction(text, option=option)
+
+    return (
+        Config(backtest=run_config(run))
+        .with_overrides(
+            "backtest",
+            every_seconds=_duration(every, "--every"),
+            min_prob=min_prob,
+            fee=fraction(fee, "--fee"),
+            slippage=fraction(slippage, "--slippage"),
+            max_hold_seconds=_duration(max_hold, "--max-hold"),
+            risk=fraction(risk, "--risk"),
+            position_share=fraction(position_share, "--position-share"),
+            daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+        )
+        .backtest
+    )
 
 
 # --- commands are added below, one section per module ---
@@ -624,7 +665,7 @@ def demo_command(
         settings = replace(settings, days=days)
     if epochs is not None:
         settings = replace(settings, epochs=epochs)
-    result = run_demo(out, settings=settings, progress=progress, echo=console.print)
+    result = run_demo(out, settings=settings, progress=progress, echo=_echo_plain)
     table = Table(title="Demo: test split against baselines")
     for column in ("", "macro-F1", "accuracy", "log-loss"):
         table.add_column(column, justify="left" if not column else "right")
@@ -737,24 +778,19 @@ def backtest_command(
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, run_config, summary_rows
-    from lstm_trading.config import Config
+    from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, summary_rows
     from lstm_trading.report import detail_rows
-    from lstm_trading.timeutil import parse_fraction
 
-    def fraction(text: str | None, option: str) -> float | None:
-        return None if text is None else parse_fraction(text, option=option)
-
-    settings = Config(backtest=run_config(run)).with_overrides(
-        "backtest",
-        every_seconds=_duration(every, "--every"),
+    config = _trading_settings(
+        run,
+        every=every,
         min_prob=min_prob,
-        fee=fraction(fee, "--fee"),
-        slippage=fraction(slippage, "--slippage"),
-        max_hold_seconds=_duration(max_hold, "--max-hold"),
-        risk=fraction(risk, "--risk"),
-        position_share=fraction(position_share, "--position-share"),
-        daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+        fee=fee,
+        slippage=slippage,
+        max_hold=max_hold,
+        risk=risk,
+        position_share=position_share,
+        daily_loss_limit=daily_loss_limit,
     )
     first = _moment(start, "--from")
     last = _moment(end, "--to")
@@ -776,7 +812,7 @@ def backtest_command(
         warnings.simplefilter("always")
         result, folder = backtest_run(
             run,
-            config=settings.backtest,
+            config=config,
             db=db,
             symbol=symbol,
             start=first,
@@ -874,11 +910,8 @@ def live_command(
     market, and software fails. Start with --mode paper. API keys come from LSTM_TRADING_API_KEY and
     LSTM_TRADING_API_SECRET only.
     """
-    from lstm_trading.backtest import run_config
-    from lstm_trading.config import Config
     from lstm_trading.errors import ConfigError
     from lstm_trading.live import live_run, replay_run
-    from lstm_trading.timeutil import parse_fraction
 
     for flag, value in (("--risk", risk), ("--position-share", position_share)):
         if qty is not None and value is not None:
@@ -886,29 +919,33 @@ def live_command(
                 f"give --qty or {flag}, not both: --qty {qty:g} sets every order's size, so {flag} {value} would be "
                 "ignored"
             )
-
-    def fraction(text: str | None, option: str) -> float | None:
-        return None if text is None else parse_fraction(text, option=option)
-
-    settings = Config(backtest=run_config(run)).with_overrides(
-        "backtest",
-        every_seconds=_duration(every, "--every"),
+    if replay_mode and qty is not None:
+        raise ConfigError(
+            "--qty is for the live and paper loops: a replay sizes orders as the backtest does (--risk or "
+            "--position-share), so that its trades equal the backtest's"
+        )
+    config = _trading_settings(
+        run,
+        every=every,
         min_prob=min_prob,
-        fee=fraction(fee, "--fee"),
-        slippage=fraction(slippage, "--slippage"),
-        max_hold_seconds=_duration(max_hold, "--max-hold"),
-        risk=fraction(risk, "--risk"),
-        position_share=fraction(position_share, "--position-share"),
-        daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+        fee=fee,
+        slippage=slippage,
+        max_hold=max_hold,
+        risk=risk,
+        position_share=position_share,
+        daily_loss_limit=daily_loss_limit,
     )
     first, last = _moment(start, "--from"), _moment(end, "--to")
+    if not replay_mode and (start is not None or end is not None):
+        flag = "--from" if start is not None else "--to"
+        raise ConfigError(f"{flag} is for --replay: the live and paper loops start now and run until stopped")
     max_model_age_s = _duration(max_model_age, "--max-model-age")
     if replay_mode:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = replay_run(
                 run,
-                config=settings.backtest,
+                config=config,
                 db=db,
                 symbol=symbol,
                 start=first,
@@ -937,7 +974,7 @@ def live_command(
     try:
         live_run(
             run,
-            config=settings.backtest,
+            config=config,
             db=db,
             mode=mode,
             exchange_id=exchange_id,
