@@ -19,7 +19,7 @@ import pandas as pd
 
 from lstm_trading.atomic import write_text_atomic
 from lstm_trading.config import BacktestConfig
-from lstm_trading.errors import DataError
+from lstm_trading.errors import ConfigError, DataError
 from lstm_trading.evaluate import json_safe
 from lstm_trading.execution import (
     FLAT,
@@ -627,6 +627,25 @@ def run_config(run_dir: Path) -> BacktestConfig:
     return load_config(path).backtest if path.exists() else BacktestConfig()
 
 
+def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: int | None) -> tuple[int, pd.DataFrame]:
+    """The end of the period [start, end) (default: the end of the stored data) and the candles a backtest or a
+    replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.evaluate import load_history
+
+    if end is None:
+        if not db_path.exists():
+            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
+        with CandleStore(db_path) as store:
+            held = store.time_range(symbol)
+        if held is None:
+            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
+        end = held[1] + MINUTE
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    return end, load_history(db_path, symbol, start, end, bundle.history_minutes)
+
+
 def backtest_run(
     run_dir: Path,
     *,
@@ -647,8 +666,7 @@ def backtest_run(
     the data; default folder: RUN/backtest)."""
     from lstm_trading.bundle import load_bundle
     from lstm_trading.data.journal import JOURNAL_SHEET, read_journal
-    from lstm_trading.data.store import CandleStore
-    from lstm_trading.evaluate import load_history, run_sources
+    from lstm_trading.evaluate import run_sources
 
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, db, symbol)
@@ -657,17 +675,7 @@ def backtest_run(
         if not test_times:
             raise DataError(f"{run_dir}: the run records no test period; give the backtest's start with --from")
         start = int(min(test_times))
-    if end is None:
-        if not db_path.exists():
-            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
-        with CandleStore(db_path) as store:
-            held = store.time_range(symbol)
-        if held is None:
-            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
-        end = held[1] + MINUTE
-    if end <= start:
-        raise DataError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
-    candles = load_history(db_path, symbol, start, end, bundle.history_minutes)
+    end, candles = period_candles(bundle, db_path, symbol, start, end)
     journal = None
     name = "journal"
     if trades is not None:

@@ -848,25 +848,15 @@ def replay_run(
     quiet: bool = False,
 ) -> ReplayResult:
     """`live --replay`: the candles and period exactly as `backtest_run` reads them; default folder RUN/replay."""
+    from lstm_trading.backtest import period_candles
     from lstm_trading.bundle import load_bundle
-    from lstm_trading.data.store import CandleStore
-    from lstm_trading.evaluate import load_history, run_sources
+    from lstm_trading.evaluate import run_sources
 
     if start is None:
         raise ConfigError("--replay needs --from (the first moment to replay); --to defaults to the end of the data")
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, db, symbol)
-    if end is None:
-        if not db_path.exists():
-            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
-        with CandleStore(db_path) as store:
-            held = store.time_range(symbol)
-        if held is None:
-            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
-        end = held[1] + MINUTE
-    if end <= start:
-        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
-    candles = load_history(db_path, symbol, start, end, bundle.history_minutes)
+    end, candles = period_candles(bundle, db_path, symbol, start, end)
     settings = LoopSettings(account=account, symbol=symbol, config=config)
     return replay(
         bundle,
