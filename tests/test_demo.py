@@ -50,3 +50,33 @@ def test_demo_ends_with_a_complete_report(demo) -> None:  # type: ignore[no-unty
     assert html.count("data:image/png;base64,") == len(FIGURES)  # self-contained
     assert demo.backtest is not None
     assert {"model", "baselines"} <= set(demo.backtest)  # the backtest over the test period, with its baselines
+
+
+def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices(tmp_path: Path) -> None:
+    """Piped into a file or `less`, the 80-column default must not cut the backtest table's rows in two."""
+    from typer.testing import CliRunner
+
+    from lstm_trading.cli import app
+
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app, ["demo", "--out", str(tmp_path / "demo"), "--days", "20", "--epochs", "1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("strategy"))
+    assert header.split() == [
+        "strategy",
+        "return",
+        "Sharpe",
+        "max",
+        "drawdown",
+        "trades",
+        "win",
+        "rate",
+        "profit",
+        "factor",
+    ]
+    (latest,) = [line for line in lines if line.startswith("latest moment ")]
+    assert " entry " in latest
+    if ": Buy (" in latest or ": Sell (" in latest:
+        assert ", stop loss " in latest and ", take profit " in latest

@@ -680,16 +680,21 @@ def demo_command(
         )
     console.print(table)
     latest = result.latest.iloc[0]
-    console.print(
+    bracket = (
+        f", stop loss {latest['stop_loss']:.2f}, take profit {latest['take_profit']:.2f}"
+        if latest["side"] in ("Buy", "Sell")
+        else ""
+    )
+    _echo_plain(
         f"latest moment {format_time(int(latest['at']))}: {latest['side']} "
         f"(P Buy {latest['p_buy']:.2f}, Sell {latest['p_sell']:.2f}, Invalid {latest['p_invalid']:.2f}), "
-        f"entry {latest['entry']:.2f}"
+        f"entry {latest['entry']:.2f}{bracket}"
     )
-    console.print(
+    _echo_plain(
         f"run folder: {result.run_dir}  (predict again: lstm-trading predict {result.run_dir} --db {out / 'demo.db'})"
     )
     if result.report is not None:
-        console.print(f"report: {result.report}")
+        _echo_plain(f"report: {result.report}")
 
 
 # --- evaluation, backtest, report (evaluate.py, backtest.py, report.py) ---
