@@ -4,6 +4,7 @@ reconciliation at start, exits booked from the exchange's trades, keys only from
 from __future__ import annotations
 
 import math
+import traceback
 from typing import Any
 
 import ccxt
@@ -237,6 +238,26 @@ def test_exchange_errors_that_echo_the_keys_are_blanked_out(fake: FakeCcxt) -> N
     with pytest.raises(DataError) as caught:
         broker_for(fake).place(order(), "cid-11")
     assert str(caught.value).endswith("AuthenticationError: bybit POST apiKey=*** sign=***")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ccxt.AuthenticationError("bybit POST apiKey=key-debug-1 sign=secret-debug-2"),  # refused: no retry
+        ccxt.RequestTimeout("bybit POST apiKey=key-debug-1 sign=secret-debug-2 timed out"),  # retried, then given up
+    ],
+)
+def test_a_debug_traceback_of_an_exchange_error_shows_no_key(fake: FakeCcxt, fault: Exception) -> None:
+    """`--debug` prints the whole chain of causes: the exchange's own error must come blanked out too."""
+    credentials_from_env({API_KEY_ENV: "key-debug-1", API_SECRET_ENV: "secret-debug-2"})
+    fake.faults["create_order"] = [fault] * 10
+    fake.faults["fetch_open_orders"] = [fault] * 10
+    fake.faults["fetch_closed_orders"] = [fault] * 10
+    with pytest.raises((DataError, ExchangeUnavailable)) as caught:
+        broker_for(fake).place(order(), "cid-12")
+    printed = "".join(traceback.format_exception(caught.value))
+    assert type(fault).__name__ in printed and "apiKey=*** sign=***" in printed
+    assert "key-debug-1" not in printed and "secret-debug-2" not in printed
 
 
 def test_a_quantity_below_the_lot_size_rounds_to_zero_not_an_error(

@@ -99,6 +99,17 @@ def make_exchange(exchange_id: str, market: str, credentials: Credentials | None
 exchange_factory: Callable[[str, str, Credentials | None], Any] = make_exchange
 
 
+def redacted(error: BaseException) -> BaseException:
+    """A copy of `error` with the keys blanked out, to chain our errors to: a `--debug` traceback prints the
+    cause's message, and an exchange's error may echo a signed request."""
+    text = redact(str(error))
+    try:
+        copy: BaseException = type(error)(text)
+    except Exception:  # an exception class that does not take one message
+        copy = RuntimeError(f"{type(error).__name__}: {text}")
+    return copy.with_traceback(error.__traceback__)
+
+
 def short_error(error: BaseException, limit: int = 200) -> str:
     """One line of an error's message, keys blanked out, cut to `limit` characters."""
     text = redact(" ".join(str(error).split()))
@@ -128,7 +139,7 @@ class Retry:
                 if attempt == self.retries:
                     raise ExchangeUnavailable(
                         f"{what} failed {self.retries + 1} times (last: {type(error).__name__}: {short_error(error)})"
-                    ) from error
+                    ) from redacted(error)
                 wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
                 if self.log is not None:
                     self.log(f"{what}: {type(error).__name__}; retry {attempt + 1} of {self.retries} in {wait:g} s")
@@ -136,7 +147,7 @@ class Retry:
             except ccxt.BaseError as error:
                 raise DataError(
                     f"{what} refused by the exchange: {type(error).__name__}: {short_error(error)}"
-                ) from error
+                ) from redacted(error)
         raise AssertionError("unreachable")
 
 

@@ -34,7 +34,7 @@ from typing import IO, Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from lstm_trading.broker import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, short_error
+from lstm_trading.broker import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
 from lstm_trading.config import BacktestConfig
 from lstm_trading.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.execution import (
@@ -162,7 +162,7 @@ class ExchangeFeed:
                 sleep=self.retry.sleep,
             )
         except DataError as error:
-            raise ExchangeUnavailable(f"ingest: {error}") from error
+            raise ExchangeUnavailable(f"ingest: {redact(str(error))}") from redacted(error)
 
     def closed(self, start: int, now: int) -> CandleArrays:
         return CandleArrays.from_frame(self.store.read(self.symbol, start, now - MINUTE + 1))
@@ -422,7 +422,7 @@ class LiveLoop:
                     f" last: {short_error(error)}; the state is saved, start again to resume"
                 )
                 self.log.write("guard", {"at": at, "guard": "max_errors", "message": message}, f"guard: {message}")
-                raise LiveStop(message) from error
+                raise LiveStop(message) from redacted(error)
             return
         self.errors = 0
 
