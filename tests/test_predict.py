@@ -94,3 +94,31 @@ def test_cli_names_a_broken_model_in_one_line(tmp_path: Path, tiny_db: Path) -> 
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--db", str(tiny_db)])
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "bundle.json: missing" in result.stderr
+
+
+def test_cli_refuses_a_moment_after_the_data_instead_of_predicting_on_stale_candles(
+    tiny_run: Path, tiny_db: Path, tiny_candles: pd.DataFrame
+) -> None:
+    # regression: `--at` a day after the last candle predicted from a partial, day-old window without a word
+    last = int(tiny_candles["timestamp"].iloc[-1])
+    ok = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", str(last + 60)])
+    assert ok.exit_code == 0, ok.output
+    late = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", str(last + 86_400)])
+    assert late.exit_code == 2
+    assert late.stderr.strip() == (
+        f"error: --at {format_time(last + 86_400)} is after the last ETHUSDT candle in {tiny_db} "
+        f"({format_time(last)}, closed at {format_time(last + 60)}); ingest newer candles or give an earlier --at"
+    )
+
+
+def test_cli_names_the_data_range_for_a_moment_before_the_data(
+    tiny_run: Path, tiny_db: Path, tiny_candles: pd.DataFrame
+) -> None:
+    # regression: the message blamed the symbol ("choose them with --symbol") when --at was the problem
+    first, last = int(tiny_candles["timestamp"].iloc[0]), int(tiny_candles["timestamp"].iloc[-1])
+    result = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", "2001-01-01"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {tiny_db}: no ETHUSDT candles before --at 2001-01-01 00:00 UTC; "
+        f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
+    )

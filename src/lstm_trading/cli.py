@@ -606,23 +606,34 @@ def predict_command(
     from lstm_trading.cache import cache_folder
     from lstm_trading.config import Config
     from lstm_trading.data.store import CandleStore
+    from lstm_trading.errors import DataError
     from lstm_trading.predict import predict_moments, prediction_record
-    from lstm_trading.timeutil import MINUTE
+    from lstm_trading.timeutil import MINUTE, format_time
 
     moment = _moment(at, "--at")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
     bundle = load_bundle(run)
     with CandleStore(db) as store:
+        span = store.time_range(symbol)
+        if span is None:
+            have = ", ".join(store.symbols()) or "none"
+            raise DataError(f"{db}: no {symbol} candles (symbols held: {have}); choose them with --symbol")
+        first, last, _ = span
+        if moment is not None and moment > last + MINUTE:
+            # the minutes just before --at are missing: the window would be stale and the entry a day-old close
+            raise DataError(
+                f"--at {format_time(moment)} is after the last {symbol} candle in {db} ({format_time(last)}, "
+                f"closed at {format_time(last + MINUTE)}); ingest newer candles or give an earlier --at"
+            )
         if moment is None:
             candles = store.read_last(symbol, bundle.history_minutes)
         else:
             candles = store.read(symbol, start=moment - bundle.history_minutes * MINUTE, end=moment)
-        if candles.empty:
-            from lstm_trading.errors import DataError
-
-            have = ", ".join(store.symbols()) or "none"
-            before = "" if moment is None else f" in the {bundle.history_minutes:,} minutes before --at"
-            raise DataError(f"{db}: no {symbol} candles{before} (symbols held: {have}); choose them with --symbol")
+        if candles.empty and moment is not None:  # the default reads the last candles, never none
+            raise DataError(
+                f"{db}: no {symbol} candles before --at {format_time(moment)}; "
+                f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
+            )
     predictions = predict_moments(
         bundle,
         candles,
