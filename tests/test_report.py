@@ -67,6 +67,17 @@ def test_report_names_what_is_missing_and_how_to_make_it(tiny_run: Path, tmp_pat
     assert result.exit_code == 2 and "no such run folder" in result.output
 
 
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    # regression: `report runs` (the parent folder) wrote runs/report.html with 0 figures and exit code 0
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {tmp_path}: not a run folder (no model/, config.toml or logs/); "
+        "give the folder `lstm-trading train --out` wrote"
+    )
+    assert not (tmp_path / "report.html").exists()
+
+
 def test_figures_without_trades_or_logs(tmp_path: Path) -> None:
     empty = pd.DataFrame(columns=["entry_time", "exit_time", "side", "entry_price", "exit_price", "pnl", "return_pct"])
     empty["exit_reason"] = []

@@ -287,6 +287,12 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
 
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder")
+    # a run killed mid-training has only logs/ and checkpoints/; its loss curves still make a report
+    if not any((run_dir / name).exists() for name in ("model", "config.toml", "logs", "checkpoints")):
+        raise DataError(
+            f"{run_dir}: not a run folder (no model/, config.toml or logs/); "
+            "give the folder `lstm-trading train --out` wrote"
+        )
     backtest_dir = backtest_dir or run_dir / BACKTEST_DIR
     _draw_missing(run_dir, backtest_dir)
     sections: list[str] = []
