@@ -322,3 +322,14 @@ def test_label_command_explains_when_there_is_nothing_to_label(
         "2024-01-12 23:59 UTC, and each moment needs its whole --horizon 24h inside them (and inside --from/--to)"
     )
     assert not out.exists()
+
+
+def test_label_command_refuses_an_out_that_is_not_xlsx(fortnight_db: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    # regression: `--out val.csv` wrote an Excel workbook under a .csv name and said "journal written to val.csv"
+    out = tmp_path / "val.csv"
+
+    result = CliRunner().invoke(app, ["label", "--db", str(fortnight_db[0]), "--out", str(out)])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --out {out}: the journal is an Excel workbook; name it .xlsx"
+    assert not out.exists()

@@ -401,10 +401,12 @@ def label_command(
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
     from lstm_trading.config import LabelConfig
     from lstm_trading.data.journal import write_journal
-    from lstm_trading.errors import DataError
+    from lstm_trading.errors import ConfigError, DataError
     from lstm_trading.labels import cost_warning, label_first_touch
     from lstm_trading.timeutil import format_time, parse_fraction
 
+    if out.suffix.lower() != ".xlsx":
+        raise ConfigError(f"--out {out}: the journal is an Excel workbook; name it .xlsx")
     config = LabelConfig(
         every_seconds=_duration(every, "--every"),
         horizon_seconds=_duration(horizon, "--horizon"),
