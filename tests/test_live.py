@@ -646,6 +646,31 @@ def test_live_status_prints_position_pnl_and_last_decisions(tiny_run: Path, exch
     assert missing.exit_code == 2 and "no account 'nope'; it holds paper" in missing.stderr
 
 
+def test_live_status_decisions_are_not_cut_at_80_columns(tiny_run: Path, exchange: dict[str, Any]) -> None:
+    # regression: piped, the 9-column table squeezed the time to "2025-…" and wrapped each decision over 3 lines
+    paper(exchange, 40, run=tiny_run)
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["live-status", "--db", str(exchange["db"]), "--last", "5"])
+    assert result.exit_code == 0, result.output
+    with LiveState(exchange["db"], "paper") as state:
+        decisions = state.decisions(5)
+    lines = result.stdout.splitlines()
+    header = lines.index("last 5 decisions") + 1
+    assert lines[header].split() == [
+        "time",
+        "P(Buy)",
+        "P(Sell)",
+        "P(Invalid)",
+        "signal",
+        "SL",
+        "TP",
+        "action",
+        "reason",
+    ]
+    rows = lines[header + 2 : header + 2 + len(decisions)]
+    assert [row[: len(d["at_utc"])] for row, d in zip(rows, decisions, strict=True)] == [d["at_utc"] for d in decisions]
+    assert all(row.split()[-1] == d["reason"] for row, d in zip(rows, decisions, strict=True))
+
+
 def test_the_shared_run_folder_is_left_as_it_was(tiny_run: Path) -> None:
     """Last in this file: no test above wrote a log or a replay into the session's trained run."""
     assert not [p.name for p in tiny_run.iterdir() if p.name.startswith(("live-", "replay"))]

@@ -1050,8 +1050,11 @@ def live_status_command(
     def price(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    _print_table(
-        f"last {len(summary['decisions'])} decisions",
+    from lstm_trading.report import text_table
+
+    # a plain table: rich squeezed these nine columns into 80 when piped, cutting the time to "2025-…"
+    _echo_plain(f"last {len(summary['decisions'])} decisions")
+    table = text_table(
         ("time", "P(Buy)", "P(Sell)", "P(Invalid)", "signal", "SL", "TP", "action", "reason"),
         [
             (
@@ -1068,6 +1071,8 @@ def live_status_command(
             for d in summary["decisions"]
         ],
     )
+    for line in table:
+        _echo_plain(line)
 
 
 def main() -> None:
