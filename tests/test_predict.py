@@ -122,3 +122,17 @@ def test_cli_names_the_data_range_for_a_moment_before_the_data(
         f"error: {tiny_db}: no ETHUSDT candles before --at 2001-01-01 00:00 UTC; "
         f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
     )
+
+
+def test_cli_shows_the_seconds_of_a_moment_inside_a_minute(
+    tiny_run: Path, tiny_db: Path, tiny_candles: pd.DataFrame
+) -> None:
+    # regression: `--at 12:00:30` printed "at 12:00 UTC (59 minutes of history)", hiding why a minute was missing
+    at = int(tiny_candles["timestamp"].iloc[-1234]) + 30
+    result = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", str(at), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["at_utc"] == format_time(at - 30).replace(" UTC", ":30 UTC")
+    on_minute = CliRunner().invoke(
+        app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", str(at - 30), "--json"]
+    )
+    assert json.loads(on_minute.stdout)["at_utc"] == format_time(at - 30)

@@ -136,9 +136,12 @@ def predict_moments(
 def prediction_record(row: pd.Series) -> dict[str, Any]:
     """One prediction as plain JSON-ready values (SL/TP prices are null for Invalid)."""
     trade = row["side"] != "Invalid"
+    at = int(row["at"])
+    # a moment inside a minute keeps its seconds: they decide which minute the window ends on
+    at_utc = format_time(at) if at % 60 == 0 else format_time(at).replace(" UTC", f":{at % 60:02d} UTC")
     return {
-        "at": int(row["at"]),
-        "at_utc": format_time(int(row["at"])),
+        "at": at,
+        "at_utc": at_utc,
         "side": str(row["side"]),
         "probabilities": {"Buy": float(row["p_buy"]), "Sell": float(row["p_sell"]), "Invalid": float(row["p_invalid"])},
         "entry": float(row["entry"]),
