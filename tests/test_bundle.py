@@ -97,3 +97,6 @@ def test_a_pickle_renamed_to_safetensors_never_runs(bundle_dir: Path, tmp_path: 
 def test_missing_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"bundle.json: missing"):
         load_bundle(tmp_path)
+    # regression: a mistyped run folder was reported as "nowhere/bundle.json: missing"
+    with pytest.raises(ModelFileError, match=f"^{tmp_path / 'nowhere'}: no such run folder$"):
+        load_bundle(tmp_path / "nowhere")

@@ -135,6 +135,8 @@ def _require(document: dict[str, Any], key: str, where: Path) -> Any:
 
 def load_bundle(path: Path | str) -> Bundle:
     """Load and check a bundle; every problem is a `ModelFileError` that says what is wrong."""
+    if not Path(path).exists():
+        raise ModelFileError(f"{path}: no such run folder")
     directory = _bundle_dir(Path(path))
     json_path, weights_path = directory / BUNDLE_FILE, directory / WEIGHTS_FILE
     for needed in (json_path, weights_path):
