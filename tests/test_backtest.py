@@ -271,3 +271,20 @@ def test_backtest_command_errors(run_copy: Path, tiny_db: Path) -> None:
     assert bad.exit_code == 2 and "--every: not a duration: 'soon'" in bad.output
     no_db = runner.invoke(app, ["backtest", str(run_copy)])
     assert no_db.exit_code == 2 and "the run records no candle database; give one with --db" in no_db.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--every", "7"], "--every: must be at least one minute (backtest.every_seconds = 7)"),
+        (["--fee", "5"], "--fee: must be a fraction in [0, 0.1) (backtest.fee = 5.0)"),
+        (["--max-hold", "30s"], "--max-hold: must be at least one minute (backtest.max_hold_seconds = 30)"),
+    ],
+)
+def test_an_out_of_range_flag_is_named_as_the_flag_not_the_config_key(
+    tiny_run: Path, tiny_db: Path, flags: list[str], message: str
+) -> None:
+    # regression: `--every 7` said "backtest.every_seconds: must be at least one minute", a key the user never typed
+    result = runner.invoke(app, ["backtest", str(tiny_run), "--db", str(tiny_db), *flags])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {message}"

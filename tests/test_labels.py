@@ -333,3 +333,14 @@ def test_label_command_refuses_an_out_that_is_not_xlsx(fortnight_db: tuple[Path,
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --out {out}: the journal is an Excel workbook; name it .xlsx"
     assert not out.exists()
+
+
+def test_label_command_names_an_out_of_range_flag(fortnight_db: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    # regression: `--every 7` said "labels.every_seconds: must be at least one minute", a key the user never typed
+    args = ["label", "--db", str(fortnight_db[0]), "--out", str(tmp_path / "val.xlsx"), "--every", "7"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --every: must be at least one minute (labels.every_seconds = 7)"
+    args[-2:] = ["--k-tp", "-1"]  # named as itself, not as --k-sl
+    result = CliRunner().invoke(app, args)
+    assert result.stderr.strip() == "error: --k-tp: must be positive (a multiple of ATR) (labels.k_tp = -1.0)"

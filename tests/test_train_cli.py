@@ -50,8 +50,8 @@ def test_train_prints_the_split_and_writes_the_run(tiny_db: Path, journal_and_co
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--epochs", "0"], "train.epochs: must be at least 1"),
-        (["--scaler", "robust"], "split.scaler: must be 'standard' or 'minmax'"),
+        (["--epochs", "0"], "--epochs: must be at least 1 (train.epochs = 0)"),
+        (["--scaler", "robust"], "--scaler: must be 'standard' or 'minmax' (split.scaler = 'robust')"),
         (["--purge", "soon"], "--purge: not a duration: 'soon'"),
     ],
 )

@@ -399,7 +399,7 @@ def label_command(
     end: str | None = typer.Option(None, "--to", help="Only moments before this one (ISO or Unix time)."),
 ) -> None:
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
-    from lstm_trading.config import LabelConfig
+    from lstm_trading.config import Config
     from lstm_trading.data.journal import write_journal
     from lstm_trading.errors import ConfigError, DataError
     from lstm_trading.labels import cost_warning, label_first_touch
@@ -407,13 +407,18 @@ def label_command(
 
     if out.suffix.lower() != ".xlsx":
         raise ConfigError(f"--out {out}: the journal is an Excel workbook; name it .xlsx")
-    config = LabelConfig(
-        every_seconds=_duration(every, "--every"),
-        horizon_seconds=_duration(horizon, "--horizon"),
-        k_sl=k_sl,
-        k_tp=k_tp,
-        fee=parse_fraction(fee, option="--fee"),
-        slippage=parse_fraction(slippage, option="--slippage"),
+    config = (
+        Config()
+        .with_overrides(  # through the overrides, so a value out of range is named by its flag
+            "labels",
+            every_seconds=_duration(every, "--every"),
+            horizon_seconds=_duration(horizon, "--horizon"),
+            k_sl=k_sl,
+            k_tp=k_tp,
+            fee=parse_fraction(fee, option="--fee"),
+            slippage=parse_fraction(slippage, option="--slippage"),
+        )
+        .labels
     )
     first = _moment(start, "--from")
     last = _moment(end, "--to")

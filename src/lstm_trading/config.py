@@ -100,7 +100,8 @@ class LabelConfig:
         _check(self.every_seconds >= 60, "labels.every_seconds", "must be at least one minute")
         _check(self.every_seconds % 60 == 0, "labels.every_seconds", "must be whole minutes")
         _check(self.horizon_seconds >= 60, "labels.horizon_seconds", "must be at least one minute")
-        _check(self.k_sl > 0 and self.k_tp > 0, "labels.k_sl", "ATR multiples must be positive")
+        _check(self.k_sl > 0, "labels.k_sl", "must be positive (a multiple of ATR)")
+        _check(self.k_tp > 0, "labels.k_tp", "must be positive (a multiple of ATR)")
         _check(0 <= self.fee < 0.1, "labels.fee", "must be a fraction in [0, 0.1)")
         _check(0 <= self.slippage < 0.1, "labels.slippage", "must be a fraction in [0, 0.1)")
 
@@ -230,7 +231,17 @@ class Config:
         if not chosen:
             return self
         stage = getattr(self, section)
-        return replace(self, **{section: _build(type(stage), {**asdict(stage), **chosen}, section)})
+        try:
+            return replace(self, **{section: _build(type(stage), {**asdict(stage), **chosen}, section)})
+        except ConfigError as error:
+            # a value out of range names the flag the user typed (`every_seconds` comes from `--every`)
+            for key, value in chosen.items():
+                prefix = f"{section}.{key}: "
+                if str(error).startswith(prefix):
+                    flag = "--" + key.removesuffix("_seconds").replace("_", "-")
+                    message = str(error).removeprefix(prefix)
+                    raise ConfigError(f"{flag}: {message} ({section}.{key} = {value!r})") from None
+            raise
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: asdict(getattr(self, f.name)) for f in fields(self)}
