@@ -28,6 +28,7 @@ from lstm_trading.features import compute_features
 from lstm_trading.pipeline import prepare
 from lstm_trading.predict import forward_windows
 from lstm_trading.samples import Samples
+from lstm_trading.timeutil import format_time
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -186,3 +187,23 @@ def test_evaluate_command_errors(tiny_run: Path, tmp_path: Path) -> None:
     assert "the run records no journal; give the trades to evaluate with --trades FILE" in result.output
     missing = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+def test_evaluate_warns_when_the_journal_holds_training_trades(
+    recorded_run: Path, tiny_trades: pd.DataFrame, tmp_path: Path
+) -> None:
+    # regression: `evaluate RUN --trades` on the run's own journal scored its training trades without a word
+    journal = tmp_path / "all.xlsx"
+    write_journal(journal, tiny_trades[["start_time", "entry_price", "side"]])
+    first, last = load_bundle(recorded_run).meta["training"]["train_period"]
+    seen = int((tiny_trades["start_time"] <= last + 60).sum())  # `last` opens the last candle the training saw
+    assert seen == load_bundle(recorded_run).meta["training"]["split_sizes"]["train"]
+    result = runner.invoke(app, ["evaluate", str(recorded_run), "--trades", str(journal)])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {seen:,} of the {len(tiny_trades):,} trades in {journal} fall in the run's training period "
+        f"({format_time(first)} to {format_time(last)}); the model was fitted on them, so these metrics flatter it"
+    ) in result.stderr
+    later = tmp_path / "later.xlsx"
+    write_journal(later, tiny_trades[tiny_trades["start_time"] > last + 60][["start_time", "entry_price", "side"]])
+    assert "warning" not in runner.invoke(app, ["evaluate", str(recorded_run), "--trades", str(later)]).stderr

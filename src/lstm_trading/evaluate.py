@@ -7,6 +7,7 @@ Baselines: the majority class, always Invalid, and labels drawn at random with t
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from lstm_trading.config import TargetConfig
 from lstm_trading.errors import DataError
 from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
 from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, FeatureMatrix, Samples, build_samples
+from lstm_trading.timeutil import format_time
 
 if TYPE_CHECKING:
     from lstm_trading.bundle import Bundle
@@ -389,6 +391,16 @@ def evaluate_run(
     else:
         journal = read_journal(trades, sheet=sheet or JOURNAL_SHEET)
         chosen, split = journal.trades, f"journal {trades.name}"
+        period: list[int] = training.get("train_period") or []
+        # the period holds candle open times: the last training trade is one minute after the last candle
+        seen = int((chosen["start_time"] <= period[1] + 60).sum()) if period else 0
+        if seen:
+            warnings.warn(
+                f"{seen:,} of the {len(chosen):,} trades in {trades} fall in the run's training period "
+                f"({format_time(period[0])} to {format_time(period[1])}); the model was fitted on them, "
+                "so these metrics flatter it",
+                stacklevel=2,
+            )
     db_path, symbol = run_sources(bundle, db, symbol)
     times = chosen["start_time"].to_numpy(dtype=np.int64)
     candles = load_history(db_path, symbol, int(times.min()), int(times.max()), bundle.history_minutes)
