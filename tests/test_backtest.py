@@ -288,3 +288,13 @@ def test_an_out_of_range_flag_is_named_as_the_flag_not_the_config_key(
     result = runner.invoke(app, ["backtest", str(tiny_run), "--db", str(tiny_db), *flags])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {message}"
+
+
+def test_a_period_after_the_data_names_the_data_end_not_a_to_never_given(run_copy: Path, tiny_db: Path) -> None:
+    # regression: without --to, "--from 2024-02-01 is not before --to 2024-01-07" named a flag the user never typed
+    late = runner.invoke(app, ["backtest", str(run_copy), "--db", str(tiny_db), "--from", "2024-02-01"])
+    assert late.exit_code == 2
+    assert late.stderr.strip().splitlines()[-1] == (
+        f"error: --from 2024-02-01 00:00 UTC is not before the end of the ETHUSDT candles in {tiny_db} "
+        "(2024-01-07 00:00 UTC); give an earlier --from or another --db"
+    )

@@ -641,6 +641,11 @@ def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: 
         if held is None:
             raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
         end = held[1] + MINUTE
+        if end <= start:  # no --to given: name the data's end, not a flag the user never typed
+            raise ConfigError(
+                f"--from {format_time(start)} is not before the end of the {symbol} candles in {db_path} "
+                f"({format_time(end)}); give an earlier --from or another --db"
+            )
     if end <= start:
         raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
     return end, load_history(db_path, symbol, start, end, bundle.history_minutes)
