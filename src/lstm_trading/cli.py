@@ -823,7 +823,7 @@ def backtest_command(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
-        disable=not progress,
+        disable=not progress or not err_console.is_terminal,  # piped, it would leave a blank line on stderr
         transient=True,
     )
     task = bar.add_task("moments", total=None)
