@@ -322,6 +322,21 @@ def test_exchange_and_market_go_together_and_markets_never_mix(tmp_path: Path) -
     assert dump(db) == before
 
 
+def test_candles_of_no_recorded_market_are_named_when_a_market_adopts_them(tmp_path: Path) -> None:
+    # regression: a Bybit CSV imported without --exchange, then a Binance spot CSV with it, mixed both under
+    # ETHUSDT without a word, and the Bybit candles were recorded as Binance spot
+    db = tmp_path / "c.db"
+    good = write(tmp_path, HEADER + GOOD_ROWS)
+    assert ingest(good, "--db", db)[0] == 0
+    code, _, err = ingest(good, "--db", db, "--exchange", "binance", "--market", "spot")
+    assert code == 0
+    assert err == (
+        f"warning: {db}: ETHUSDT already holds 3 candles imported without --exchange; they are now recorded as "
+        "binance spot: if they came from another market, move them under another --symbol or --db\n"
+    )
+    assert ingest(good, "--db", db, "--exchange", "binance", "--market", "spot")[2] == ""  # recorded: once only
+
+
 # --- gaps and db migrate ---
 
 

@@ -237,10 +237,12 @@ def ingest_csv(
         warnings.simplefilter("always")
         candles = read_candles_csv(file)
     _show_warnings(caught)
-    with CandleStore(db, create=True) as store:
+    with CandleStore(db, create=True) as store, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = store.upsert(symbol, candles, replace=replace, source=str(file), exchange=exchange, market=market)
         held = store.time_range(symbol)
         gaps = store.gaps(symbol)
+    _show_warnings(caught)
     console.print(
         f"{symbol} in {db}: {result.added:,} rows added, {result.already_present:,} already present, "
         f"{result.conflicts:,} conflicts",

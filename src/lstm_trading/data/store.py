@@ -308,6 +308,21 @@ class CandleStore:
                 "two markets never mix under one name: use another --symbol or another --db"
             )
 
+    def _warn_adopted(self, connection: sqlite3.Connection, symbol: str, exchange: str, market: str) -> None:
+        """A file that names its market adopts the symbol's candles of no recorded market: said, since they may
+        come from another one. (`ingest exchange` and `live` adopt them silently: that is the CSV-then-keep-current
+        path, where the market is the same.)"""
+        if connection.execute("SELECT 1 FROM symbols WHERE symbol = ?", (symbol,)).fetchone() is not None:
+            return
+        (held,) = connection.execute("SELECT count(*) FROM candles WHERE symbol = ?", (symbol,)).fetchone()
+        if held:
+            warnings.warn(
+                f"{self.path}: {symbol} already holds {held:,} candles imported without --exchange; they are now "
+                f"recorded as {exchange} {market}: if they came from another market, move them under another "
+                "--symbol or --db",
+                stacklevel=3,
+            )
+
     def upsert(
         self,
         symbol: str,
@@ -333,6 +348,7 @@ class CandleStore:
         columns = [frame[name].to_numpy().tolist() for name in CANDLE_COLUMNS]
         with self._transaction() as connection:
             if origin is not None:
+                self._warn_adopted(connection, symbol, *origin)
                 self._register(connection, symbol, *origin)
             if frame.empty:
                 return UpsertResult(0, 0, 0, 0, None, None, None)
