@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,22 @@ def test_cli_shows_the_seconds_of_a_moment_inside_a_minute(
         app, ["predict", str(tiny_run), "--db", str(tiny_db), "--at", str(at - 30), "--json"]
     )
     assert json.loads(on_minute.stdout)["at_utc"] == format_time(at - 30)
+
+
+def test_cli_reads_the_database_the_run_was_trained_on_by_default(
+    tiny_run: Path, tiny_db: Path, tmp_path: Path
+) -> None:
+    # regression: `predict RUN` without --db looked for bybit1min.db and said "import candles first", while
+    # evaluate and backtest read the run's own database
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    bundle_json = run / "model" / "bundle.json"
+    document = json.loads(bundle_json.read_text())
+    document["training"]["sources"] = {"db": str(tiny_db), "symbol": "ETHUSDT"}
+    bundle_json.write_text(json.dumps(document))
+    default = CliRunner().invoke(app, ["predict", str(run), "--json"])
+    assert default.exit_code == 0, default.output
+    given = CliRunner().invoke(app, ["predict", str(run), "--db", str(tiny_db), "--json"])
+    assert json.loads(default.stdout) == json.loads(given.stdout)
+    unrecorded = CliRunner().invoke(app, ["predict", str(tiny_run)])
+    assert unrecorded.exit_code == 2
+    assert unrecorded.stderr == f"error: {tiny_run / 'model'}: the run records no candle database; give one with --db\n"

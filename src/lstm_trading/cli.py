@@ -597,8 +597,10 @@ def train_command(
 @app.command("predict")
 def predict_command(
     run: Path = typer.Argument(..., help="Run folder (or its model/ folder)."),
-    db: Path = DB_OPTION,
-    symbol: str = SYMBOL_OPTION,
+    db_given: Path | None = typer.Option(
+        None, "--db", help="Candle database (default: the one the run was trained on)."
+    ),
+    symbol_given: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the run's)."),
     at: str | None = typer.Option(None, "--at", help="Moment (Unix s/ms or ISO, UTC); default after the last candle."),
     entry: float | None = typer.Option(None, "--entry", help="Entry price; default the last close."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -616,12 +618,14 @@ def predict_command(
     from lstm_trading.config import Config
     from lstm_trading.data.store import CandleStore
     from lstm_trading.errors import DataError
+    from lstm_trading.evaluate import run_sources
     from lstm_trading.predict import predict_moments, prediction_record
     from lstm_trading.timeutil import MINUTE, format_time
 
     moment = _moment(at, "--at")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
     bundle = load_bundle(run)
+    db, symbol = run_sources(bundle, db_given, symbol_given)  # as evaluate and backtest: the run's own by default
     with CandleStore(db) as store:
         span = store.time_range(symbol)
         if span is None:
