@@ -298,3 +298,14 @@ def test_a_period_after_the_data_names_the_data_end_not_a_to_never_given(run_cop
         f"error: --from 2024-02-01 00:00 UTC is not before the end of the ETHUSDT candles in {tiny_db} "
         "(2024-01-07 00:00 UTC); give an earlier --from or another --db\n"
     )
+
+
+def test_a_short_period_says_why_sharpe_is_blank(run_copy: Path, tiny_db: Path, tmp_path: Path) -> None:
+    # regression: a 6-hour backtest printed '-' for Sharpe with no word on why (annualised only for 30 days or more)
+    args = ["backtest", str(run_copy), "--db", str(tiny_db), "--from", "2024-01-06T12:00", "--to", "2024-01-06T18:00"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "bt"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "Sharpe and Sortino ('-') come from daily returns of periods of 30 days or more; this one has 0.2 days"
+        in result.stdout.splitlines()
+    )
