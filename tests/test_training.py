@@ -196,3 +196,30 @@ def test_resume_drops_a_metrics_line_torn_by_a_kill() -> None:
     assert not point.keeps({"epoch": "2", "step": "40", "val_loss": "0.9"})
     assert not point.keeps({"epoch": "1", "step": None, "val_loss": None})  # the line ends after its first field
     assert not point.keeps({"epoch": "", "step": "3x", "lr-Adam": ""})
+
+
+def test_logged_losses_are_per_sample_means_when_the_last_batch_is_short() -> None:
+    """The optimised loss divides by the nominal batch (DDP); the logged one must not, or a short last batch
+    drags the epoch's train_loss and val_loss (which picks the best checkpoint) below the true mean."""
+    torch.manual_seed(0)
+    module = LSTMTrainingModule(
+        model={"input_size": 13, "hidden_size": 4, "num_layers": 1, "output_size": 3},
+        train={"batch_size": 8},
+        class_weights=[1.3, 0.7, 1.1],
+    )
+    n = 11  # a batch of 8, then one of 3
+    labels = [0, 1, 2, 2, 1, 0, 0, 2, 1, 2, 0]
+    whole = _batch(labels, list(np.linspace(0.1, 0.9, n)), list(np.linspace(0.9, 0.1, n)))
+    whole.features.normal_()
+    logged: list[tuple[str, float, int]] = []
+    module.log = lambda name, value, **kw: logged.append((name, float(value), kw["batch_size"]))  # type: ignore[method-assign,assignment]
+    with torch.no_grad():
+        for index, part in enumerate((slice(0, 8), slice(8, n))):
+            sub = Batch(**{k: getattr(whole, k)[part] for k in whole.__dataclass_fields__})
+            module.validation_step(sub, index)
+            module.training_step(sub, index)
+        expected = trading_loss(module(whole.features, whole.lengths), whole, module.weights, nominal_batch=n).total
+    for name in ("val_loss", "train_loss"):
+        values = [(value, size) for logged_name, value, size in logged if logged_name == name]
+        epoch_mean = sum(value * size for value, size in values) / sum(size for _, size in values)  # as Lightning
+        assert epoch_mean == pytest.approx(expected.item(), rel=1e-5), name

@@ -135,16 +135,23 @@ class LSTMTrainingModule(L.LightningModule):
                 f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
                 f"{_first_non_finite(batch)}"
             )
-        self.log("train_loss", parts.total, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        size, logged = len(batch), self._per_sample(parts.total, len(batch))
+        self.log("train_loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         return parts.total
+
+    def _per_sample(self, loss: torch.Tensor, size: int) -> torch.Tensor:
+        """The loss per sample of a batch of `size`, for logging: the optimised loss divides by the nominal batch,
+        which would make a short last batch look better, and bias the epoch's mean (and val_loss) low."""
+        return loss.detach() * (self.train_config.batch_size / size)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         parts = self._loss(batch)
         output = self.model(batch.features, batch.lengths)
         accuracy = (output.logits.argmax(dim=1) == batch.label).float().mean()
         size = len(batch)
-        self.log("val_loss", parts.total, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("val_class_loss", parts.classification, on_epoch=True, batch_size=size, sync_dist=True)
+        val_loss, class_loss = self._per_sample(parts.total, size), self._per_sample(parts.classification, size)
+        self.log("val_loss", val_loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_class_loss", class_loss, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("val_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
 
     def _warmup_factor(self, epoch: int) -> float:
