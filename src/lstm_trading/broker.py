@@ -137,8 +137,9 @@ class Retry:
                 return call()
             except TRANSIENT_ERRORS as error:
                 if attempt == self.retries:
+                    tries = "once" if self.retries == 0 else f"{self.retries + 1} times"
                     raise ExchangeUnavailable(
-                        f"{what} failed {self.retries + 1} times (last: {type(error).__name__}: {short_error(error)})"
+                        f"{what} failed {tries} (last: {type(error).__name__}: {short_error(error)})"
                     ) from redacted(error)
                 wait = min(self.backoff_s * 2**attempt, MAX_BACKOFF_S)
                 if self.log is not None:

@@ -589,9 +589,8 @@ def train_command(
         sources={"db": str(db.resolve()), "symbol": symbol, "journal": str(trades.resolve()), "sheet": sheet},
     )
     if run.is_global_zero:
-        console.print(
-            f"best validation loss {run.best_val_loss:.4f} after {run.epochs_run} epochs; model: {out / 'model'}"
-        )
+        trained = f"{run.epochs_run} epoch{'' if run.epochs_run == 1 else 's'}"
+        console.print(f"best validation loss {run.best_val_loss:.4f} after {trained}; model: {out / 'model'}")
 
 
 @app.command("predict")
