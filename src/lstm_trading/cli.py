@@ -53,6 +53,21 @@ _state = {"debug": False}
 
 DB_OPTION = typer.Option(Path("bybit1min.db"), "--db", help="SQLite candle database.")
 SYMBOL_OPTION = typer.Option("ETHUSDT", "--symbol", help="Symbol name in the store.")
+# The trading flags `backtest` and `live` share (read by `_trading_settings`): one declaration each.
+EVERY_OPTION = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run).")
+MIN_PROB_OPTION = typer.Option(None, "--min-prob", help="Trade when the top class is at least this.")
+FEE_OPTION = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%.")
+SLIPPAGE_OPTION = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%.")
+MAX_HOLD_OPTION = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h.")
+RISK_OPTION = typer.Option(
+    None, "--risk", help="Size positions to lose this share of equity at the stop, e.g. 1% (default: fixed share)."
+)
+POSITION_SHARE_OPTION = typer.Option(
+    None, "--position-share", help="Share of equity per position, the maximum with --risk (default 100%)."
+)
+DAILY_LOSS_LIMIT_OPTION = typer.Option(
+    None, "--daily-loss-limit", help="Kill switch: no new entries for the UTC day after losing this share, e.g. 3%."
+)
 
 
 @app.callback()
@@ -780,20 +795,14 @@ def backtest_command(
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the run's)."),
     start: str | None = typer.Option(None, "--from", help="First moment (default: the run's first test trade)."),
     end: str | None = typer.Option(None, "--to", help="End of the period, exclusive (default: the end of the data)."),
-    every: str | None = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run)."),
-    min_prob: float | None = typer.Option(None, "--min-prob", help="Trade when the top class is at least this."),
-    fee: str | None = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%."),
-    slippage: str | None = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%."),
-    max_hold: str | None = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h."),
-    risk: str | None = typer.Option(
-        None, "--risk", help="Size positions to lose this share of equity at the stop, e.g. 1% (default: fixed share)."
-    ),
-    position_share: str | None = typer.Option(
-        None, "--position-share", help="Share of equity per position, the maximum with --risk (default 100%)."
-    ),
-    daily_loss_limit: str | None = typer.Option(
-        None, "--daily-loss-limit", help="No new entries for the UTC day after losing this share, e.g. 3%."
-    ),
+    every: str | None = EVERY_OPTION,
+    min_prob: float | None = MIN_PROB_OPTION,
+    fee: str | None = FEE_OPTION,
+    slippage: str | None = SLIPPAGE_OPTION,
+    max_hold: str | None = MAX_HOLD_OPTION,
+    risk: str | None = RISK_OPTION,
+    position_share: str | None = POSITION_SHARE_OPTION,
+    daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
     trades: Path | None = typer.Option(None, "--trades", help="A journal whose own trades run as a baseline."),
     seeds: int = typer.Option(20, "--seeds", min=1, help="Seeds of the random-entry baseline."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Windows per forward pass."),
@@ -904,18 +913,14 @@ def live_command(
     market: str = typer.Option("linear", "--market", help="linear (USDT perpetual) or spot."),
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the bundle's)."),
     mode: str = typer.Option("paper", "--mode", help="paper (simulated fills, the default) or live (real orders)."),
-    every: str | None = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run)."),
-    min_prob: float | None = typer.Option(None, "--min-prob", help="Trade when the top class is at least this."),
-    fee: str | None = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%."),
-    slippage: str | None = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%."),
-    max_hold: str | None = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h."),
-    risk: str | None = typer.Option(None, "--risk", help="Size positions to lose this share of equity at the stop."),
-    position_share: str | None = typer.Option(
-        None, "--position-share", help="Share of equity per position, the maximum with --risk (default 100%)."
-    ),
-    daily_loss_limit: str | None = typer.Option(
-        None, "--daily-loss-limit", help="Kill switch: no new entries for the UTC day after losing this share."
-    ),
+    every: str | None = EVERY_OPTION,
+    min_prob: float | None = MIN_PROB_OPTION,
+    fee: str | None = FEE_OPTION,
+    slippage: str | None = SLIPPAGE_OPTION,
+    max_hold: str | None = MAX_HOLD_OPTION,
+    risk: str | None = RISK_OPTION,
+    position_share: str | None = POSITION_SHARE_OPTION,
+    daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
     qty: float | None = typer.Option(None, "--qty", min=0.0, help="Units per order instead of the sizing rule."),
     max_qty: float | None = typer.Option(None, "--max-qty", min=0.0, help="Largest order in units (cut to it)."),
     max_errors: int = typer.Option(5, "--max-errors", min=1, help="Consecutive failed periods before stopping."),
