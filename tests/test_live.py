@@ -697,3 +697,15 @@ def test_paper_decisions_see_only_closed_candles_and_enter_at_the_moments_open(
         if decision["signal"] != "none":
             assert decision["entry"] == float(tiny_market["open"][stamps == at].iloc[0])
     assert sum(d["action"] == "open" for d in decisions) >= 3 and sum(d["signal"] == "none" for d in decisions)
+
+
+def test_live_status_without_db_reads_the_default_database_and_says_when_it_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["live-status"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: bybit1min.db: no such database; give the candle database the live loop ran on with --db\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # nothing created

@@ -1041,7 +1041,7 @@ def live_command(
 
 @app.command("live-status")
 def live_status_command(
-    db: Path = typer.Option(..., "--db", help="The database the live loop ran on."),
+    db: Path = typer.Option(Path("bybit1min.db"), "--db", help="The database the live loop ran on."),
     account: str | None = typer.Option(None, "--account", help="Account (default: the only one)."),
     last: int = typer.Option(10, "--last", min=1, help="Decisions to show."),
 ) -> None:
