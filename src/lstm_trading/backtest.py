@@ -403,6 +403,44 @@ class BacktestResult:
     stats: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PeriodSignals:
+    """What a backtest and a replay of a period trade on, computed by one function so both see the same."""
+
+    period: CandleArrays  # the candles of the period
+    end: int  # the period's end, clamped to its last candle's close
+    moments: np.ndarray  # decision moments
+    features: Features
+    signals: Signals  # the model's batched output at each moment
+
+
+def period_signals(
+    bundle: Bundle,
+    candles: pd.DataFrame,
+    start: int,
+    end: int,
+    every_seconds: int,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> PeriodSignals:
+    """The candles of `[start, end)` (history before `start` in `candles` too), its decision moments every
+    `every_seconds` and the model's signals there; the period ends with its last candle."""
+    period = CandleArrays.from_frame(candles).between(start, end)
+    if len(period) == 0:
+        raise DataError(
+            f"no candles from {format_time(start)} to {format_time(end)}; choose --from/--to inside the data"
+        )
+    end = min(end, int(period.timestamp[-1]) + MINUTE)
+    moments = decision_moments(start, end, every_seconds)
+    if len(moments) == 0:
+        raise DataError(f"no decision moment (every {every_seconds} s) from {format_time(start)} to {format_time(end)}")
+    features = scaled_features(bundle, candles)
+    signals = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers, progress=progress)
+    return PeriodSignals(period, end, moments, features, signals)
+
+
 def run_backtest(
     bundle: Bundle,
     candles: pd.DataFrame,
@@ -420,18 +458,10 @@ def run_backtest(
     """Backtest the model on `[start, end)` of `candles` (which must hold the history before `start` too)."""
     if end <= start:
         raise DataError(f"the backtest period is empty: {format_time(start)} is not before {format_time(end)}")
-    every = config.every_seconds
-    period = CandleArrays.from_frame(candles).between(start, end)
-    if len(period) == 0:
-        raise DataError(
-            f"no candles from {format_time(start)} to {format_time(end)}; choose --from/--to inside the data"
-        )
-    end = min(end, int(period.timestamp[-1]) + MINUTE)
-    moments = decision_moments(start, end, every)
-    if len(moments) == 0:
-        raise DataError(f"no decision moment (every {every} s) from {format_time(start)} to {format_time(end)}")
-    features = scaled_features(bundle, candles)
-    signals = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers, progress=progress)
+    traded = period_signals(
+        bundle, candles, start, end, config.every_seconds, batch_size=batch_size, workers=workers, progress=progress
+    )
+    period, end, moments, features, signals = traded.period, traded.end, traded.moments, traded.features, traded.signals
     direction = signal_direction(signals.proba, config.min_prob)
     top = signals.proba.max(axis=1)
     args = (period, signals.at, direction, signals.stop_loss_pct, signals.take_profit_pct, config)

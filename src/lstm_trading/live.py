@@ -692,23 +692,14 @@ def replay(
     `max_periods` stops after that many periods (the restart test). `trades.csv` is written once the period
     is done, in the backtest's format.
     """
-    from lstm_trading.backtest import decision_moments, predict_signals, scaled_features, trades_frame
+    from lstm_trading.backtest import period_signals, trades_frame
 
     if end <= start:
         raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
-    config = settings.config
-    period = CandleArrays.from_frame(candles).between(start, end)
-    if len(period) == 0:
-        raise DataError(
-            f"no candles from {format_time(start)} to {format_time(end)}; choose --from/--to inside the data"
-        )
-    end = min(end, int(period.timestamp[-1]) + MINUTE)  # as the backtest: the period ends with its candles
-    moments = decision_moments(start, end, config.every_seconds)
-    if len(moments) == 0:
-        every = config.every_seconds
-        raise DataError(f"no decision moment (every {every} s) from {format_time(start)} to {format_time(end)}")
-    features = scaled_features(bundle, candles)
-    batched = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers)
+    traded = period_signals(
+        bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
+    )
+    period, end, moments, batched = traded.period, traded.end, traded.moments, traded.signals
     signals = PrecomputedSignals(batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct)
     with LiveState(db, settings.account) as state:
         if fresh:
