@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lstm_trading.data.store import is_lock_error, write_transaction
 from lstm_trading.errors import DataError
 from lstm_trading.execution import Costs, Fill, Order, PositionWatch
 
@@ -169,18 +170,11 @@ class LiveState:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One all-or-nothing write. A lock held past the timeout (a long ingest in another process) becomes a
         `DataError`, so the loop skips the period and retries from the committed state instead of crashing."""
-        connection = self._connection
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+            with write_transaction(self._connection):
+                yield self._connection
         except sqlite3.OperationalError as error:
-            if "locked" not in str(error) and "busy" not in str(error):
+            if not is_lock_error(error):
                 raise
             raise DataError(
                 f"{self.path}: the database is locked by another writer (waited {self.timeout:g} s); "

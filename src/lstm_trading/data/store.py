@@ -80,6 +80,25 @@ class UpsertResult:
     last: int | None
 
 
+@contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One all-or-nothing write: `BEGIN IMMEDIATE` takes the write lock now (waiting up to the connection's
+    timeout for other writers), and any error rolls back. The candle store and the live state share it."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def is_lock_error(error: sqlite3.OperationalError) -> bool:
+    """Whether another writer held the lock past the timeout (worth a retry later, not a corrupt file)."""
+    return "locked" in str(error) or "busy" in str(error)
+
+
 class CandleStore:
     """A SQLite file of 1-minute candles; use as a context manager.
 
@@ -413,14 +432,8 @@ class CandleStore:
             self._set_wal()
             if not self._has_table("symbols"):
                 connection.executescript(_SCHEMA)
-            connection.execute("BEGIN IMMEDIATE")  # take the write lock now: waits up to `timeout` for others
-            try:
+            with write_transaction(connection):
                 yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
 
     def _has_table(self, name: str) -> bool:
         row = self._connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
@@ -433,7 +446,7 @@ class CandleStore:
             yield
         except sqlite3.OperationalError as error:
             text = str(error)
-            if "locked" in text or "busy" in text:
+            if is_lock_error(error):
                 raise DataError(
                     f"{self.path}: the database is locked by another writer (waited {self.timeout:g} s); "
                     "try again when the other import or download has finished"
