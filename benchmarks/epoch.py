@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import resource
 import time
 import warnings
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import chunk_setting, load_average, run_in_child
 from lstm_trading.batches import BucketBatchSampler, SampleWindows, padding_share
 from lstm_trading.config import LabelConfig, TargetConfig
 from lstm_trading.features import compute_features
@@ -40,10 +40,6 @@ from lstm_trading.training import LSTMTrainingModule
 DEFAULT_CANDLES = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz"
 )
-
-
-def chunk_setting(text: str) -> int | str:
-    return text if text == "auto" else int(text)
 
 
 def journal_windows(candles_path: Path, scale: float) -> tuple[np.ndarray, Samples]:
@@ -118,14 +114,8 @@ def _run(
 def run(
     kind: str, path: str, chunk: int | str, candles_path: Path, scale: float, batch: int, device: str
 ) -> tuple[float, float, float]:
-    context = mp.get_context("spawn")
-    queue: mp.Queue = context.Queue()
-    child = context.Process(target=_run, args=(kind, path, chunk, candles_path, scale, batch, device, queue))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"{kind} {path} chunk {chunk}: child failed with exit code {child.exitcode}")
-    return queue.get()
+    args = (kind, path, chunk, candles_path, scale, batch, device)
+    return run_in_child(_run, args, f"{kind} {path} chunk {chunk}")
 
 
 def main() -> None:
@@ -142,7 +132,7 @@ def main() -> None:
     _, samples = journal_windows(args.candles, args.scale)
     lengths = samples.length
     batches = BucketBatchSampler(lengths, args.batch, shuffle=True, seed=0).global_batches()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(
         f"{args.candles.name}: {len(lengths)} windows of {lengths.min():,} to {lengths.max():,} steps "
         f"(mean {lengths.mean():,.0f}, scale {args.scale:g}), {len(batches)} batches of {args.batch}; "

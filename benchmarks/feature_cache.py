@@ -12,14 +12,13 @@ every row (what `prepare` does next), and cold / hit.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from _common import best_of, load_average
 from lstm_trading.cache import FeatureCache
 from lstm_trading.config import FeatureConfig
 from lstm_trading.data.synthetic import synthetic_candles
@@ -27,21 +26,12 @@ from lstm_trading.features import compute_features, rows_dropped
 from lstm_trading.samples import FeatureMatrix, FeatureScaler
 
 
-def best_of(repeats: int, run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def measure(length: int, days: float, repeats: int, config: FeatureConfig) -> str:
     minutes = length + rows_dropped(config) + int(days * 1440)
     candles = synthetic_candles(minutes / 1440, seed=1)
     with tempfile.TemporaryDirectory() as folder:
         cache = FeatureCache(Path(folder))
-        cold = best_of(repeats, lambda: FeatureMatrix.from_frame(compute_features(candles, config)))
+        cold, _ = best_of(repeats, lambda: FeatureMatrix.from_frame(compute_features(candles, config)))
         started = time.perf_counter()
         first = cache.features(candles, config, symbol="ETHUSDT")
         miss = time.perf_counter() - started
@@ -53,8 +43,8 @@ def measure(length: int, days: float, repeats: int, config: FeatureConfig) -> st
             assert found.status == "hit"
             return found.matrix.values
 
-        hit_time = best_of(repeats, hit)
-        hit_scaled = best_of(repeats, lambda: scaler.transform(hit()))
+        hit_time, _ = best_of(repeats, hit)
+        hit_scaled, _ = best_of(repeats, lambda: scaler.transform(hit()))
     times = " ".join(f"{t:>9.3f}" for t in (cold, miss, hit_time, hit_scaled))
     return f"{length:>9} {len(candles):>9,} {times} {cold / hit_time:>9.1f}"
 
@@ -65,7 +55,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=365.0, help="days of decision moments after the first window")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(f"best of {args.repeats}, load {load:.2f}; times in seconds")
     header = ("length", "candles", "cold", "miss", "hit", "hit+scale", "cold/hit")
     print(" ".join(f"{h:>9}" for h in header), flush=True)

@@ -14,13 +14,12 @@ import argparse
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from _common import best_of
 from lstm_trading.config import MAX_WINDOW_MINUTES, FeatureConfig, LabelConfig
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
@@ -29,16 +28,6 @@ from lstm_trading.labels import label_first_touch
 from lstm_trading.samples import FeatureMatrix, window_bounds
 
 SYMBOL = "ETHUSDT"
-
-
-def best_of(repeats: int, work: Callable[[], Any]) -> tuple[float, Any]:
-    """The fastest of `repeats` runs (seconds) and the last result: the machine is shared, noise only adds."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        began = time.perf_counter()
-        result = work()
-        best = min(best, time.perf_counter() - began)
-    return best, result
 
 
 def original_features(candles: pd.DataFrame, config: FeatureConfig) -> pd.DataFrame:

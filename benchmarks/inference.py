@@ -14,13 +14,11 @@ the same hidden states. Target (issue 6): ours >= 1.8x bare.
 from __future__ import annotations
 
 import argparse
-import os
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from _common import best_of, load_average
 from lstm_trading.batches import pad_windows
 from lstm_trading.inference import cpu_count
 from lstm_trading.model import LSTMModel
@@ -34,16 +32,6 @@ def bare_forward(lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, leng
             x = torch.from_numpy(pad_windows(scaled, ends[first : first + batch], lengths[first : first + batch]))
             output, _ = lstm(x.to(device))
             output[:, -1].sum().item()  # a sync point on CUDA, so the time includes the work
-
-
-def best_of(repeats: int, run: Callable[[], object]) -> tuple[float, object]:
-    """The shortest of `repeats` runs (robust to other load on a shared machine) and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - started)
-    return min(times), result
 
 
 def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.random.Generator) -> str:
@@ -75,7 +63,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(
         f"device {args.device}, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
         f"cores {cpu_count()}, workers {args.workers or 'auto'}, {args.windows} windows, batch {args.batch}, "

@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import resource
 import time
 
 import torch
 
+from _common import chunk_setting, load_average, run_in_child
 from lstm_trading.batches import Batch
 from lstm_trading.model import auto_chunk_len
 from lstm_trading.training import LSTMTrainingModule
 
 BYTES_PER_SAMPLE_STEP = 5_200  # activations a plain forward and backward keeps (measured, fp32, hidden 80)
 _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def chunk_setting(text: str) -> int | str:
-    return text if text == "auto" else int(text)
 
 
 def _rss_mb() -> float:
@@ -135,15 +131,8 @@ def measure(
     threads: int,
 ) -> tuple[float, float]:
     """(sample-steps per second, peak MB above the memory before the step) of one configuration, in a child."""
-    context = mp.get_context("spawn")
-    queue: mp.Queue = context.Queue()
-    args = (kind, path, chunk, length, batch, repeats, device, precision, threads, queue)
-    child = context.Process(target=_measure, args=args)
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit(f"{kind} {path} chunk {chunk} at {length}: child failed with exit code {child.exitcode}")
-    return queue.get()
+    args = (kind, path, chunk, length, batch, repeats, device, precision, threads)
+    return run_in_child(_measure, args, f"{kind} {path} chunk {chunk} at {length}")
 
 
 def main() -> None:
@@ -170,7 +159,7 @@ def main() -> None:
     if limit is None:
         free = available_mb() if args.device == "cpu" else torch.cuda.mem_get_info()[0] / 2**20
         limit = 0.7 * free
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     print(
         f"device {args.device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
         f"batch {args.batch}, "
