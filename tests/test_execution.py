@@ -206,6 +206,6 @@ def test_the_daily_limit_inside_the_position_loop() -> None:
 
 def test_trader_refuses_what_is_not_a_side() -> None:
     trader = Trader(FREE)
-    assert trader.decide(T0, 0, 100.0, 1.0, 1.0) is None
+    assert trader.consider(T0, 0, 100.0, 1.0, 1.0).order is None
     with pytest.raises(Exception, match="direction must be 1"):
-        trader.decide(T0, 2, 100.0, 1.0, 1.0)
+        trader.consider(T0, 2, 100.0, 1.0, 1.0)

@@ -359,8 +359,8 @@ class Decision(NamedTuple):
 class Trader:
     """One account: turns signals into orders under the sizing rules, one position at a time.
 
-    `decide` is what a live loop calls at each moment (with the price it will enter at); `settle` books a
-    closed trade. `skipped` counts signals that did not become orders, by reason.
+    `consider` is what the backtest and the live loop call at each moment (with the price they would enter at);
+    `settle` books a closed trade. `skipped` counts signals that did not become orders, by reason.
     """
 
     config: BacktestConfig
@@ -378,18 +378,6 @@ class Trader:
     @property
     def costs(self) -> Costs:
         return Costs(self.config.fee, self.config.slippage)
-
-    def decide(
-        self,
-        at: int,
-        direction: int,
-        entry: float,
-        stop_loss_pct: float,
-        take_profit_pct: float,
-        probability: float = math.nan,
-    ) -> Order | None:
-        """An order for a Buy (+1) or Sell (-1) signal at `at`, or None (no signal, position open, limits)."""
-        return self.consider(at, direction, entry, stop_loss_pct, take_profit_pct, probability).order
 
     def consider(
         self,
