@@ -76,6 +76,8 @@ def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices
         "profit",
         "factor",
     ]
+    (note,) = [line for line in lines if line.startswith("Sharpe and Sortino ('-')")]
+    assert note.endswith("days") and "of 30 days or more; this one has " in note  # the test period is days long
     (latest,) = [line for line in lines if line.startswith("latest moment ")]
     assert " entry " in latest
     if ": Buy (" in latest or ": Sell (" in latest:

@@ -649,6 +649,17 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def short_period_note(stats: dict[str, Any]) -> str | None:
+    """Why the summary's Sharpe column shows '-' on a short period (what `backtest` and the demo print)."""
+    days = stats["period"]["minutes"] / (24 * 60)
+    if days >= MIN_DAYS_ANNUALISED or stats["model"]["sharpe"] is not None:
+        return None
+    return (
+        f"Sharpe and Sortino ('-') come from daily returns of periods of {MIN_DAYS_ANNUALISED} days or more; "
+        f"this one has {days:.1f} days"
+    )
+
+
 def run_config(run_dir: Path) -> BacktestConfig:
     """The backtest settings the run folder's resolved `config.toml` holds (defaults without one)."""
     from lstm_trading.config import load_config

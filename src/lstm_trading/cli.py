@@ -815,7 +815,7 @@ def backtest_command(
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lstm_trading.backtest import MIN_DAYS_ANNUALISED, SUMMARY_HEADER, backtest_run, summary_rows
+    from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, short_period_note, summary_rows
     from lstm_trading.report import detail_rows
 
     config = _trading_settings(
@@ -871,12 +871,9 @@ def backtest_command(
     )
     _print_table(title, SUMMARY_HEADER, summary_rows(stats))
     _print_table("model", ("", ""), detail_rows(stats["model"]))
-    days = period["minutes"] / (24 * 60)
-    if days < MIN_DAYS_ANNUALISED and stats["model"]["sharpe"] is None:
-        _echo_plain(
-            f"Sharpe and Sortino ('-') come from daily returns of periods of {MIN_DAYS_ANNUALISED} days or more; "
-            f"this one has {days:.1f} days"
-        )
+    note = short_period_note(stats)
+    if note is not None:
+        _echo_plain(note)
     console.print(f"wrote {folder}", markup=False, highlight=False, soft_wrap=True)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_trading.atomic import write_text_atomic
-from lstm_trading.backtest import SUMMARY_HEADER, run_backtest, summary_rows, write_backtest
+from lstm_trading.backtest import SUMMARY_HEADER, run_backtest, short_period_note, summary_rows, write_backtest
 from lstm_trading.bundle import load_bundle
 from lstm_trading.config import Config
 from lstm_trading.data.journal import read_journal, write_journal
@@ -159,6 +159,9 @@ def run_demo(
     write_backtest(backtest, run_dir / "backtest")
     for line in text_table(SUMMARY_HEADER, summary_rows(backtest.stats)):
         echo(line)
+    note = short_period_note(backtest.stats)
+    if note is not None:
+        echo(note)
     echo("7/7 report")
     report = write_report(run_dir)
     echo(f"report: {report.path}")
