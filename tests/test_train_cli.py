@@ -100,3 +100,34 @@ def test_two_ddp_processes_match_one_process_with_twice_the_batch(
     for name, tensor in one["state_dict"].items():
         torch.testing.assert_close(ddp["state_dict"][name], tensor, rtol=1e-4, atol=1e-5)
     assert (tmp_path / "ddp" / "model" / "bundle.json").exists()
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_one_line_naming_32_true(
+    tiny_db: Path,
+    journal_and_config,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """oneDNN capped at AVX2 has no bf16 LSTM kernels on any CPU (so on Intel this imitates an AMD machine
+    without AVX-512): the probe says no, and `train --precision bf16-mixed` is one line, nothing written."""
+    journal, config = journal_and_config
+    out = tmp_path / "run"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    probe = subprocess.run(
+        [sys.executable, "-c", "from lstm_trading.training import cpu_runs_bf16_lstm as p; print(p())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout == "False\n"
+    args = _train_args(tiny_db, journal, config, out) + ["--precision", "bf16-mixed", "--accelerator", "cpu"]
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_trading", *args, "--no-progress"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: train.precision = bf16-mixed: this CPU has no bf16 LSTM kernels (oneDNN needs AVX-512 bf16 or "
+        "AMX); use --precision 32-true, which is as fast on CPU (benchmarks/README.md)"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert not out.exists()

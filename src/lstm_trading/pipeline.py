@@ -146,8 +146,9 @@ def train_run(
     A run folder that already holds a model or checkpoints is continued only with `resume`, replaced only with
     `overwrite`, and otherwise refused: a finished run is never lost to a typo.
     """
-    from lstm_trading.training import fit
+    from lstm_trading.training import fit, resolve_precision
 
+    resolve_precision(config.train.precision, accelerator)  # refuses what this machine cannot run, before any write
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: is a file, not a run folder; choose a folder name")
     used = [run_dir / name for name in ("model", "checkpoints", "logs") if (run_dir / name).exists()]

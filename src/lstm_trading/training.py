@@ -8,6 +8,7 @@ DDP then reproduces a single-process run.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import pickle
@@ -278,13 +279,44 @@ def flush_denormals(enabled: bool = True) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+@functools.cache
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU runs an LSTM under bf16 autocast, forward and backward.
+
+    oneDNN has bf16 LSTM kernels only on CPUs with AVX-512 bf16 or AMX; elsewhere (AMD without AVX-512, older
+    Intel) it fails with "could not create a primitive descriptor". torch has no public flag for this, so a
+    one-step LSTM, plain and packed as the model runs it, is tried once per process.
+    """
+    lstm = nn.LSTM(2, 2, batch_first=True)
+    try:
+        for packed in (False, True):
+            x = torch.zeros(1, 1, 2, requires_grad=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                steps = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([1]), batch_first=True) if packed else x
+                _, (h, _) = lstm(steps)
+            h.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """`auto`: bf16-mixed on CUDA cards that have it, else 16-mixed with gradient scaling; fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    """`auto`: bf16-mixed on CUDA cards that have it, else 16-mixed with gradient scaling; fp32 on CPU.
+
+    `bf16-mixed` on a CPU without bf16 LSTM kernels is refused here, before a run folder is touched, rather
+    than as oneDNN's traceback in the first training step.
+    """
+    on_cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    if precision == "auto":
+        if on_cuda:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if precision == "bf16-mixed" and not on_cuda and not cpu_runs_bf16_lstm():
+        raise ConfigError(
+            "train.precision = bf16-mixed: this CPU has no bf16 LSTM kernels (oneDNN needs AVX-512 bf16 or AMX); "
+            "use --precision 32-true, which is as fast on CPU (benchmarks/README.md)"
+        )
+    return precision
 
 
 def parse_devices(devices: str) -> int | str:
