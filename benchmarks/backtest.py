@@ -4,7 +4,7 @@ The issue's case: 30 days at a decision every 15 minutes (2,880 moments) with th
 windows, a randomly initialised default-size model (hidden 80) on synthetic candles. Prints the time of the
 features, the windows per second of the backtest's batched pass (`backtest.predict_signals`: length-bucketed
 batches, time-chunked, shared among one-thread worker processes) and of one window per call (what a loop that
-predicts each moment as it comes does: `predict.forward_windows` with one window), their ratio, and the peak
+predicts each moment as it comes does: `predict.predict_windows` with one window), their ratio, and the peak
 memory. The CPU may be shared with other work: the load average before and after is printed with the figures.
 
     .venv/bin/python benchmarks/backtest.py [--days 30] [--every 15m] [--max-len 129600]
@@ -23,15 +23,17 @@ import time
 import numpy as np
 import torch
 
-from lstm_trading.backtest import decision_moments, predict_signals, scaled_features
-from lstm_trading.bundle import Bundle
-from lstm_trading.config import MAX_WINDOW_MINUTES, FeatureConfig, ModelConfig, TargetConfig
+from lstm_trading.backtest.simulation import decision_moments
+from lstm_trading.core.config import MAX_WINDOW_MINUTES, FeatureConfig, ModelConfig, TargetConfig
+from lstm_trading.core.timeutil import parse_duration
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import FEATURE_NAMES, compute_features, rows_dropped
-from lstm_trading.model import LSTMModel
-from lstm_trading.predict import forward_windows
-from lstm_trading.samples import FeatureMatrix, FeatureScaler, TargetScaler, window_bounds
-from lstm_trading.timeutil import parse_duration
+from lstm_trading.features.compute import FEATURE_NAMES, compute_features, rows_dropped
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.models.bundle import Bundle
+from lstm_trading.models.lstm.model import LSTMModel
+from lstm_trading.predict import predict_signals, predict_windows, scaled_features
+from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
+from lstm_trading.samples.windows import window_bounds
 
 DAY_MINUTES = 1_440
 
@@ -107,7 +109,7 @@ def main() -> None:
     a_start, a_end = window_bounds(features.matrix.timestamps, alone, args.max_len)
     began = time.perf_counter()
     single = [
-        forward_windows(bundle.model, features.scaled, a_end[i : i + 1], (a_end - a_start)[i : i + 1])
+        predict_windows(bundle, features.scaled, a_end[i : i + 1], (a_end - a_start)[i : i + 1])
         for i in range(len(alone))
     ]
     alone_seconds = time.perf_counter() - began

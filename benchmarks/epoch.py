@@ -28,14 +28,16 @@ import pandas as pd
 import torch
 
 from _common import chunk_setting, load_average, run_in_child
-from lstm_trading.batches import BucketBatchSampler, SampleWindows, padding_share
-from lstm_trading.config import LabelConfig, TargetConfig
-from lstm_trading.features import compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.model import auto_chunk_len
-from lstm_trading.samples import FeatureMatrix, FeatureScaler, Samples, TargetScaler, build_samples
-from lstm_trading.timeutil import to_unix_seconds
-from lstm_trading.training import LSTMTrainingModule
+from lstm_trading.core.config import LabelConfig, TargetConfig
+from lstm_trading.core.timeutil import to_unix_seconds
+from lstm_trading.features.compute import compute_features
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.models.lstm.batches import BucketBatchSampler, SampleWindows, padding_share
+from lstm_trading.models.lstm.model import auto_chunk_len
+from lstm_trading.models.lstm.training import LSTMTrainingModule
+from lstm_trading.samples.labels import label_first_touch
+from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
+from lstm_trading.samples.targets import Samples, build_samples
 
 DEFAULT_CANDLES = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "binance_ethusdt_1m_2021-08-09_2021-09-13.csv.gz"

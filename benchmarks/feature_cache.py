@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from _common import best_of, load_average
-from lstm_trading.cache import FeatureCache
-from lstm_trading.config import FeatureConfig
+from lstm_trading.core.config import FeatureConfig
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import compute_features, rows_dropped
-from lstm_trading.samples import FeatureMatrix, FeatureScaler
+from lstm_trading.features.cache import FeatureCache
+from lstm_trading.features.compute import compute_features, rows_dropped
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.samples.scalers import FeatureScaler
 
 
 def measure(length: int, days: float, repeats: int, config: FeatureConfig) -> str:

@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from _common import best_of
-from lstm_trading.config import MAX_WINDOW_MINUTES, FeatureConfig, LabelConfig
+from lstm_trading.core.config import MAX_WINDOW_MINUTES, FeatureConfig, LabelConfig
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import FEATURE_NAMES, compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.samples import FeatureMatrix, window_bounds
+from lstm_trading.features.compute import FEATURE_NAMES, compute_features
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.samples.labels import label_first_touch
+from lstm_trading.samples.windows import window_bounds
 
 SYMBOL = "ETHUSDT"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from lstm_trading.config import Config
+from lstm_trading.core.config import Config
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.pipeline import prepare, train_run
+from lstm_trading.features.compute import compute_features
+from lstm_trading.runs.train import prepare, train_run
+from lstm_trading.samples.labels import label_first_touch
 
 
 def main() -> None:

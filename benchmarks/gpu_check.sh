@@ -5,7 +5,7 @@
 #   2. the training step at 8,640 and 129,600 steps, padded and packed cuDNN, plain and chunked (auto: 4,096 steps on CUDA), fp32;
 #   3. the same at 32,768 steps under fp16 and bf16 autocast;
 #   4. a mixed-length epoch on a real journal's window lengths: padded against packed (which `auto` should use);
-#   5. inference throughput (forward_windows on the GPU against a bare nn.LSTM forward).
+#   5. inference throughput (run_windows on the GPU against a bare nn.LSTM forward).
 # Needs a Python with lstm-trading's dependencies and a CUDA build of torch. Run from the repository root:
 #   PYTHONPATH=src bash benchmarks/gpu_check.sh        (PYTHON=.venv/bin/python to choose the interpreter)
 set -uo pipefail

@@ -1,9 +1,9 @@
-"""Inference throughput: `forward_windows` (length-bucketed, time-chunked, one-thread worker processes) against a
+"""Inference throughput: `run_windows` (length-bucketed, time-chunked, one-thread worker processes) against a
 bare nn.LSTM forward in one process with torch's default thread count, on the same windows, in the same run.
 
 For each window length, `--windows` windows ending an hour apart are cut from one feature matrix. The bare
 baseline pads them into batches of `--batch` and runs `nn.LSTM` under `torch.inference_mode` (what the seed
-did, minus its 90-day copies per trade); ours calls `predict.forward_windows` with `--workers` (default: one
+did, minus its 90-day copies per trade); ours calls `models.lstm.inference.run_windows` with `--workers` (default: one
 per core). Prints sample-steps per second (best of `--repeats`) and our/bare ratio, and checks that both give
 the same hidden states. Target (issue 6): ours >= 1.8x bare.
 
@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from _common import best_of, load_average
-from lstm_trading.batches import pad_windows
-from lstm_trading.inference import cpu_count
-from lstm_trading.model import LSTMModel
-from lstm_trading.predict import forward_windows
+from lstm_trading.models.lstm.batches import pad_windows
+from lstm_trading.models.lstm.inference import cpu_count, run_windows
+from lstm_trading.models.lstm.model import LSTMModel
 
 
 def bare_forward(lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, batch: int) -> None:
@@ -44,7 +43,7 @@ def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.ran
     bare, _ = best_of(args.repeats, lambda: bare_forward(model.lstm, scaled, ends, lengths, args.batch))
     ours, result = best_of(
         args.repeats,
-        lambda: forward_windows(model, scaled, ends, lengths, batch_size=args.batch, workers=args.workers),
+        lambda: run_windows(model, scaled, ends, lengths, batch_size=args.batch, workers=args.workers),
     )
     probabilities = result[0]  # type: ignore[index]
     with torch.inference_mode():  # the same model on one window, plainly: equal outputs

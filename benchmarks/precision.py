@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_trading.config import Config
+from lstm_trading.core.config import Config
+from lstm_trading.core.timeutil import to_unix_seconds
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.demo import DemoSettings
-from lstm_trading.evaluate import classification_metrics
-from lstm_trading.features import compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.pipeline import Prepared, prepare, train_run
-from lstm_trading.predict import forward_windows
-from lstm_trading.timeutil import to_unix_seconds
+from lstm_trading.evaluate.metrics import classification_metrics
+from lstm_trading.features.compute import compute_features
+from lstm_trading.predict import predict_windows
+from lstm_trading.runs.train import Prepared, prepare, train_run
+from lstm_trading.samples.labels import label_first_touch
 
 BYBIT = Path(__file__).resolve().parents[1] / "tests" / "data" / "bybit_ethusdt_1m_2025-05-29_2025-06-29.csv.gz"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -49,11 +49,11 @@ def one_run(prepared: Prepared, config: Config) -> dict[str, float]:
         started = time.perf_counter()
         run = train_run(prepared, config, Path(folder) / "run", accelerator="cpu", progress=False)
         seconds = time.perf_counter() - started
-        from lstm_trading.bundle import load_bundle
+        from lstm_trading.models.bundle import load_bundle
 
         bundle = load_bundle(Path(folder) / "run")
     test = prepared.split.test
-    proba, _, _ = forward_windows(bundle.model, prepared.scaled, test.end, test.length, workers=1)
+    proba, _, _ = predict_windows(bundle, prepared.scaled, test.end, test.length, workers=1)
     metrics = classification_metrics(test.label, proba.argmax(axis=1), proba)
     return {
         "val_loss": run.best_val_loss,

@@ -24,9 +24,9 @@ import time
 import torch
 
 from _common import chunk_setting, load_average, run_in_child
-from lstm_trading.batches import Batch
-from lstm_trading.model import auto_chunk_len
-from lstm_trading.training import LSTMTrainingModule
+from lstm_trading.models.lstm.batches import Batch
+from lstm_trading.models.lstm.model import auto_chunk_len
+from lstm_trading.models.lstm.training import LSTMTrainingModule
 
 BYTES_PER_SAMPLE_STEP = 5_200  # activations a plain forward and backward keeps (measured, fp32, hidden 80)
 _AUTOCAST = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}

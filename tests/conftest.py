@@ -67,7 +67,7 @@ TINY_SEED = 3
 
 def tiny_config():  # type: ignore[no-untyped-def]
     """Small windows, a short warm-up and few epochs: the whole pipeline in seconds."""
-    from lstm_trading.config import Config
+    from lstm_trading.core.config import Config
 
     return (
         Config()
@@ -99,8 +99,8 @@ def tiny_candles():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def tiny_trades(tiny_candles):  # type: ignore[no-untyped-def]
     """A first-touch journal (as the journal reader returns it) over the tiny market."""
-    from lstm_trading.features import compute_features
-    from lstm_trading.labels import label_first_touch
+    from lstm_trading.features.compute import compute_features
+    from lstm_trading.samples.labels import label_first_touch
 
     config = tiny_config()
     result = label_first_touch(tiny_candles, compute_features(tiny_candles, config.features), config.labels)
@@ -125,7 +125,7 @@ def tiny_run(tiny_candles, tiny_trades, tmp_path_factory):  # type: ignore[no-un
     """A trained tiny run folder (read-only for tests: copy it before changing anything)."""
     import warnings
 
-    from lstm_trading.pipeline import prepare, train_run
+    from lstm_trading.runs.train import prepare, train_run
 
     config = tiny_config()
     with warnings.catch_warnings():

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lstm_trading.core.errors import ConfigError
+from lstm_trading.core.timeutil import to_unix_seconds
 from lstm_trading.data import exchange
-from lstm_trading.errors import ConfigError
-from lstm_trading.timeutil import to_unix_seconds
 
 FAKE_MARKETS = [
     {"id": "ETHUSDT", "symbol": "ETH/USDT:USDT", "base": "ETH", "quote": "USDT", "settle": "USDT", "swap": True,

@@ -13,27 +13,24 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lstm_trading.backtest import (
-    MINUTES_PER_YEAR,
+from lstm_trading.backtest.execution import CandleArrays
+from lstm_trading.backtest.results import run_backtest
+from lstm_trading.backtest.simulation import (
     TRADE_COLUMNS,
-    Signals,
     Simulation,
     buy_and_hold,
     decision_moments,
     equity_curve,
-    predict_signals,
     random_entries,
-    run_backtest,
-    scaled_features,
     simulate,
-    statistics,
-    write_backtest,
 )
-from lstm_trading.bundle import load_bundle
+from lstm_trading.backtest.statistics import MINUTES_PER_YEAR, statistics
 from lstm_trading.cli import app
-from lstm_trading.config import BacktestConfig
+from lstm_trading.core.config import BacktestConfig
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.execution import CandleArrays
+from lstm_trading.models.bundle import load_bundle
+from lstm_trading.predict import Signals, predict_moments, predict_signals, scaled_features
+from lstm_trading.runs.backtest import write_backtest
 
 runner = CliRunner(env={"COLUMNS": "200"})  # tables on one line each
 
@@ -179,7 +176,7 @@ def test_batched_signals_equal_predict_at_each_moment(tiny_run: Path, tiny_candl
     signals = predict_signals(
         bundle, scaled_features(bundle, tiny_candles), moments, batch_size=8, progress=lambda d, n: seen.append((d, n))
     )
-    one_by_one = bundle.predict(tiny_candles, moments)
+    one_by_one = predict_moments(bundle, tiny_candles, moments)
     np.testing.assert_allclose(signals.proba, one_by_one[["p_buy", "p_sell", "p_invalid"]].to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(signals.stop_loss_pct, one_by_one["stop_loss_pct"], rtol=1e-5)
     np.testing.assert_allclose(signals.take_profit_pct, one_by_one["take_profit_pct"], rtol=1e-5)

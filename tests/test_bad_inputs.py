@@ -29,13 +29,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from lstm_trading.bundle import load_bundle
 from lstm_trading.cli import app
-from lstm_trading.config import dump_config
+from lstm_trading.core.config import dump_config
+from lstm_trading.core.errors import DataError, ModelFileError
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import DataError, ModelFileError
-from lstm_trading.features import compute_features
+from lstm_trading.features.compute import compute_features
+from lstm_trading.models.bundle import load_bundle
 from test_csv_ingest import HEADER, dump
 
 T_NEW = 1_704_585_600  # 2024-01-07 00:00 UTC: the first minute after the tiny market, so a partial import would show
@@ -444,7 +444,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     debug = subprocess.run([*command[:3], "--debug", *command[3:]], capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1
     assert debug.stderr.startswith("Traceback (most recent call last):")
-    assert f"lstm_trading.errors.DataError: {notes}: not a SQLite database" in debug.stderr
+    assert f"lstm_trading.core.errors.DataError: {notes}: not a SQLite database" in debug.stderr
 
 
 def test_rows_out_of_time_order_are_sorted_with_a_warning(world: World) -> None:
@@ -589,7 +589,7 @@ def test_random_bytes_as_a_journal_fail_cleanly(tmp_path: Path, content: bytes) 
 def test_a_non_finite_batch_stops_train_naming_the_batch_and_the_feature(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lstm_trading.batches import SampleWindows
+    from lstm_trading.models.lstm.batches import SampleWindows
 
     original = SampleWindows.collate
     calls = []
@@ -632,7 +632,7 @@ def test_zero_volume_minutes_train_and_predict_end_to_end(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     bundle = load_bundle(world.folder / "new_run")
-    assert all(torch.isfinite(p).all() for p in bundle.model.parameters())
+    assert all(torch.isfinite(p).all() for p in bundle.model.model.parameters())
     predicted = CliRunner().invoke(app, ["predict", str(world.folder / "new_run"), "--db", str(db), "--json"])
     assert predicted.exit_code == 0, predicted.output
     probabilities = json.loads(predicted.stdout)["probabilities"]

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_trading.batches import BucketBatchSampler, padding_share
-from lstm_trading.config import LabelConfig, TargetConfig
-from lstm_trading.features import compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.samples import FeatureMatrix, build_samples
-from lstm_trading.timeutil import to_unix_seconds
+from lstm_trading.core.config import LabelConfig, TargetConfig
+from lstm_trading.core.timeutil import to_unix_seconds
+from lstm_trading.features.compute import compute_features
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.models.lstm.batches import BucketBatchSampler, padding_share
+from lstm_trading.samples.labels import label_first_touch
+from lstm_trading.samples.targets import build_samples
 
 
 def _journal_lengths(path: Path) -> np.ndarray:

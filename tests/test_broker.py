@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from fake_ccxt import FakeCcxt, SimClock
-from lstm_trading.broker import (
+from lstm_trading.backtest.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
+from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.live.brokers import (
     API_KEY_ENV,
     API_SECRET_ENV,
     CcxtBroker,
@@ -24,10 +26,8 @@ from lstm_trading.broker import (
     Retry,
     credentials_from_env,
 )
-from lstm_trading.errors import ConfigError, DataError
-from lstm_trading.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
-from lstm_trading.live import client_order_id
-from lstm_trading.live_state import Position
+from lstm_trading.live.loop import client_order_id
+from lstm_trading.live.state import Position
 
 T0 = 1_717_200_000  # 2024-06-01 00:00 UTC
 SYMBOL = "ETH/USDT:USDT"

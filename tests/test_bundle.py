@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstm_trading.bundle import FORMAT_VERSION, load_bundle
-from lstm_trading.errors import ModelFileError
+from lstm_trading.core.errors import ModelFileError
+from lstm_trading.models.bundle import FORMAT_VERSION, load_bundle
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_round_trip_gives_the_same_outputs(tiny_run: Path) -> None:
     bundle = load_bundle(tiny_run)  # the run folder or its model/ folder
     again = load_bundle(tiny_run / "model")
     features, lengths = torch.randn(3, 20, 13), torch.tensor([20, 5, 11])
-    for a, b in zip(bundle.model(features, lengths), again.model(features, lengths), strict=True):
+    for a, b in zip(bundle.model.model(features, lengths), again.model.model(features, lengths), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_trading.cache import FeatureCache, default_cache_dir, feature_matrix
-from lstm_trading.config import FeatureConfig
+from lstm_trading.core.config import FeatureConfig
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import compute_features
-from lstm_trading.samples import FeatureMatrix
+from lstm_trading.features.cache import FeatureCache, default_cache_dir, feature_matrix
+from lstm_trading.features.compute import compute_features
+from lstm_trading.features.matrix import FeatureMatrix
 
 CONFIG = FeatureConfig(warmup_minutes=2_000)
 
@@ -138,8 +138,8 @@ def test_second_prepare_on_unchanged_candles_loads_the_cache(  # type: ignore[no
     import warnings
 
     from conftest import tiny_config
-    from lstm_trading import cache
-    from lstm_trading.pipeline import prepare
+    from lstm_trading.features import cache as cache
+    from lstm_trading.runs.train import prepare
 
     config = tiny_config()
     with warnings.catch_warnings():
@@ -158,8 +158,8 @@ def test_predict_command_keeps_features_beside_the_database(  # type: ignore[no-
 
     from typer.testing import CliRunner
 
-    from lstm_trading import cache
     from lstm_trading.cli import app
+    from lstm_trading.features import cache as cache
 
     db = tmp_path / "candles.db"
     shutil.copy(tiny_db, db)

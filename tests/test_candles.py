@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_trading.core.errors import DataError
 from lstm_trading.data.candles import CANDLE_COLUMNS, Gap, describe_gaps, find_gaps, validate_candles
-from lstm_trading.errors import DataError
 
 T0 = 1_748_538_360  # 2025-05-29 17:06 UTC, a minute boundary
 

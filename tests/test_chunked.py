@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstm_trading.errors import ConfigError
-from lstm_trading.model import LSTMModel, auto_chunk_len
-from lstm_trading.training import cpu_runs_bf16_lstm
+from lstm_trading.core.errors import ConfigError
+from lstm_trading.models.lstm.model import LSTMModel, auto_chunk_len
+from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm
 
 # Lengths that end inside a chunk, on a chunk's last step, on a chunk's first step, and in the first chunk.
 LENGTHS = [23, 16, 17, 5, 9, 1]
@@ -146,7 +146,7 @@ def test_training_with_chunks_follows_training_without(tiny_candles, tiny_trades
     import warnings
 
     from conftest import tiny_config
-    from lstm_trading.pipeline import prepare, train_run
+    from lstm_trading.runs.train import prepare, train_run
 
     config = tiny_config().with_overrides("train", epochs=2)
     with warnings.catch_warnings():

@@ -20,14 +20,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from lstm_trading import atomic
-from lstm_trading.bundle import load_bundle, save_bundle
 from lstm_trading.cli import app
-from lstm_trading.config import dump_config, load_config
+from lstm_trading.core import atomic as atomic
+from lstm_trading.core.config import dump_config, load_config
+from lstm_trading.core.errors import ModelFileError
 from lstm_trading.data.journal import write_journal
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import ModelFileError
-from lstm_trading.training import AtomicCheckpointIO, load_checkpoint
+from lstm_trading.models.bundle import load_bundle, save_bundle
+from lstm_trading.models.lstm.training import AtomicCheckpointIO, load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -123,7 +123,7 @@ def test_every_command_writes_its_files_beside_them_and_renames(
 ) -> None:
     """Python-level writes of train, evaluate, backtest, report, features, label and the feature cache all go to
     a temporary file (Lightning's own logs aside); torch, safetensors and pyarrow write to the paths that
-    `lstm_trading.atomic` gives them (the kill test below shows those)."""
+    `lstm_trading.core.atomic` gives them (the kill test below shows those)."""
     db, run = inputs["db"], tmp_path / "run"
     commands = [
         [*_train_args(inputs), "--out", str(run), "--epochs", "1", "--no-progress", "--accelerator", "cpu"],
@@ -186,11 +186,12 @@ def test_a_bundle_interrupted_between_its_two_files_does_not_load(
     monkeypatch.setattr(atomic.os, "replace", crash_on_the_json)
     changed = old.model
     with torch.no_grad():
-        changed.fc_class.bias.add_(1.0)
+        changed.model.fc_class.bias.add_(1.0)
     with pytest.raises(_Crash):
         save_bundle(
             folder,
             changed,
+            model_config=old.model_config,
             feature_config=old.feature_config,
             target_config=old.target_config,
             feature_names=old.feature_names,
@@ -236,7 +237,7 @@ def test_train_killed_at_random_points_is_loadable_or_incomplete_and_resumes_to_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((work / "summary.json").read_text())
     events = [tuple(e) for e in summary["events"]]
-    # Lightning's checkpoints go through lstm_trading.atomic too (AtomicCheckpointIO): they are events here.
+    # Lightning's checkpoints go through lstm_trading.core.atomic too (AtomicCheckpointIO): they are events here.
     assert ("write", "checkpoints/last.ckpt") in events and ("write", "checkpoints/best.ckpt") in events
     assert events[0] == ("write", "config.toml") and ("write", "model/weights.safetensors") in events
     assert tuple(summary["runs"][0]["event"]) == ("write", "model/bundle.json")
@@ -294,5 +295,5 @@ def test_resuming_a_finished_run_in_a_moved_folder_keeps_its_model(
     resumed = json.loads((run / "model" / "bundle.json").read_text())["validation"]["best_val_loss"]
     assert resumed == pytest.approx(original)
     before, after = load_bundle(tiny_run), load_bundle(run)
-    for a, b in zip(before.model.state_dict().values(), after.model.state_dict().values(), strict=True):
+    for a, b in zip(before.model.model.state_dict().values(), after.model.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lstm_trading.cli import app
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import parse_moment
 from lstm_trading.data.candles import find_gaps
 from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import DataError
-from lstm_trading.timeutil import parse_moment
 
 runner = CliRunner()
 

@@ -39,7 +39,7 @@ def test_demo_leaves_a_usable_run_folder(demo) -> None:  # type: ignore[no-untyp
 def test_demo_ends_with_a_complete_report(demo) -> None:  # type: ignore[no-untyped-def]
     from html import escape
 
-    from lstm_trading.report import FIGURES
+    from lstm_trading.report.figures import FIGURES
 
     assert demo.report is not None and demo.report.exists()
     html = demo.report.read_text()

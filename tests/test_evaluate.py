@@ -13,22 +13,17 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import tiny_config
-from lstm_trading.bundle import load_bundle
 from lstm_trading.cli import app
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import format_time
 from lstm_trading.data.journal import write_journal
-from lstm_trading.errors import DataError
-from lstm_trading.evaluate import (
-    evaluate_bundle,
-    evaluation_document,
-    labels_from_counts,
-    reliability_table,
-    select_test_trades,
-)
-from lstm_trading.features import compute_features
-from lstm_trading.pipeline import prepare
-from lstm_trading.predict import forward_windows
-from lstm_trading.samples import Samples
-from lstm_trading.timeutil import format_time
+from lstm_trading.evaluate.metrics import evaluate_bundle, evaluation_document, labels_from_counts, reliability_table
+from lstm_trading.features.compute import compute_features
+from lstm_trading.models.bundle import load_bundle
+from lstm_trading.predict import predict_windows
+from lstm_trading.runs.evaluate import select_test_trades
+from lstm_trading.runs.train import prepare
+from lstm_trading.samples.targets import Samples
 
 runner = CliRunner(env={"COLUMNS": "200"})
 
@@ -112,9 +107,9 @@ def test_rebuilt_test_split_is_the_one_training_held_out(
     assert document["samples"] == len(test) == len(test_times)
     counts = np.bincount(test.label, minlength=3)
     assert [document["model"]["per_class"][c]["support"] for c in ("Buy", "Sell", "Invalid")] == counts.tolist()
-    proba, _, _ = forward_windows(bundle.model, prepared.scaled, test.end, test.length)
+    proba, _, _ = predict_windows(bundle, prepared.scaled, test.end, test.length)
     # features from a later history start differ only by the indicators' warm-up residue
-    from lstm_trading.evaluate import classification_metrics
+    from lstm_trading.evaluate.metrics import classification_metrics
 
     expected = classification_metrics(test.label, proba.argmax(axis=1), proba)
     assert document["model"]["log_loss"] == pytest.approx(expected["log_loss"], abs=0.02)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from exchange_fake_runner import FAKE_MARKETS, FakeExchange, load_candles
 from lstm_trading.cli import app
+from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data import exchange
 from lstm_trading.data.candles import Gap
 from lstm_trading.data.exchange import (
@@ -30,7 +31,6 @@ from lstm_trading.data.exchange import (
     unified_symbol,
 )
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import ConfigError, DataError
 
 FIRST_ROW = 1000  # a slice of the real file: 3,000 minutes from 2025-05-30 09:46 UTC
 ROWS = 3000

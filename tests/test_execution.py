@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstm_trading.backtest import simulate
-from lstm_trading.config import BacktestConfig
-from lstm_trading.execution import (
+from lstm_trading.backtest.execution import (
     LONG,
     SHORT,
     CandleArrays,
@@ -20,6 +18,8 @@ from lstm_trading.execution import (
     signal_direction,
     simulate_fill,
 )
+from lstm_trading.backtest.simulation import simulate
+from lstm_trading.core.config import BacktestConfig
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 FREE = BacktestConfig(fee=0.0, slippage=0.0, max_hold_seconds=86_400)

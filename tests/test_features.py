@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from lstm_trading.cli import app
-from lstm_trading.config import FeatureConfig
+from lstm_trading.core.config import FeatureConfig
+from lstm_trading.core.errors import DataError
 from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.errors import DataError
-from lstm_trading.features import FEATURE_NAMES, compute_features, compute_indicators, rows_dropped
+from lstm_trading.features.compute import FEATURE_NAMES, compute_features, compute_indicators, rows_dropped
 
 # Windows of 2 minutes so that every value below can be worked out by hand; MACD(2, 3, 2) is defined from
 # row 3, so its percentage change (and the first row kept) from row 4.

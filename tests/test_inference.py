@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_trading.batches import pad_windows, window_chunks
-from lstm_trading.errors import LstmTradingError
-from lstm_trading.inference import choose_workers, plan_batches, run_windows, share_batches
-from lstm_trading.model import LSTMModel
-from lstm_trading.predict import forward_windows
+from lstm_trading.core.errors import LstmTradingError
+from lstm_trading.models.lstm.batches import pad_windows, window_chunks
+from lstm_trading.models.lstm.inference import choose_workers, plan_batches, run_windows, share_batches
+from lstm_trading.models.lstm.model import LSTMModel
 
 
 @pytest.fixture(autouse=True)
@@ -34,15 +33,15 @@ def windows() -> tuple[LSTMModel, np.ndarray, np.ndarray, np.ndarray]:
 
 def test_workers_give_the_same_predictions_as_one_process(windows) -> None:  # type: ignore[no-untyped-def]
     model, scaled, ends, lengths = windows
-    one = forward_windows(model, scaled, ends, lengths, batch_size=4, workers=1)
-    three = forward_windows(model, scaled, ends, lengths, batch_size=4, workers=3, chunk_len=50)
+    one = run_windows(model, scaled, ends, lengths, batch_size=4, workers=1)
+    three = run_windows(model, scaled, ends, lengths, batch_size=4, workers=3, chunk_len=50)
     for a, b in zip(one, three, strict=True):
         np.testing.assert_array_equal(b, a)
 
 
 def test_predictions_equal_the_model_on_each_window(windows) -> None:  # type: ignore[no-untyped-def]
     model, scaled, ends, lengths = windows
-    probabilities, sl, tp = forward_windows(model, scaled, ends, lengths, batch_size=5, workers=2, chunk_len=7)
+    probabilities, sl, tp = run_windows(model, scaled, ends, lengths, batch_size=5, workers=2, chunk_len=7)
     with torch.no_grad():
         for row in (0, 7, 22):
             alone = model(torch.from_numpy(pad_windows(scaled, ends[row : row + 1], lengths[row : row + 1])),
@@ -60,7 +59,7 @@ def test_progress_counts_every_window(windows) -> None:  # type: ignore[no-untyp
 
 def test_no_windows_give_empty_outputs(windows) -> None:  # type: ignore[no-untyped-def]
     model, scaled, _, _ = windows
-    probabilities, sl, tp = forward_windows(model, scaled, np.zeros(0, np.int64), np.zeros(0, np.int64))
+    probabilities, sl, tp = run_windows(model, scaled, np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert probabilities.shape == (0, 3) and sl.shape == tp.shape == (0,)
 
 

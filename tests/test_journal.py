@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lstm_trading.core.errors import DataError
 from lstm_trading.data.journal import read_journal, write_journal
-from lstm_trading.errors import DataError
 
 T0 = 1_704_110_400  # 2024-01-01 12:00 UTC
 HEADER = ["start_time", "entry_price", "side"]

@@ -10,13 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from lstm_trading.cli import app
-from lstm_trading.config import FeatureConfig, LabelConfig
+from lstm_trading.core.config import FeatureConfig, LabelConfig
 from lstm_trading.data.csv import read_candles_csv
 from lstm_trading.data.journal import read_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.features import compute_features
-from lstm_trading.labels import JOURNAL_COLUMNS, LabelResult, label_first_touch
+from lstm_trading.features.compute import compute_features
+from lstm_trading.samples.labels import JOURNAL_COLUMNS, LabelResult, label_first_touch
 
 T = 1_750_000_000 // 3_600 * 3_600  # a moment on the hour
 # Flat price 100 and ATR 1: long SL 98, TP 103; short SL 102, TP 97; the horizon is the 10 candles from T.

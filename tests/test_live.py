@@ -23,16 +23,20 @@ from typer.testing import CliRunner
 
 from exchange_fake_runner import load_candles
 from fake_ccxt import FakeCcxt, SimClock
-from lstm_trading import broker, live
-from lstm_trading.backtest import trades_frame
-from lstm_trading.bundle import load_bundle
+from lstm_trading.backtest.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
+from lstm_trading.backtest.simulation import trades_frame
 from lstm_trading.cli import app
-from lstm_trading.config import BacktestConfig
+from lstm_trading.core.config import BacktestConfig
 from lstm_trading.data.store import CandleStore
-from lstm_trading.execution import LONG, SHORT, CandleArrays, Costs, Order, PositionWatch, simulate_fill
-from lstm_trading.live import LiveStop, live_run, replay_run
-from lstm_trading.live_state import LiveState
+from lstm_trading.live import brokers as broker
+from lstm_trading.live.feeds import ReplayFeed
+from lstm_trading.live.loop import DecisionLog, LiveLoop, LiveStop, LoopSettings
+from lstm_trading.live.signals import Signal
+from lstm_trading.live.state import LiveState
+from lstm_trading.models.bundle import load_bundle
 from lstm_trading.predict import predict_moments
+from lstm_trading.runs import live as live_runs
+from lstm_trading.runs.live import live_run, replay_run
 
 runner = CliRunner(env={"COLUMNS": "200"})
 SECRET = "sEcReT-0123456789-do-not-leak"
@@ -179,11 +183,11 @@ def test_kill_switch_is_printed_once_a_day_when_it_fires(tiny_run: Path, real_db
 class AlwaysBuy:
     """Signals that trade at every moment, with tight levels: positions open and close all the time."""
 
-    def at(self, moment: int) -> live.Signal:
-        return live.Signal(np.array([0.8, 0.1, 0.1]), 0.05, 0.08)
+    def at(self, moment: int) -> Signal:
+        return Signal(np.array([0.8, 0.1, 0.1]), 0.05, 0.08)
 
 
-class FlakyFeed(live.ReplayFeed):
+class FlakyFeed(ReplayFeed):
     """Stored candles, but the entry price cannot be fetched at the moments in `failing`."""
 
     def __init__(self, period: CandleArrays, failing: set[int]) -> None:
@@ -203,11 +207,11 @@ def test_a_failed_period_loses_no_fill_and_counts_nothing(real_db: Path, tmp_pat
     config = BacktestConfig(every_seconds=300, max_hold_seconds=3600)
     moments = [int(t) for t in period.timestamp[::5][:200]]
     failing = set(moments[3::4])  # every fourth period fails after its position check
-    settings_ = live.LoopSettings(account="flaky", symbol="ETHUSDT", config=config, max_errors=2)
+    settings_ = LoopSettings(account="flaky", symbol="ETHUSDT", config=config, max_errors=2)
     with LiveState(real_db, "flaky") as state:
         state.clear()
-        loop = live.LiveLoop(
-            settings_, state, FlakyFeed(period, failing), broker.PaperBroker(), AlwaysBuy(), live.DecisionLog(None)
+        loop = LiveLoop(
+            settings_, state, FlakyFeed(period, failing), broker.PaperBroker(), AlwaysBuy(), DecisionLog(None)
         )
         loop.run(moments)
         fills, orders, trader = state.fills(), state.orders(), state.meta("trader")
@@ -249,7 +253,7 @@ def exchange(tiny_market: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_pat
         return fake
 
     monkeypatch.setattr(broker, "exchange_factory", factory)
-    monkeypatch.setattr(live, "clock_factory", lambda: clock)
+    monkeypatch.setattr(live_runs, "clock_factory", lambda: clock)
     return {"db": db, "clock": clock, "fake": fake, "made": made, "start": start}
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from lstm_trading.backtest.execution import LONG, SHORT, Costs, Order, PositionWatch, book_fill
+from lstm_trading.core.errors import DataError
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.errors import DataError
-from lstm_trading.execution import LONG, SHORT, Costs, Order, PositionWatch, book_fill
-from lstm_trading.live_state import SCHEMA_VERSION, LiveState, Position, Step, accounts
+from lstm_trading.live.state import SCHEMA_VERSION, LiveState, Position, Step, accounts
 
 T0 = 1_717_200_000
 COSTS = Costs(0.00055, 0.0001)

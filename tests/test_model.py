@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lstm_trading.model import CLAMP, LSTMModel, ModelOutput
-from lstm_trading.timeutil import to_unix_seconds
+from lstm_trading.core.timeutil import to_unix_seconds
+from lstm_trading.models.lstm.model import CLAMP, LSTMModel, ModelOutput
 
 LENGTHS = [7, 1, 12, 4]
 
@@ -89,9 +89,9 @@ def test_state_dict_round_trips() -> None:
 
 def test_fits_64_real_windows(bybit_csv) -> None:  # type: ignore[no-untyped-def]
     """Capacity: 64 windows of 360 minutes cut from real candles, standardised, fitted well below ln 3."""
-    from lstm_trading.features import compute_features
-    from lstm_trading.samples import FeatureScaler
-    from lstm_trading.training import flush_denormals
+    from lstm_trading.features.compute import compute_features
+    from lstm_trading.models.lstm.training import flush_denormals
+    from lstm_trading.samples.scalers import FeatureScaler
 
     raw = pd.read_csv(bybit_csv)
     raw["timestamp"] = to_unix_seconds(raw["timestamp"])

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from lstm_trading.cli import app
-from lstm_trading.config import dump_config
+from lstm_trading.core.config import dump_config
 from lstm_trading.data.journal import write_journal
 
 

@@ -11,42 +11,43 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lstm_trading.bundle import load_bundle
 from lstm_trading.cli import app
-from lstm_trading.errors import DataError
-from lstm_trading.timeutil import format_time
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import format_time
+from lstm_trading.models.bundle import load_bundle
+from lstm_trading.predict import predict_moments
 
 
 def test_prediction_ignores_candles_at_or_after_the_moment(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
     bundle = load_bundle(tiny_run)
     at = int(tiny_candles["timestamp"].iloc[-500])
-    before = bundle.predict(tiny_candles, at)
+    before = predict_moments(bundle, tiny_candles, at)
     changed = tiny_candles.copy()
     future = changed["timestamp"] >= at
     changed.loc[future, ["open", "high", "low", "close"]] *= 1.5
     changed.loc[future, "volume"] *= 10
-    after = bundle.predict(changed, at)
+    after = predict_moments(bundle, changed, at)
     pd.testing.assert_frame_equal(before, after)
-    truncated = bundle.predict(tiny_candles[~future], at)
+    truncated = predict_moments(bundle, tiny_candles[~future], at)
     pd.testing.assert_frame_equal(before, truncated)
 
 
 def test_batched_moments_equal_one_at_a_time(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
     bundle = load_bundle(tiny_run)
     moments = tiny_candles["timestamp"].to_numpy()[[-3000, -2000, -1000, -7]] + 30  # off-boundary too
-    together = bundle.predict(tiny_candles, moments, batch_size=3)
-    alone = pd.concat([bundle.predict(tiny_candles, int(m)) for m in moments], ignore_index=True)
+    together = predict_moments(bundle, tiny_candles, moments, batch_size=3)
+    alone = pd.concat([predict_moments(bundle, tiny_candles, int(m)) for m in moments], ignore_index=True)
     pd.testing.assert_frame_equal(together, alone, rtol=1e-5)
     # 30 s past a boundary, the window's first minute (opened at t - 60 min - 30 s) falls out: 59 rows
     assert list(together["window_minutes"]) == [59, 59, 59, 59]
-    on_boundary = bundle.predict(tiny_candles, moments - 30)
+    on_boundary = predict_moments(bundle, tiny_candles, moments - 30)
     assert list(on_boundary["window_minutes"]) == [60, 60, 60, 60]
 
 
 def test_levels_sit_on_the_right_side_of_the_entry(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
     bundle = load_bundle(tiny_run)
     moments = tiny_candles["timestamp"].to_numpy()[-4000::97]
-    result = bundle.predict(tiny_candles, moments)
+    result = predict_moments(bundle, tiny_candles, moments)
     probabilities = result[["p_buy", "p_sell", "p_invalid"]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     buy, sell = result[result["side"] == "Buy"], result[result["side"] == "Sell"]
@@ -61,7 +62,7 @@ def test_levels_sit_on_the_right_side_of_the_entry(tiny_run: Path, tiny_candles:
 
 def test_entry_price_is_used_for_levels(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
     bundle = load_bundle(tiny_run)
-    result = bundle.predict(tiny_candles, entry=1234.5)
+    result = predict_moments(bundle, tiny_candles, entry=1234.5)
     assert result["entry"].iloc[0] == 1234.5
     assert result["at"].iloc[0] == tiny_candles["timestamp"].iloc[-1] + 60
 
@@ -70,7 +71,7 @@ def test_moment_before_the_usable_candles_is_a_clear_error(tiny_run: Path, tiny_
     bundle = load_bundle(tiny_run)
     first = int(tiny_candles["timestamp"].iloc[0])
     with pytest.raises(DataError, match=f"no usable candle closed by {format_time(first + 600)}"):
-        bundle.predict(tiny_candles, first + 600)
+        predict_moments(bundle, tiny_candles, first + 600)
 
 
 def test_cli_and_api_agree(tiny_run: Path, tiny_db: Path, tiny_candles: pd.DataFrame) -> None:
@@ -81,7 +82,7 @@ def test_cli_and_api_agree(tiny_run: Path, tiny_db: Path, tiny_candles: pd.DataF
     bundle = load_bundle(tiny_run)
     # the CLI loads exactly the window plus the warm-up before `at`; give the API the same history
     history = tiny_candles[tiny_candles["timestamp"] >= at - bundle.history_minutes * 60]
-    api = bundle.predict(history, at).iloc[0]
+    api = predict_moments(bundle, history, at).iloc[0]
     assert printed["side"] == api["side"] and printed["at"] == at
     assert printed["probabilities"]["Buy"] == pytest.approx(api["p_buy"], rel=1e-6)
     assert printed["entry"] == pytest.approx(api["entry"])

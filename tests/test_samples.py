@@ -8,21 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_trading.config import SplitConfig, TargetConfig
-from lstm_trading.errors import DataError
-from lstm_trading.samples import (
-    BUY,
-    INVALID,
-    SELL,
-    FeatureMatrix,
-    FeatureScaler,
-    Samples,
-    TargetScaler,
-    build_samples,
-    split_by_time,
-    training_rows,
-    window_bounds,
-)
+from lstm_trading.core.config import SplitConfig, TargetConfig
+from lstm_trading.core.errors import DataError
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
+from lstm_trading.samples.split import split_by_time, training_rows
+from lstm_trading.samples.targets import BUY, INVALID, SELL, Samples, build_samples
+from lstm_trading.samples.windows import window_bounds
 
 T0 = 1_700_000_040 - 1_700_000_040 % 60  # a minute boundary
 

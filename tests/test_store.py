@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data.candles import Gap
 from lstm_trading.data.store import CandleStore, UpsertResult, migrate_database
-from lstm_trading.errors import ConfigError, DataError
 
 T0 = 1_748_736_000  # 2025-06-01 00:00 UTC
 

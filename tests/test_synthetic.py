@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_trading.core.errors import ConfigError
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.errors import ConfigError
 
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import tiny_config
 from lstm_trading.cli import app
-from lstm_trading.config import dump_config
+from lstm_trading.core.config import dump_config
 from lstm_trading.data.journal import write_journal
 
 
@@ -113,7 +113,7 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_one_line_naming_32_true(
     out = tmp_path / "run"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     probe = subprocess.run(
-        [sys.executable, "-c", "from lstm_trading.training import cpu_runs_bf16_lstm as p; print(p())"],
+        [sys.executable, "-c", "from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm as p; print(p())"],
         env=env,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ SPEC holds `args` (the train command line without --out), `work` (a folder), `se
 imports the package once, then forks one process per run, so each run costs its training and not the imports:
 
 1. a reference run to the end, recording its events in order: every file it moves into place (through
-   `lstm_trading.atomic`, the one way the tool writes) and every training step;
+   `lstm_trading.core.atomic`, the one way the tool writes) and every training step;
 2. for each chosen event, a run killed with SIGKILL at that event (a file killed half-written: its temporary file
    is cut to half its size first), a copy of its folder as the kill left it, then `--resume` (or, when no
    checkpoint exists yet, the restart with `--overwrite` that the error message asks for).
@@ -36,8 +36,9 @@ def _child(args: list[str], log: Path, on_event: Callable[..., None], run_dir: P
     os.dup2(descriptor, 2)
     code = 1
     try:
-        from lstm_trading import atomic, training
         from lstm_trading.cli import app
+        from lstm_trading.core import atomic as atomic
+        from lstm_trading.models.lstm import training as training
 
         replace = atomic.os.replace
 
@@ -85,7 +86,7 @@ def main(spec_path: str) -> None:
 
     torch.set_num_threads(1)  # before any fork: every run computes alike
     import lstm_trading.cli  # noqa: F401  (imported once, shared by every forked run)
-    import lstm_trading.training  # noqa: F401
+    import lstm_trading.models.lstm.training  # noqa: F401
 
     events_file = work / "events.jsonl"
 

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from lstm_trading.errors import LstmTradingError
-from lstm_trading.timeutil import format_time
+from lstm_trading.core.errors import LstmTradingError
+from lstm_trading.core.timeutil import format_time
 
 if TYPE_CHECKING:
-    from lstm_trading.config import BacktestConfig
+    from lstm_trading.core.config import BacktestConfig
 
 
 class _OneLineErrors(TyperGroup):
@@ -78,7 +78,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 def _moment(text: str | None, option: str) -> int | None:
     """A time flag's value in UTC seconds, None when not given. Every time flag goes through here, so a bad
     value is one line naming the flag, the value and the accepted forms (Unix seconds, ISO datetime, UTC)."""
-    from lstm_trading.timeutil import parse_moment
+    from lstm_trading.core.timeutil import parse_moment
 
     return None if text is None else parse_moment(text, option=option)
 
@@ -89,7 +89,7 @@ def _duration(text: str, option: str) -> int: ...
 def _duration(text: str | None, option: str) -> int | None: ...
 def _duration(text: str | None, option: str) -> int | None:
     """A duration flag's value (`15m`, `24h`, `90d`) in seconds, None when not given; errors name the flag."""
-    from lstm_trading.timeutil import parse_duration
+    from lstm_trading.core.timeutil import parse_duration
 
     return None if text is None else parse_duration(text, option=option)
 
@@ -108,9 +108,9 @@ def _trading_settings(
 ) -> BacktestConfig:
     """The run's backtest settings with the flags `backtest` and `live` share applied: one reading of them, so
     a replay and a backtest given the same flags trade with the same settings."""
-    from lstm_trading.backtest import run_config
-    from lstm_trading.config import Config
-    from lstm_trading.timeutil import parse_fraction
+    from lstm_trading.core.config import Config
+    from lstm_trading.core.timeutil import parse_fraction
+    from lstm_trading.runs.backtest import run_config
 
     def fraction(text: str | None, option: str) -> float | None:
         return None if text is None else parse_fraction(text, option=option)
@@ -160,11 +160,12 @@ def ingest_exchange(
     """Download 1-minute candles with ccxt: incremental, resumable, safe to run every minute from cron."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from lstm_trading.core.timeutil import format_time
+
     # ccxt takes half a second to import: only this command pays for it.
     from lstm_trading.data import exchange
     from lstm_trading.data.candles import describe_gaps
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.timeutil import format_time
 
     start = _moment(since, "--since")
     end = _moment(until, "--until")
@@ -240,11 +241,11 @@ def ingest_csv(
     replace: bool = typer.Option(False, "--replace", help="Overwrite stored minutes whose values differ."),
 ) -> None:
     """Import 1-minute candles from a CSV file: idempotent, one transaction per file."""
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.core.timeutil import format_time
     from lstm_trading.data.candles import describe_gaps
     from lstm_trading.data.csv import read_candles_csv
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.errors import ConfigError
-    from lstm_trading.timeutil import format_time
 
     if (exchange is None) != (market is None):
         raise ConfigError("give --exchange and --market together, e.g. --exchange bybit --market linear")
@@ -318,9 +319,9 @@ def gaps_command(
     """List the missing minutes (gaps) of a symbol's candles."""
     from rich.table import Table
 
+    from lstm_trading.core.errors import DataError
+    from lstm_trading.core.timeutil import format_time
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.errors import DataError
-    from lstm_trading.timeutil import format_time
 
     first = _moment(start, "--start")
     last = _moment(end, "--end")
@@ -351,10 +352,10 @@ def gaps_command(
 def _candles_and_features(db: Path, symbol: str) -> tuple[Any, Any]:
     """All of a symbol's candles and their features: computed from the whole history, so that a row's values
     are the ones training and prediction see (the warm-up is spent once, at the start of the data)."""
-    from lstm_trading.config import FeatureConfig
+    from lstm_trading.core.config import FeatureConfig
+    from lstm_trading.core.errors import DataError
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.errors import DataError
-    from lstm_trading.features import compute_features
+    from lstm_trading.features.compute import compute_features
 
     with CandleStore(db) as store:
         candles = store.read(symbol)
@@ -379,9 +380,9 @@ def features_command(
     end: str | None = typer.Option(None, "--to", help="Only rows before this moment (ISO or Unix time)."),
 ) -> None:
     """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
-    from lstm_trading.errors import DataError
-    from lstm_trading.features import FEATURE_NAMES, features_file_format, write_features
-    from lstm_trading.timeutil import format_time
+    from lstm_trading.core.errors import DataError
+    from lstm_trading.core.timeutil import format_time
+    from lstm_trading.features.compute import FEATURE_NAMES, features_file_format, write_features
 
     features_file_format(out)  # a wrong suffix fails now, not after the features are computed
     first = _moment(start, "--from")
@@ -416,11 +417,11 @@ def label_command(
     end: str | None = typer.Option(None, "--to", help="Only moments before this one (ISO or Unix time)."),
 ) -> None:
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
-    from lstm_trading.config import Config
+    from lstm_trading.core.config import Config
+    from lstm_trading.core.errors import ConfigError, DataError
+    from lstm_trading.core.timeutil import format_time, parse_fraction
     from lstm_trading.data.journal import write_journal
-    from lstm_trading.errors import ConfigError, DataError
-    from lstm_trading.labels import cost_warning, label_first_touch
-    from lstm_trading.timeutil import format_time, parse_fraction
+    from lstm_trading.samples.labels import cost_warning, label_first_touch
 
     if out.suffix.lower() != ".xlsx":
         raise ConfigError(f"--out {out}: the journal is an Excel workbook; name it .xlsx")
@@ -512,7 +513,7 @@ def _runtime_overrides(config: Any, *, cache: bool | None, cache_dir: Path | Non
 
 
 def _chunk_len(text: str) -> int | str:
-    from lstm_trading.errors import ConfigError
+    from lstm_trading.core.errors import ConfigError
 
     if text == "auto" or text.isdigit():
         return text if text == "auto" else int(text)
@@ -553,10 +554,10 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train the LSTM on a journal's trades and write the run folder (checkpoints, logs, model bundle)."""
-    from lstm_trading.cache import cache_folder
-    from lstm_trading.config import load_config
+    from lstm_trading.core.config import load_config
     from lstm_trading.data.journal import read_journal
-    from lstm_trading.pipeline import load_candles, prepare, train_run
+    from lstm_trading.features.cache import cache_folder
+    from lstm_trading.runs.train import load_candles, prepare, train_run
 
     config = load_config(config_file)
     config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
@@ -627,14 +628,14 @@ def predict_command(
     """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment."""
     import json
 
-    from lstm_trading.bundle import load_bundle
-    from lstm_trading.cache import cache_folder
-    from lstm_trading.config import Config
+    from lstm_trading.core.config import Config
+    from lstm_trading.core.errors import DataError
+    from lstm_trading.core.timeutil import MINUTE, format_time
     from lstm_trading.data.store import CandleStore
-    from lstm_trading.errors import DataError
-    from lstm_trading.evaluate import run_sources
+    from lstm_trading.features.cache import cache_folder
+    from lstm_trading.models.bundle import load_bundle
     from lstm_trading.predict import predict_moments, prediction_record
-    from lstm_trading.timeutil import MINUTE, format_time
+    from lstm_trading.runs.evaluate import run_sources
 
     moment = _moment(at, "--at")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
@@ -761,7 +762,8 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the random baseline."),
 ) -> None:
     """Test metrics next to baselines, SL/TP errors and calibration; writes metrics.json and figures into RUN."""
-    from lstm_trading.evaluate import evaluate_run, level_rows, metric_rows
+    from lstm_trading.report.tables import level_rows, metric_rows
+    from lstm_trading.runs.evaluate import evaluate_run
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -815,8 +817,9 @@ def backtest_command(
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lstm_trading.backtest import SUMMARY_HEADER, backtest_run, short_period_note, summary_rows
-    from lstm_trading.report import detail_rows
+    from lstm_trading.backtest.statistics import short_period_note
+    from lstm_trading.report.tables import SUMMARY_HEADER, detail_rows, summary_rows
+    from lstm_trading.runs.backtest import backtest_run
 
     config = _trading_settings(
         run,
@@ -883,7 +886,7 @@ def report_command(
     backtest_dir: Path | None = typer.Option(None, "--backtest", help="Backtest folder (default RUN/backtest)."),
 ) -> None:
     """Assemble RUN/report.html (self-contained, figures embedded) from what train, evaluate and backtest wrote."""
-    from lstm_trading.report import write_report
+    from lstm_trading.report.document import write_report
 
     report = write_report(run, backtest_dir)
     for name, command in report.missing.items():
@@ -946,8 +949,8 @@ def live_command(
     market, and software fails. Start with --mode paper. API keys come from LSTM_TRADING_API_KEY and
     LSTM_TRADING_API_SECRET only.
     """
-    from lstm_trading.errors import ConfigError
-    from lstm_trading.live import live_run, replay_run
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.runs.live import live_run, replay_run
 
     for flag, value in (("--risk", risk), ("--position-share", position_share)):
         if qty is not None and value is not None:
@@ -1043,7 +1046,7 @@ def live_status_command(
     last: int = typer.Option(10, "--last", min=1, help="Decisions to show."),
 ) -> None:
     """The live loop's position, today's and total P&L, and its last decisions."""
-    from lstm_trading.live import live_status
+    from lstm_trading.runs.live import live_status
 
     summary = live_status(db, account, last=last)
 
@@ -1068,7 +1071,7 @@ def live_status_command(
     def price(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    from lstm_trading.report import text_table
+    from lstm_trading.report.tables import text_table
 
     # a plain table: rich squeezed these nine columns into 80 when piped, cutting the time to "2025-…"
     _echo_plain(f"last {len(summary['decisions'])} decisions")

@@ -7,37 +7,30 @@ CPU; real runs use the defaults (90-day windows).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from lstm_trading.atomic import write_text_atomic
-from lstm_trading.backtest import SUMMARY_HEADER, run_backtest, short_period_note, summary_rows, write_backtest
-from lstm_trading.bundle import load_bundle
-from lstm_trading.config import Config
+from lstm_trading.backtest.results import run_backtest
+from lstm_trading.backtest.statistics import short_period_note
+from lstm_trading.core.config import Config
+from lstm_trading.core.errors import ConfigError
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.errors import ConfigError
-from lstm_trading.evaluate import (
-    baseline_metrics,
-    classification_metrics,
-    evaluation_document,
-    level_errors,
-    rule_distances,
-    write_evaluation,
-)
-from lstm_trading.features import compute_features
-from lstm_trading.labels import label_first_touch
-from lstm_trading.pipeline import prepare, train_run
-from lstm_trading.predict import MIN_DISTANCE_PCT, forward_windows
-from lstm_trading.report import text_table, write_report
+from lstm_trading.features.compute import compute_features
+from lstm_trading.models.bundle import load_bundle
+from lstm_trading.predict import predict_moments
+from lstm_trading.report.document import write_report
+from lstm_trading.report.tables import SUMMARY_HEADER, summary_rows, text_table
+from lstm_trading.runs.backtest import write_backtest
+from lstm_trading.runs.evaluate import evaluate_run
+from lstm_trading.runs.train import prepare, train_run
+from lstm_trading.samples.labels import label_first_touch
 
 SYMBOL = "ETHUSDT"
 
@@ -122,29 +115,12 @@ def run_demo(
     sources = {"db": str(db.resolve()), "symbol": SYMBOL, "journal": str(journal_path.resolve()), "sheet": "tradesmain"}
     train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
     echo("4/7 evaluating on the test split (trades after every training and validation trade)")
+    evaluation, _ = evaluate_run(run_dir, seed=settings.seed)  # what `lstm-trading evaluate` computes and writes
+    metrics, baselines = evaluation["model"], evaluation["baselines"]
     bundle = load_bundle(run_dir)
     test = prepared.split.test
-    proba, sl, tp = forward_windows(bundle.model, prepared.scaled, test.end, test.length)
-    metrics = classification_metrics(test.label, proba.argmax(axis=1), proba)
-    sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
-    metrics["stop_loss_error_pct"] = level_errors(test.stop_loss_pct, sl_pct)
-    metrics["take_profit_error_pct"] = level_errors(test.take_profit_pct, tp_pct)
-    baselines = baseline_metrics(test.label, prepared.split.train.label, seed=settings.seed)
-    document = {"split": "test", "samples": len(test), "model": metrics, "baselines": baselines}
-    write_text_atomic(run_dir / "metrics.json", json.dumps(document, indent=2) + "\n")
     echo("5/7 predicting the moment after the last candle")
-    latest = bundle.predict(candles.tail(bundle.history_minutes))
-    # The evaluation's figures, the backtest over the test period, and the report that assembles them.
-    evaluation = evaluation_document(
-        test,
-        proba,
-        np.maximum(sl_pct, MIN_DISTANCE_PCT),
-        np.maximum(tp_pct, MIN_DISTANCE_PCT),
-        train_labels=prepared.split.train.label,
-        rule_pct=rule_distances(prepared.matrix, test, journal.trades, config.targets),
-        seed=settings.seed,
-    )
-    write_evaluation(run_dir, evaluation)
+    latest = predict_moments(bundle, candles.tail(bundle.history_minutes))
     every = config.backtest.every_seconds // 60
     echo(f"6/7 backtest over the test period: a decision every {every} min, after fees and slippage, with baselines")
     backtest = run_backtest(

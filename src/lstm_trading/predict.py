@@ -7,22 +7,32 @@ feature computation and go through the model in length-bucketed batches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 
-from lstm_trading.cache import feature_matrix
-from lstm_trading.errors import DataError
-from lstm_trading.inference import Progress, run_windows
-from lstm_trading.samples import BUY, CLASS_NAMES, INVALID, SELL, moment_windows
-from lstm_trading.timeutil import MINUTE, format_time
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.features.compute import compute_features
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.samples.targets import INVALID
+from lstm_trading.samples.windows import moment_windows
 
 if TYPE_CHECKING:
-    from lstm_trading.bundle import Bundle
-    from lstm_trading.model import LSTMModel
+    from lstm_trading.models.bundle import Bundle
+
+
+from typing import TYPE_CHECKING
+
+from lstm_trading.features.cache import feature_matrix
+from lstm_trading.models.base import Progress
+from lstm_trading.samples.targets import BUY, CLASS_NAMES, SELL
+
+if TYPE_CHECKING:
+    from lstm_trading.models.bundle import Bundle
 
 MIN_DISTANCE_PCT = 0.01  # predicted SL/TP distances are floored here when turned into prices
 
@@ -41,27 +51,33 @@ PREDICTION_COLUMNS = (
 )
 
 
-@torch.inference_mode()
-def forward_windows(
-    model: LSTMModel,
+class WindowPredictions(NamedTuple):
+    """One row per window: prior-free class probabilities (n, 3) and SL/TP distances in % of entry (floored)."""
+
+    proba: np.ndarray
+    stop_loss_pct: np.ndarray
+    take_profit_pct: np.ndarray
+
+
+def predict_windows(
+    bundle: Bundle,
     scaled: np.ndarray,
     ends: np.ndarray,
     lengths: np.ndarray,
     *,
     batch_size: int = 64,
     workers: int | None = None,
-    chunk_len: int | None = None,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)`.
+) -> WindowPredictions:
+    """The one way from a bundle to its outputs, for every command: the model kind's forward pass over windows
+    `[end - length, end)` of `scaled`, the target scaler's inverse, and the `MIN_DISTANCE_PCT` floor.
 
-    Length-bucketed batches, run in time chunks (bounded memory at any window length) and shared among
-    `workers` one-thread processes (`None`: one per core when the work is worth it; 1: this process only);
-    see `inference.run_windows`. Every worker count gives the same predictions.
+    `workers`: one-thread processes (`None`: one per core when the work is worth it; 1: this process only);
+    every worker count gives the same predictions (`models/lstm/inference.py`).
     """
-    return run_windows(
-        model, scaled, ends, lengths, batch_size=batch_size, workers=workers, chunk_len=chunk_len, progress=progress
-    )
+    out = bundle.model.predict_windows(scaled, ends, lengths, batch_size=batch_size, workers=workers, progress=progress)
+    sl_pct, tp_pct = bundle.target_scaler.inverse(out.sl, out.tp)
+    return WindowPredictions(out.proba, np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT))
 
 
 def levels_from_distances(
@@ -86,7 +102,7 @@ def predict_moments(
     """One row per moment with the columns of `PREDICTION_COLUMNS`.
 
     `entry` defaults to the close of the last candle closed by the moment (predict cannot know the next open).
-    `workers` as in `forward_windows`; `cache_dir` (with `symbol`) reads and keeps the features in the cache.
+    `workers` as in `predict_windows`; `cache_dir` (with `symbol`) reads and keeps the features in the cache.
     """
     if len(candles) == 0:
         raise DataError("no candles to predict from")
@@ -105,9 +121,9 @@ def predict_moments(
         )
     end, lengths = moment_windows(matrix, moments, bundle.max_len)
     scaled = bundle.feature_scaler.transform(matrix.values)
-    probabilities, sl, tp = forward_windows(bundle.model, scaled, end, lengths, batch_size=batch_size, workers=workers)
-    sl_pct, tp_pct = bundle.target_scaler.inverse(sl, tp)
-    sl_pct, tp_pct = np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT)
+    probabilities, sl_pct, tp_pct = predict_windows(
+        bundle, scaled, end, lengths, batch_size=batch_size, workers=workers
+    )
     side = probabilities.argmax(axis=1)
     if entry is None:
         last_closed = np.searchsorted(timestamps, moments - MINUTE, side="right") - 1
@@ -151,3 +167,67 @@ def prediction_record(row: pd.Series) -> dict[str, Any]:
         "take_profit_pct": float(row["take_profit_pct"]),
         "window_minutes": int(row["window_minutes"]),
     }
+
+
+# --- batched prediction ---
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The model's output at each decision moment: class probabilities and predicted SL/TP distances (%)."""
+
+    at: np.ndarray
+    proba: np.ndarray  # (n, 3): Buy, Sell, Invalid
+    stop_loss_pct: np.ndarray
+    take_profit_pct: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The feature rows of a candle history and their scaled copy, computed once for every moment."""
+
+    matrix: FeatureMatrix
+    scaled: np.ndarray
+
+
+def scaled_features(bundle: Bundle, candles: pd.DataFrame) -> Features:
+    """Features of the whole history (warm-up included), scaled once with the bundle's scaler."""
+    matrix = FeatureMatrix.from_frame(compute_features(candles, bundle.feature_config))
+    if len(matrix) == 0:
+        raise DataError(
+            f"{len(candles):,} candles are fewer than the indicator warm-up of "
+            f"{bundle.feature_config.warmup_minutes:,} minutes; load more history"
+        )
+    if tuple(matrix.names) != tuple(bundle.feature_names):
+        raise DataError(f"features {matrix.names} differ from the bundle's {bundle.feature_names}")
+    scaled = bundle.feature_scaler.transform(matrix.values)
+    bad = ~np.isfinite(scaled)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise DataError(f"non-finite feature {matrix.names[column]} at {format_time(matrix.timestamps[row])}")
+    return Features(matrix, scaled)
+
+
+def predict_signals(
+    bundle: Bundle,
+    features: Features,
+    moments: np.ndarray,
+    *,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> Signals:
+    """One batched pass over the windows of all moments (the candles closed by each moment, DESIGN.md).
+
+    Batches run through `predict_windows` (time-chunked, shared among one-thread worker processes;
+    `workers=None` is one per core); `progress(done, total)` is called after every batch of windows.
+    """
+    matrix = features.matrix
+    end, lengths = moment_windows(matrix, moments, bundle.max_len, hint="start the backtest later or load more history")
+    proba, sl_pct, tp_pct = predict_windows(
+        bundle, features.scaled, end, lengths, batch_size=batch_size, workers=workers, progress=progress
+    )
+    return Signals(at=np.asarray(moments, dtype=np.int64), proba=proba, stop_loss_pct=sl_pct, take_profit_pct=tp_pct)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lstm_trading.errors import DataError
-from lstm_trading.timeutil import MINUTE, TimeParseError, format_time, to_unix_seconds
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import MINUTE, TimeParseError, format_time, to_unix_seconds
 
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstm_trading.core.errors import DataError
 from lstm_trading.data.candles import validate_candles
-from lstm_trading.errors import DataError
 
 _SNIFF_BYTES = 8192
 _FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")

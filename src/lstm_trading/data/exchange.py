@@ -30,10 +30,10 @@ import ccxt
 import numpy as np
 import pandas as pd
 
+from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.data.candles import CANDLE_COLUMNS, Gap
 from lstm_trading.data.store import CandleStore
-from lstm_trading.errors import ConfigError, DataError
-from lstm_trading.timeutil import MINUTE, format_time
 
 MARKETS = ("linear", "spot")
 DEFAULT_PAGE_LIMIT = 1000  # Bybit's, Binance spot's; used where ccxt does not know an exchange's maximum

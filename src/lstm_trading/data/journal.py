@@ -24,9 +24,9 @@ import openpyxl
 import pandas as pd
 from openpyxl import Workbook
 
-from lstm_trading.atomic import write_with
-from lstm_trading.errors import DataError
-from lstm_trading.timeutil import MINUTE, TimeParseError, to_unix_seconds
+from lstm_trading.core.atomic import write_with
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import MINUTE, TimeParseError, to_unix_seconds
 
 JOURNAL_SHEET = "tradesmain"
 META_SHEET = "meta"

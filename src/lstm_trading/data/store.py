@@ -29,6 +29,7 @@ from types import TracebackType
 import numpy as np
 import pandas as pd
 
+from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data.candles import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -37,7 +38,6 @@ from lstm_trading.data.candles import (
     find_gaps,
     validate_candles,
 )
-from lstm_trading.errors import ConfigError, DataError
 
 SCHEMA_VERSION = 1
 MARKETS = ("spot", "linear")

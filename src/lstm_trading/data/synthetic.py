@@ -38,8 +38,8 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
-from lstm_trading.errors import ConfigError
-from lstm_trading.timeutil import MINUTE
+from lstm_trading.core.errors import ConfigError
+from lstm_trading.core.timeutil import MINUTE
 
 MINUTES_PER_DAY = 1440
 

@@ -1,0 +1,221 @@
+"""The 13 per-minute features of DESIGN.md ("Features"), from TA-Lib, with the warm-up rule ("Warm-up").
+
+Every feature at row `i` depends only on candles `0..i` (TA-Lib's indicators are causal and `*_pct` compares a
+value with the row before it), so features never look ahead. Recursive indicators (EMA, MACD, RSI, ATR) also
+depend, fading geometrically, on where the history starts; the first `warmup_minutes` rows are therefore
+dropped, never used as model input or targets, and nothing is back-filled.
+
+Gaps (missing minutes) are not filled: windows count rows (minutes of data), as the seed did. Right after a
+270-minute gap a 600-minute SMA spans 870 minutes of clock time, and the `*_pct` of the first candle after the
+gap compares it with the last candle before the gap (the jump across the gap is one percentage change). A gap
+does not restart the warm-up, since the indicators carry on through it.
+
+`write_features` is the one piece of I/O here: a CSV or Parquet file for a user to inspect.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import talib
+
+from lstm_trading.core.atomic import write_with
+from lstm_trading.core.config import FeatureConfig
+from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.core.timeutil import format_time
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "open_pct",
+    "high_pct",
+    "low_pct",
+    "close_pct",
+    "volume_pct",
+    "SMA_10h_pct",
+    "EMA_10h_pct",
+    "RSI_14h",
+    "MACD_pct",
+    "MACD_Signal_pct",
+    "BB_Upper_pct",
+    "BB_Lower_pct",
+    "ATR_14h_pct",
+)
+INDICATOR_NAMES: tuple[str, ...] = (
+    "SMA_10h",
+    "EMA_10h",
+    "RSI_14h",
+    "MACD",
+    "MACD_Signal",
+    "BB_Upper",
+    "BB_Lower",
+    "ATR_14h",
+)
+CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+def candle_arrays(candles: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Timestamps and float64 OHLCV arrays, checked once here: TA-Lib carries a NaN forward forever."""
+    missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
+    if missing:
+        raise DataError(
+            f"candles lack the column(s) {', '.join(missing)}; a candle frame has {', '.join(CANDLE_COLUMNS)}"
+        )
+    timestamps = candles["timestamp"].to_numpy(dtype=np.int64)
+    steps = np.diff(timestamps)
+    if (steps <= 0).any():
+        row = int(np.flatnonzero(steps <= 0)[0]) + 1
+        raise DataError(
+            f"candles are not sorted by time with unique timestamps (row {row}, {format_time(timestamps[row])}); "
+            "sort them and drop duplicates first (the store and the CSV importer return them so)"
+        )
+    columns = {name: candles[name].to_numpy(dtype=np.float64) for name in CANDLE_COLUMNS[1:]}
+    for name, values in columns.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"candles have a missing or infinite {name} at row {row} ({format_time(timestamps[row])}); "
+                "re-import that range or drop the row: one NaN would spoil every later EMA, RSI and ATR"
+            )
+    return timestamps, columns
+
+
+def compute_indicators(candles: pd.DataFrame, config: FeatureConfig = FeatureConfig()) -> pd.DataFrame:
+    """The indicator levels (float64, TA-Lib) for every row of the history, NaN where TA-Lib has no value yet.
+
+    Columns `INDICATOR_NAMES`, indexed by open timestamp. `compute_features` turns them into features; this
+    frame is for inspection and tests (the ATR level is in price units).
+    """
+    timestamps, c = candle_arrays(candles)
+    return pd.DataFrame(_levels(c, config), index=pd.Index(timestamps, name="timestamp"))
+
+
+def _levels(c: dict[str, np.ndarray], config: FeatureConfig) -> dict[str, np.ndarray]:
+    close = c["close"]
+    macd, signal, _ = talib.MACD(close, config.macd_fast, config.macd_slow, config.macd_signal)
+    upper, _, lower = talib.BBANDS(
+        close, config.bollinger, config.bollinger_sigma, config.bollinger_sigma, talib.MA_Type.SMA
+    )
+    return {
+        "SMA_10h": talib.SMA(close, config.sma),
+        "EMA_10h": talib.EMA(close, config.ema),
+        "RSI_14h": talib.RSI(close, config.rsi),
+        "MACD": macd,
+        "MACD_Signal": signal,
+        "BB_Upper": upper,
+        "BB_Lower": lower,
+        "ATR_14h": talib.ATR(c["high"], c["low"], close, config.atr),
+    }
+
+
+def pct_change(values: np.ndarray, clip: float) -> np.ndarray:
+    """`100 * (x_t / x_{t-1} - 1)` of a series, infinities and NaN to 0, clipped to `+-clip`; row 0 is 0."""
+    values = np.asarray(values, dtype=np.float64)
+    change = np.zeros_like(values)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(values[1:], values[:-1], out=change[1:])
+    change[1:] -= 1.0
+    change[1:] *= 100.0
+    np.putmask(change, ~np.isfinite(change), 0.0)
+    return np.clip(change, -clip, clip, out=change)
+
+
+def first_feature_row(levels: dict[str, np.ndarray], config: FeatureConfig) -> int:
+    """The first row kept: after the warm-up, and never before every indicator and its `_pct` are defined."""
+    defined = [int(np.argmax(~np.isnan(v))) if (~np.isnan(v)).any() else len(v) for v in levels.values()]
+    return max(config.warmup_minutes, max(defined, default=0) + 1)
+
+
+def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfig()) -> pd.DataFrame:
+    """The 13 features of each minute, plus the ATR level, for the rows after the warm-up.
+
+    Parameters
+    ----------
+    candles
+        A candle frame (`timestamp` open times in UTC seconds, `open`, `high`, `low`, `close`, `volume`), sorted
+        with unique timestamps; gaps are allowed (see the module docstring: windows count rows).
+    config
+        Indicator windows in minutes (rows), the warm-up and the `*_pct` clip.
+
+    Returns
+    -------
+    DataFrame indexed by int64 open timestamps (`timestamp`), columns `FEATURE_NAMES` (float32, in that order)
+    then `atr` (float64, the ATR_14h level in price units, for targets and the labeller). The first
+    `config.warmup_minutes` rows (more if an indicator's own look-back is longer) are dropped, so a history no
+    longer than that gives an empty frame with the same columns.
+    """
+    timestamps, c = candle_arrays(candles)
+    levels = _levels(c, config)
+    first = first_feature_row(levels, config) if len(timestamps) else 0
+    keep = slice(first, None)
+    n = max(len(timestamps) - first, 0)
+    # Built column by column as (13, n): each feature is one contiguous row, and pandas keeps a frame's
+    # values as (columns, rows), so the transpose below becomes the frame without a copy.
+    columns = np.empty((len(FEATURE_NAMES), n), dtype=np.float32)
+    if n:
+        sources = [c[name] for name in ("open", "high", "low", "close", "volume")]
+        sources += [levels[name] for name in INDICATOR_NAMES]
+        for row, (name, values) in enumerate(zip(FEATURE_NAMES, sources, strict=True)):
+            if name == "RSI_14h":
+                columns[row] = values[keep]
+            else:  # the percentage change needs the row before the first one kept
+                columns[row] = pct_change(values[first - 1 :], config.pct_clip)[1:]
+    frame = pd.DataFrame(
+        columns.T, index=pd.Index(timestamps[keep], name="timestamp"), columns=list(FEATURE_NAMES), copy=False
+    )
+    frame["atr"] = levels["ATR_14h"][keep] if n else np.empty(0, dtype=np.float64)
+    return frame
+
+
+def features_file_format(path: Path) -> str:
+    """`csv` or `parquet` from the file's suffix, checked before any work is done (Parquet needs pyarrow)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"--out {path}: write features to a .csv or a .parquet file")
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(
+            f"--out {path}: writing Parquet needs pyarrow: pip install 'lstm-trading[parquet]', or write a .csv"
+        )
+    return suffix[1:]
+
+
+def write_features(features: pd.DataFrame, path: Path) -> None:
+    """Write features for a user to inspect: `.csv`, or `.parquet` (needs the optional pyarrow).
+
+    The file is written beside `path` and renamed, so a crash never leaves half a file that reads."""
+    path = Path(path)
+    kind = features_file_format(path)
+    if not path.parent.is_dir():
+        raise DataError(f"{path}: cannot write the features: the folder {path.parent} does not exist")
+    try:
+        if kind == "parquet":
+            write_with(path, features.to_parquet)
+        else:
+            write_with(path, features.to_csv)
+    except OSError as error:
+        raise DataError(f"{path}: cannot write the features ({error.strerror or error})") from None
+
+
+def rows_dropped(config: FeatureConfig = FeatureConfig()) -> int:
+    """How many leading rows `compute_features` drops: the warm-up, or more where a TA-Lib look-back is longer.
+
+    Commands load this many candles before the first window they need.
+    """
+    from talib import abstract
+
+    def lookback(name: str, **parameters: float) -> int:
+        function = abstract.Function(name)  # type: ignore[attr-defined]
+        function.parameters = parameters
+        return int(function.lookback)
+
+    longest = max(
+        lookback("SMA", timeperiod=config.sma),
+        lookback("EMA", timeperiod=config.ema),
+        lookback("RSI", timeperiod=config.rsi),
+        lookback("MACD", fastperiod=config.macd_fast, slowperiod=config.macd_slow, signalperiod=config.macd_signal),
+        lookback("BBANDS", timeperiod=config.bollinger, nbdevup=config.bollinger_sigma, nbdevdn=config.bollinger_sigma),
+        lookback("ATR", timeperiod=config.atr),
+    )
+    return max(config.warmup_minutes, longest + 1)

@@ -1,0 +1,35 @@
+"""matrix: split from lstm_trading.samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """The feature rows of one history: `values` (N, F) float32, `timestamps` (N,) int64 open times, `atr`."""
+
+    values: np.ndarray
+    timestamps: np.ndarray
+    atr: np.ndarray
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_frame(cls, features: pd.DataFrame) -> FeatureMatrix:
+        """From `compute_features`' frame: the feature columns in order, then `atr`."""
+        names = tuple(str(c) for c in features.columns if c != "atr")
+        return cls(
+            values=np.ascontiguousarray(features[list(names)].to_numpy(dtype=np.float32)),
+            timestamps=features.index.to_numpy(dtype=np.int64),
+            atr=features["atr"].to_numpy(dtype=np.float64),
+            names=names,
+        )
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def with_values(self, values: np.ndarray) -> FeatureMatrix:
+        return FeatureMatrix(values=values, timestamps=self.timestamps, atr=self.atr, names=self.names)

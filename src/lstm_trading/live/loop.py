@@ -1,0 +1,645 @@
+"""Automatic trading: at each period boundary, ingest, predict, decide, place; and the replay that proves it.
+
+One loop serves three modes. At each moment `t` (a multiple of `every`):
+
+1. the feed brings the candles closed by `t` (live and paper: `data.exchange.ingest` into the candle store);
+2. an open position is checked on the candles closed since the last check (paper: `execution.PositionWatch`,
+   the backtest's fill code; live: the exchange's position), and closed at market once the maximum holding
+   time is over;
+3. the model's signal at `t` goes through `execution.Trader.consider` (one position at a time, threshold,
+   SL and TP as prices from the open of the candle opening at `t`, sizing, maximum position, daily loss limit),
+   the backtest's decision step;
+4. the order goes to the broker (`broker.PaperBroker` or `broker.CcxtBroker`), and everything the period
+   changed is committed to the state (`live_state.py`) in one transaction, with one JSON line in the log.
+
+`replay` runs this loop over stored candles with no network and no clock. Its signals come from one batched
+pass (`backtest.predict_signals`, the backtest's own call: the window at each moment holds only candles closed
+by it), because a batch of one can differ from a batch of 64 in the last bits of float32; everything after the
+model (candles arriving period by period, decisions, fills, state, restarts) is the live loop's code. So the
+replay's `trades.csv` equals `lstm-trading backtest`'s for the same bundle, candles and settings
+(`tests/test_live.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from lstm_trading.backtest.execution import (
+    FLAT,
+    SIDE_NAMES,
+    Costs,
+    Fill,
+    Order,
+    PositionWatch,
+    Trader,
+    bracket_prices,
+    signal_direction,
+)
+from lstm_trading.core.config import BacktestConfig
+from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
+from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.live.brokers import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
+from lstm_trading.live.feeds import Clock, ExchangeFeed, Feed, ReplayFeed, next_moment
+from lstm_trading.live.signals import ModelSignals, PrecomputedSignals, Signal, SignalSource
+from lstm_trading.live.state import LiveState, Position, Step, fill_record
+
+DAY = 86_400
+DEFAULT_MAX_MODEL_AGE_S = 30 * DAY
+DEFAULT_MAX_ERRORS = 5
+SETTLE_S = 5  # wait this long after a boundary: the exchange has closed the minute (ingest keeps a 3 s margin)
+LOG_FILE = "live.jsonl"
+
+
+class LiveStop(LstmTradingError):
+    """A guard stopped the loop (too many consecutive errors); the state is saved, a restart resumes."""
+
+
+# --- the decision log ---
+
+
+class DecisionLog:
+    """One JSON line per event in `LOG_FILE` (decisions, fills, guards, errors) and a short line on the console."""
+
+    def __init__(
+        self,
+        out_dir: Path | None,
+        echo: Callable[[str], None] | None = None,
+        *,
+        quiet: bool = False,
+        fresh: bool = False,
+    ) -> None:
+        self.echo = echo
+        self.quiet = quiet  # decisions only in the file; guards, fills and errors still on the console
+        self.handle: IO[str] | None = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            mode = "w" if fresh else "a"  # a restarted loop appends; a fresh replay starts the file over
+            self.handle = open(out_dir / LOG_FILE, mode, encoding="utf-8")  # noqa: SIM115  (closed in close())
+
+    def write(self, event: str, record: dict[str, Any], line: str) -> None:
+        if self.handle is not None:
+            text = json.dumps({"event": event, **record}, allow_nan=False, default=_plain)
+            self.handle.write(redact(text) + "\n")
+            self.handle.flush()
+        if self.echo is not None and not (self.quiet and event == "decision"):
+            self.echo(redact(line))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+# --- the loop ---
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the loop trades and its guards (sizing, fills and the daily loss limit are in `config`)."""
+
+    account: str
+    symbol: str
+    config: BacktestConfig
+    max_quantity: float | None = None  # units; larger orders are cut to it (printed)
+    quantity: float | None = None  # units per order instead of the sizing rule (`--qty`)
+    max_errors: int = DEFAULT_MAX_ERRORS  # consecutive failed periods before the loop stops
+
+
+def client_order_id(account: str, symbol: str, at: int) -> str:
+    """Stable per account, symbol and moment: a retry, a restart or a replayed moment reuses it (idempotent)."""
+    digest = hashlib.sha256(f"{account}\n{symbol}".encode()).hexdigest()[:8]
+    return f"lt{digest}-{at}"
+
+
+def trader_record(trader: Trader, signals: int) -> dict[str, Any]:
+    limit = trader.limit
+    return {
+        "equity": trader.equity,
+        "flat_from": trader.flat_from,
+        "day": limit.day,
+        "day_start_equity": _finite(limit.day_start_equity),
+        "skipped": dict(trader.skipped),
+        "signals": signals,
+    }
+
+
+def restore_trader(config: BacktestConfig, record: dict[str, Any] | None) -> tuple[Trader, int]:
+    trader = Trader(config)
+    if record is None:
+        return trader, 0
+    trader.equity = float(record["equity"])
+    trader.flat_from = int(record["flat_from"])
+    trader.limit.day = record["day"]
+    start = record["day_start_equity"]
+    trader.limit.day_start_equity = math.nan if start is None else float(start)
+    trader.skipped.update(record["skipped"])
+    return trader, int(record["signals"])
+
+
+@dataclass
+class LiveLoop:
+    """The period step shared by live, paper and replay; state in `state`, orders through `broker`."""
+
+    settings: LoopSettings
+    state: LiveState
+    feed: Feed
+    broker: Broker
+    signals: SignalSource
+    log: DecisionLog
+    trader: Trader = field(init=False)
+    signal_count: int = field(init=False)
+    position: Position | None = field(init=False)
+    errors: int = 0
+    kill_switch_day: int | None = None
+    attempted: int | None = None  # the last moment stepped, done or skipped after an error
+
+    def __post_init__(self) -> None:
+        self._reload()
+
+    def _reload(self) -> None:
+        """The trader, counters and position as last committed: a failed period leaves no trace in memory."""
+        self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
+        self.position = self.state.position()
+        if self.position is not None:
+            self.trader.opened()
+
+    @property
+    def config(self) -> BacktestConfig:
+        return self.settings.config
+
+    @property
+    def last_moment(self) -> int | None:
+        value = self.state.meta("last_moment")
+        return None if value is None else int(value)
+
+    def start(self, initial_equity: float | None = None) -> None:
+        """Reconcile with the broker and mark orders sent before a crash as filled or not placed."""
+        if self.state.meta("trader") is None and initial_equity is not None:
+            self.trader.equity = initial_equity
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Compare with the broker; an order left `sent` (a crash, or a placement whose answer never came) is
+        looked up by its client order id and its position resumed, or it is marked not placed."""
+        sent = self.state.orders("sent")
+        position = self.broker.reconcile(self.position, sent)
+        updates = []
+        for record in sent:
+            adopted = position is not None and position.client_id == record["client_id"]
+            updates.append((record["client_id"], "filled" if adopted else "not_placed", record))
+        adopted_now = position is not None and self.position is None
+        if adopted_now:
+            assert position is not None
+            self.trader.opened()
+            self.log.write(
+                "resume",
+                {"client_id": position.client_id},
+                f"resumed the position of order {position.client_id}, sent before the last stop",
+            )
+        self.position = position
+        if updates or adopted_now:
+            self.state.commit(
+                Step(
+                    at=self.last_moment or 0,
+                    trader=trader_record(self.trader, self.signal_count),
+                    position=self.position,
+                    orders=tuple(updates),
+                )
+            )
+
+    # --- one period ---
+
+    def step(self, at: int) -> None:
+        """Act at moment `at`; a network or exchange failure skips the period (logged), too many stop the loop."""
+        self.attempted = at
+        try:
+            self._step(at)
+        except (ExchangeUnavailable, DataError) as error:
+            self._reload()  # nothing of the failed period counts; the next one starts from the committed state
+            self.errors += 1
+            self.log.write(
+                "error",
+                {"at": at, "at_utc": format_time(at), "error": short_error(error, 500), "consecutive": self.errors},
+                f"{format_time(at)}  error, period skipped ({self.errors} in a row): {short_error(error)}",
+            )
+            if self.errors >= self.settings.max_errors:
+                message = (
+                    f"stopped after {self.errors} consecutive failed periods (--max-errors {self.settings.max_errors});"
+                    f" last: {short_error(error)}; the state is saved, start again to resume"
+                )
+                self.log.write("guard", {"at": at, "guard": "max_errors", "message": message}, f"guard: {message}")
+                raise LiveStop(message) from redacted(error)
+            return
+        self.errors = 0
+
+    def _step(self, at: int) -> None:
+        if self.state.orders("sent"):  # a placement failed last period: resolve it before anything new
+            self._reconcile()
+        self.feed.advance(at)
+        fills: list[tuple[str, Fill]] = []
+        orders: list[tuple[str, str, dict[str, Any]]] = []
+        if self.position is not None:
+            fill = self._check_position(at)
+            if fill is not None:
+                fills.append((self.position.client_id, fill))
+                orders.append((self.position.client_id, "closed", self._order_row(self.position)))
+                self.position = None
+        signal = self.signals.at(at)
+        direction = int(signal_direction(signal.proba, self.config.min_prob)[0])
+        probability = float(signal.proba.max())
+        entry = None
+        if direction != FLAT:
+            self.signal_count += 1
+            entry = self.feed.open_at(at)
+        decision = self.trader.consider(at, direction, entry, signal.stop_loss_pct, signal.take_profit_pct, probability)
+        order, reason = decision.order, decision.reason
+        client_id = client_order_id(self.settings.account, self.settings.symbol, at)
+        if order is not None:
+            order, reason = self._guard_size(order)
+        if order is not None:
+            watch = PositionWatch(order, self.config.max_hold_seconds, Costs(self.config.fee, self.config.slippage))
+            position = Position(client_id, watch)
+            self.state.order_sent(client_id, at, self._order_row(position))
+            placed = self.broker.place(order, client_id)
+            position.exchange_order_id, position.entry_executed = placed.order_id, placed.average
+            self.trader.opened()
+            self.position = position
+            orders.append((client_id, "filled", self._order_row(position)))
+        if reason == "daily_loss_limit":
+            self._kill_switch(at)
+        record = self._decision_record(at, signal, direction, entry, order, reason, client_id)
+        self.state.commit(
+            Step(
+                at=at,
+                trader=trader_record(self.trader, self.signal_count),
+                position=self.position,
+                decision=record,
+                fills=tuple(fills),
+                orders=tuple(orders),
+                equity=self.trader.equity,
+            )
+        )
+        self.log.write("decision", record, _decision_line(record))
+
+    def _check_position(self, at: int) -> Fill | None:
+        position = self.position
+        assert position is not None
+        candles = self.feed.closed(max(position.watch.last_time + 1, position.order.at), at)
+        fill = self.broker.update(position, candles, at)
+        if fill is None and at >= position.watch.horizon:
+            fill = self.broker.close(position, at)
+        if fill is not None:
+            self.trader.settle(fill)
+            self._log_fill(fill, position.client_id)
+        return fill
+
+    def _guard_size(self, order: Order) -> tuple[Order | None, str]:
+        settings = self.settings
+        quantity = order.quantity if settings.quantity is None else settings.quantity
+        if settings.max_quantity is not None and quantity > settings.max_quantity:
+            self.log.write(
+                "guard",
+                {"at": order.at, "guard": "max_position", "quantity": quantity, "max_quantity": settings.max_quantity},
+                f"guard: max position: order of {quantity:g} cut to {settings.max_quantity:g} (--max-qty)",
+            )
+            quantity = settings.max_quantity
+        quantity = self.broker.quantity(quantity)
+        if quantity <= 0:
+            return None, "below_lot_size"
+        return (order if quantity == order.quantity else replace(order, quantity=quantity)), "order"
+
+    def _kill_switch(self, at: int) -> None:
+        day = at // DAY
+        if self.kill_switch_day == day:
+            return
+        self.kill_switch_day = day
+        limit = self.trader.limit
+        message = (
+            f"kill switch: daily loss limit of {100 * self.config.daily_loss_limit:g}% reached (equity "
+            f"{self.trader.equity:,.2f}, {limit.day_start_equity:,.2f} at the day's start); no new trades until "
+            f"{format_time((day + 1) * DAY)}"
+        )
+        self.log.write("guard", {"at": at, "guard": "daily_loss_limit", "message": message}, message)
+
+    def _order_row(self, position: Position) -> dict[str, Any]:
+        record = position.record()
+        record["at"] = position.order.at
+        return record
+
+    def _decision_record(
+        self,
+        at: int,
+        signal: Signal,
+        direction: int,
+        entry: float | None,
+        order: Order | None,
+        reason: str,
+        client_id: str,
+    ) -> dict[str, Any]:
+        top = int(np.argmax(signal.proba))
+        stop = target = None
+        if order is not None:
+            stop, target = order.stop, order.target
+        elif direction != FLAT and entry is not None:
+            stop, target = bracket_prices(direction, entry, signal.stop_loss_pct, signal.take_profit_pct)
+        return {
+            "at": at,
+            "at_utc": format_time(at),
+            "p_buy": float(signal.proba[0]),
+            "p_sell": float(signal.proba[1]),
+            "p_invalid": float(signal.proba[2]),
+            "side": ("Buy", "Sell", "Invalid")[top],
+            "signal": SIDE_NAMES.get(direction, "none"),
+            "entry": entry,
+            "stop_loss": stop,
+            "take_profit": target,
+            "stop_loss_pct": signal.stop_loss_pct,
+            "take_profit_pct": signal.take_profit_pct,
+            "quantity": None if order is None else order.quantity,
+            "action": "open" if order is not None else ("hold" if self.position is not None else "none"),
+            "reason": reason,
+            "client_id": client_id if order is not None else None,
+            "equity": self.trader.equity,
+        }
+
+    def _log_fill(self, fill: Fill, client_id: str) -> None:
+        record = {"client_id": client_id, **fill_record(fill)}
+        record.pop("order")
+        side = SIDE_NAMES[fill.order.direction]
+        self.log.write(
+            "fill",
+            record,
+            f"{format_time(fill.exit_time)}  closed {side} {fill.order.quantity:g} at {fill.exit_price:.2f} "
+            f"({fill.reason}), P&L {fill.pnl:+,.2f}",
+        )
+
+    def finish(self, end: int) -> None:
+        """The replay's end: check the last candles, then close an open position at the last close."""
+        position = self.position
+        if position is None:
+            return
+        candles = self.feed.closed(max(position.watch.last_time + 1, position.order.at), end)
+        fill = self.broker.update(position, candles, end)
+        if fill is None:
+            fill = self.broker.close(position, end, end_of_data=True)
+        self.trader.settle(fill)
+        self._log_fill(fill, position.client_id)
+        self.position = None
+        self.state.commit(
+            Step(
+                at=end,
+                trader=trader_record(self.trader, self.signal_count),
+                position=None,
+                fills=((position.client_id, fill),),
+                orders=((position.client_id, "closed", self._order_row(position)),),
+                equity=self.trader.equity,
+            )
+        )
+
+    def run(self, moments: Iterable[int], *, max_periods: int | None = None) -> int:
+        """Step through `moments` after the last one done; returns how many periods ran."""
+        done = 0
+        last = self.last_moment
+        for moment in moments:
+            if max_periods is not None and done >= max_periods:
+                break
+            if last is not None and moment <= last:
+                continue
+            self.step(int(moment))
+            done += 1
+        return done
+
+    def run_clock(self, clock: Clock, *, max_periods: int | None = None) -> int:
+        """The live schedule: wait for each boundary (plus `SETTLE_S`), then step; until `max_periods`."""
+        done = 0
+        every = self.config.every_seconds
+        while max_periods is None or done < max_periods:
+            done_until = max((m for m in (self.last_moment, self.attempted) if m is not None), default=None)
+            moment = next_moment(clock.now(), every, done_until)
+            clock.sleep(moment + SETTLE_S - clock.now())
+            self.step(moment)
+            done += 1
+        return done
+
+
+def _decision_line(record: dict[str, Any]) -> str:
+    probabilities = f"P(B/S/I) {record['p_buy']:.2f}/{record['p_sell']:.2f}/{record['p_invalid']:.2f}"
+    text = f"{record['at_utc']}  {probabilities}  {record['signal']:<4}  {record['action']}"
+    if record["action"] == "open":
+        side = record["signal"]
+        text += (
+            f" {side} {record['quantity']:g} at {record['entry']:.2f} SL {record['stop_loss']:.2f} "
+            f"TP {record['take_profit']:.2f}"
+        )
+    elif record["reason"] not in ("no_signal", "order"):
+        text += f" ({record['reason']})"
+    return text
+
+
+# --- start-up checks ---
+
+
+def check_bundle(bundle: Any, symbol: str, now: float, max_age_s: int, *, live: bool) -> list[str]:
+    """Refuse live trading on another symbol than the bundle's or with a stale model; warnings for paper."""
+    data = (bundle.meta.get("training") or {}).get("data") or {}
+    problems = []
+    trained_on = data.get("symbol")
+    if trained_on and str(trained_on).upper() != symbol.upper():
+        problems.append(
+            f"the bundle was trained on {trained_on}, not {symbol}; "
+            f"trade the bundle's symbol with --symbol {trained_on}"
+        )
+    last = data.get("last_timestamp")
+    if last is None:
+        problems.append("the bundle records no data fingerprint (training period); retrain it with this version")
+    elif now - int(last) > max_age_s:
+        days = (now - int(last)) / DAY
+        problems.append(
+            f"the bundle's data ends {format_time(int(last))}, {days:.0f} days ago, more than --max-model-age "
+            f"{max_age_s / DAY:g}d; retrain on recent candles (or raise --max-model-age)"
+        )
+    if live and problems:
+        raise ConfigError(f"live mode refused: {problems[0]}")
+    return problems
+
+
+# --- the replay ---
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    start: int
+    end: int
+    moments: int
+    fills: list[Fill]
+    trades_path: Path | None
+    state: dict[str, Any]
+
+
+def replay(
+    bundle: Any,
+    candles: pd.DataFrame,
+    *,
+    db: Path,
+    start: int,
+    end: int,
+    settings: LoopSettings,
+    out_dir: Path | None = None,
+    fresh: bool = True,
+    max_periods: int | None = None,
+    batch_size: int = 64,
+    workers: int | None = None,
+    echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
+) -> ReplayResult:
+    """The live loop over `candles` (history before `start` included) from `start` to `end`, paper fills.
+
+    `fresh` forgets the account's earlier state first; without it a stopped replay resumes where it stopped.
+    `max_periods` stops after that many periods (the restart test). `trades.csv` is written once the period
+    is done, in the backtest's format.
+    """
+    from lstm_trading.backtest.simulation import period_signals, trades_frame
+
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    traded = period_signals(
+        bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
+    )
+    period, end, moments, batched = traded.period, traded.end, traded.moments, traded.signals
+    signals = PrecomputedSignals(batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct)
+    with LiveState(db, settings.account) as state:
+        if fresh:
+            state.clear()
+        state.set_meta(settings=_settings_record(settings, "replay"), period=[start, end])
+        log = DecisionLog(out_dir, echo, quiet=quiet, fresh=fresh)
+        try:
+            loop = LiveLoop(settings, state, ReplayFeed(period), PaperBroker(), signals, log)
+            loop.start()
+            ran = loop.run(moments, max_periods=max_periods)
+            finished = max_periods is None or ran < max_periods or loop.last_moment == int(moments[-1])
+            if finished and loop.last_moment != end:
+                loop.finish(end)
+            fills = state.fills()
+        finally:
+            log.close()
+        trades_path = None
+        if finished and out_dir is not None:
+            from lstm_trading.core.atomic import write_text_atomic
+
+            trades_path = out_dir / "trades.csv"
+            write_text_atomic(trades_path, trades_frame(fills).to_csv(index=False))
+        summary = status(state)
+    return ReplayResult(start, end, len(moments), fills, trades_path, summary)
+
+
+def _settings_record(settings: LoopSettings, mode: str) -> dict[str, Any]:
+    return {"mode": mode, "symbol": settings.symbol, **asdict(settings.config)}
+
+
+# --- the live and paper loop ---
+
+
+def run_live(
+    bundle: Any,
+    *,
+    db: Path,
+    settings: LoopSettings,
+    mode: str,
+    exchange: Any,
+    source: Any,
+    broker: Broker,
+    clock: Clock,
+    retry: Retry,
+    out_dir: Path | None = None,
+    max_periods: int | None = None,
+    initial_equity: float | None = None,
+    echo: Callable[[str], None] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
+    feed = ExchangeFeed(db, source, settings.symbol, retry)
+    signals = ModelSignals(bundle, db, settings.symbol)
+    log = DecisionLog(out_dir, echo, quiet=quiet)
+    try:
+        with LiveState(db, settings.account) as state:
+            state.set_meta(settings=_settings_record(settings, mode))
+            loop = LiveLoop(settings, state, feed, broker, signals, log)
+            loop.start(initial_equity)
+            log.write(
+                "start",
+                {"mode": mode, "symbol": settings.symbol, "account": settings.account, "equity": loop.trader.equity},
+                f"{mode} trading {settings.symbol} every {settings.config.every_seconds // MINUTE} min "
+                f"(account {settings.account}, equity {loop.trader.equity:,.2f})",
+            )
+            loop.run_clock(clock, max_periods=max_periods)
+            return status(state)
+    finally:
+        log.close()
+        feed.close()
+
+
+# --- status ---
+
+
+def status(state: LiveState, *, now: float | None = None, last: int = 10) -> dict[str, Any]:
+    """Position, today's and total P&L, equity and the last decisions of one account."""
+    fills = state.fills()
+    trader = state.meta("trader") or {}
+    settings = state.meta("settings") or {}
+    total = float(sum(f.pnl for f in fills))
+    equity = trader.get("equity")
+    # Equity is the start plus every fill's P&L; live mode starts from the exchange's balance, not the setting.
+    initial = (
+        float(settings.get("initial_equity", BacktestConfig().initial_equity)) if equity is None else equity - total
+    )
+    today = int((time.time() if now is None else now) // DAY)
+    position = state.position()
+    return {
+        "account": state.account,
+        "mode": settings.get("mode"),
+        "symbol": settings.get("symbol"),
+        "equity": equity,
+        "total_pnl": total,
+        "today_pnl": float(sum(f.pnl for f in fills if f.exit_time // DAY == today)),
+        "trades": len(fills),
+        "position": None if position is None else _position_summary(position),
+        "last_moment": state.meta("last_moment"),
+        "decisions": state.decisions(last),
+        "initial_equity": initial,
+    }
+
+
+def _position_summary(position: Position) -> dict[str, Any]:
+    order = position.order
+    return {
+        "side": SIDE_NAMES[order.direction],
+        "quantity": order.quantity,
+        "entry": order.entry,
+        "stop_loss": order.stop,
+        "take_profit": order.target,
+        "opened": order.at,
+        "opened_utc": format_time(order.at),
+        "close_by_utc": format_time(position.watch.horizon),
+        "client_id": position.client_id,
+    }

@@ -1,0 +1,65 @@
+"""signals: split from lstm_trading.live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+from lstm_trading.core.errors import DataError
+from lstm_trading.core.timeutil import MINUTE, format_time
+
+# --- where signals come from ---
+
+
+class Signal(NamedTuple):
+    """The model's output at one moment: probabilities (Buy, Sell, Invalid) and SL/TP distances in %."""
+
+    proba: np.ndarray
+    stop_loss_pct: float
+    take_profit_pct: float
+
+
+class SignalSource(Protocol):
+    def at(self, moment: int) -> Signal: ...
+
+
+class ModelSignals:
+    """Predict at each moment from the candles stored by then (the live modes)."""
+
+    def __init__(self, bundle: Any, db: Path, symbol: str) -> None:
+        self.bundle = bundle
+        self.db = db
+        self.symbol = symbol
+
+    def at(self, moment: int) -> Signal:
+        from lstm_trading.data.store import CandleStore
+        from lstm_trading.predict import predict_moments
+
+        with CandleStore(self.db) as store:
+            candles = store.read_last(self.symbol, self.bundle.history_minutes, end=moment)
+        if candles.empty:
+            raise DataError(f"{self.db}: no {self.symbol} candles before {format_time(moment)} to predict from")
+        last = int(candles["timestamp"].iloc[-1])
+        if last != moment - MINUTE:
+            # The backtest's window at `moment` ends with this minute; deciding without it is not what it tested.
+            raise DataError(
+                f"the {self.symbol} minute closed at {format_time(moment)} is not stored (the newest closed at "
+                f"{format_time(last + MINUTE)}): the exchange has not published it; no decision this period"
+            )
+        row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
+        proba = np.array([row["p_buy"], row["p_sell"], row["p_invalid"]], dtype=np.float64)
+        return Signal(proba, float(row["stop_loss_pct"]), float(row["take_profit_pct"]))
+
+
+class PrecomputedSignals:
+    """The backtest's batched signals, handed out one moment at a time (the replay)."""
+
+    def __init__(self, at: np.ndarray, proba: np.ndarray, stop_loss_pct: np.ndarray, take_profit_pct: np.ndarray):
+        self.index = {int(t): i for i, t in enumerate(at)}
+        self.proba, self.sl, self.tp = proba, stop_loss_pct, take_profit_pct
+
+    def at(self, moment: int) -> Signal:
+        i = self.index[moment]
+        return Signal(self.proba[i], float(self.sl[i]), float(self.tp[i]))

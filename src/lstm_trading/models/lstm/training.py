@@ -1,0 +1,548 @@
+"""Training on Lightning: the loss, the LightningModule, the DataModule and the Trainer set-up.
+
+The loss is normalised by the nominal batch size (not by the sum of class weights, nor by the number of trades
+in the batch), so N processes with batch b average to exactly the gradient of one process with batch N*b:
+DDP then reproduces a single-process run.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import math
+import pickle
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from lstm_trading.core.atomic import atomic_path, write_with
+from lstm_trading.core.config import ModelConfig, TrainConfig
+from lstm_trading.core.errors import ConfigError, DataError, ModelFileError
+from lstm_trading.features.compute import FEATURE_NAMES
+from lstm_trading.models.lstm.batches import Batch, BucketBatchSampler, SampleWindows
+from lstm_trading.models.lstm.model import LSTMModel, ModelOutput
+from lstm_trading.samples.scalers import TargetScaler
+from lstm_trading.samples.targets import CLASS_NAMES, Samples
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning prints a cloud-logging advert on every fit; users of a CLI should not have to read it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per fit; nothing for users to change.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Inverse class frequency, normalised so the average weight over the training samples is 1."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    mean = float((weights[labels]).mean()) if len(labels) else 1.0
+    return weights / mean
+
+
+@dataclass(frozen=True)
+class LossParts:
+    total: torch.Tensor
+    classification: torch.Tensor
+    regression: torch.Tensor
+
+
+def trading_loss(
+    output: ModelOutput,
+    batch: Batch,
+    weights: torch.Tensor,
+    *,
+    nominal_batch: int,
+    class_weight: float = 1.0,
+    reg_weight: float = 1.0,
+) -> LossParts:
+    """`class_weight * weighted CE + reg_weight * (SmoothL1(sl) + SmoothL1(tp))`, the regression on trades only."""
+    ce = F.cross_entropy(output.logits.float(), batch.label, weight=weights, reduction="sum") / nominal_batch
+    trade = batch.is_trade
+    sl = F.smooth_l1_loss(output.sl.float()[trade], batch.sl[trade], reduction="sum")
+    tp = F.smooth_l1_loss(output.tp.float()[trade], batch.tp[trade], reduction="sum")
+    regression = (sl + tp) / nominal_batch
+    return LossParts(class_weight * ce + reg_weight * regression, ce, regression)
+
+
+def _first_non_finite(batch: Batch) -> str:
+    """Where a batch first holds a NaN or infinity, for the error message (else: the optimiser diverged)."""
+    bad = ~torch.isfinite(batch.features)
+    if not bad.any():
+        return "the features are finite: the optimiser diverged; lower --lr (or train.gradient_clip in --config)"
+    sample, step, column = (int(v) for v in torch.nonzero(bad)[0])
+    name = f"{FEATURE_NAMES[column]}, " if batch.features.shape[2] == len(FEATURE_NAMES) else ""
+    return (
+        f"first non-finite feature: {name}column {column} at step {step} of sample {int(batch.index[sample])} "
+        "of the split; check the candles for extreme values"
+    )
+
+
+class LSTMTrainingModule(L.LightningModule):
+    """The model, its loss, AdamW with a linear warm-up and ReduceLROnPlateau on validation loss."""
+
+    def __init__(self, model: dict[str, int], train: dict[str, Any], class_weights: list[float]) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain numbers only: checkpoints load with weights_only=True
+        self.train_config = TrainConfig(**train)
+        self.model = LSTMModel.from_config(ModelConfig(**model), chunk_len=self.train_config.chunk_len)
+        self.register_buffer("weights", torch.tensor(class_weights, dtype=torch.float32))
+        self.weights: torch.Tensor
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        return self.model(features, lengths)
+
+    def _loss(self, batch: Batch) -> LossParts:
+        output = self.model(batch.features, batch.lengths)
+        cfg = self.train_config
+        return trading_loss(
+            output,
+            batch,
+            self.weights,
+            nominal_batch=cfg.batch_size,
+            class_weight=cfg.class_weight,
+            reg_weight=cfg.reg_weight,
+        )
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        parts = self._loss(batch)
+        # An infinite input saturates the LSTM's gates: the loss stays finite while the gradient is NaN, and the
+        # next batch would blame the optimiser. So the inputs are checked too (one CPU-GPU sync point, as before).
+        loss_finite = torch.isfinite(parts.total)
+        if not bool(loss_finite & torch.isfinite(batch.features).all()):
+            what = "training loss" if not bool(loss_finite) else "input (the loss is still finite)"
+            raise DataError(
+                f"non-finite {what} in epoch {self.current_epoch}, batch {batch_idx} "
+                f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
+                f"{_first_non_finite(batch)}"
+            )
+        size, logged = len(batch), self._per_sample(parts.total, len(batch))
+        self.log("train_loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        return parts.total
+
+    def _per_sample(self, loss: torch.Tensor, size: int) -> torch.Tensor:
+        """The loss per sample of a batch of `size`, for logging: the optimised loss divides by the nominal batch,
+        which would make a short last batch look better, and bias the epoch's mean (and val_loss) low."""
+        return loss.detach() * (self.train_config.batch_size / size)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        parts = self._loss(batch)
+        output = self.model(batch.features, batch.lengths)
+        accuracy = (output.logits.argmax(dim=1) == batch.label).float().mean()
+        size = len(batch)
+        val_loss, class_loss = self._per_sample(parts.total, size), self._per_sample(parts.classification, size)
+        self.log("val_loss", val_loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_class_loss", class_loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+
+    def _warmup_factor(self, epoch: int) -> float:
+        warmup = self.train_config.warmup_epochs
+        return 1.0 if warmup == 0 or epoch >= warmup else (epoch + 1) / warmup
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        if epoch <= self.train_config.warmup_epochs:  # after warm-up the plateau scheduler owns the rate
+            for group in self.trainer.optimizers[0].param_groups:
+                group["lr"] = self.train_config.lr * self._warmup_factor(epoch)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_config
+        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"},
+        }
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if self.current_epoch + 1 >= self.train_config.warmup_epochs:
+            scheduler.step(metric)
+
+
+class WindowDataModule(L.LightningDataModule):
+    """Train and validation windows over one scaled matrix; each process takes its share of every batch."""
+
+    def __init__(
+        self,
+        scaled: np.ndarray,
+        train: Samples,
+        val: Samples,
+        target_scaler: TargetScaler,
+        *,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.train_windows = SampleWindows(scaled, train, target_scaler)
+        self.val_windows = SampleWindows(scaled, val, target_scaler)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def _loader(self, windows: SampleWindows, *, shuffle: bool) -> DataLoader[int]:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = BucketBatchSampler(
+            windows.samples.length, self.batch_size, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world
+        )
+        return DataLoader(windows, batch_sampler=sampler, collate_fn=windows.collate, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader[int]:
+        return self._loader(self.train_windows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[int]:
+        return self._loader(self.val_windows, shuffle=False)
+
+
+def load_checkpoint(path: Path | str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A training checkpoint read with `weights_only=True`: tensors and plain values only, so a checkpoint from
+    someone else cannot run code. Every problem is a `ModelFileError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such checkpoint")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not for users
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(
+            f"{path}: refused: loading it would unpickle Python objects beyond tensors and numbers, which can run "
+            "code; use checkpoints written by lstm-trading train"
+        ) from None
+    except Exception as error:  # torch reports truncated and foreign files with many exception types
+        detail = (str(error).strip().splitlines() or [""])[0][:120]
+        raise ModelFileError(
+            f"{path}: not a readable training checkpoint ({type(error).__name__}: {detail}); it is truncated or not "
+            "from lstm-trading: start the run again with --overwrite"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ModelFileError(f"{path}: not a training checkpoint of lstm-trading (no state_dict)")
+    return checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, made crash-safe and code-free.
+
+    Lightning writes a checkpoint into the system temp folder and then moves it: a copy, not a rename, when that
+    folder is on another filesystem (a tmpfs /tmp), and never flushed to disk. Here it is written beside its
+    target, flushed and renamed, so a crash leaves the old checkpoint or the new one. Reading goes through
+    `load_checkpoint` (`weights_only=True` whatever the caller asks).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(path) as temporary:
+            torch.save(checkpoint, temporary)
+
+    def load_checkpoint(
+        self, path: Any, map_location: Callable[..., Any] | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return load_checkpoint(path, map_location if map_location is not None else "cpu")
+
+
+@contextmanager
+def flush_denormals(enabled: bool = True) -> Iterator[None]:
+    """Flush denormal floats to zero while training on CPU, then restore the default.
+
+    Vanishing LSTM gradients turn denormal and the CPU backward runs about 10x slower on them. The setting is
+    process-wide, so it is switched off again afterwards rather than left to surprise other code.
+    """
+    if not enabled:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@functools.cache
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU runs an LSTM under bf16 autocast, forward and backward.
+
+    oneDNN has bf16 LSTM kernels only on CPUs with AVX-512 bf16 or AMX; elsewhere (AMD without AVX-512, older
+    Intel) it fails with "could not create a primitive descriptor". torch has no public flag for this, so a
+    one-step LSTM, plain and packed as the model runs it, is tried once per process.
+    """
+    lstm = nn.LSTM(2, 2, batch_first=True)
+    try:
+        for packed in (False, True):
+            x = torch.zeros(1, 1, 2, requires_grad=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                steps = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([1]), batch_first=True) if packed else x
+                _, (h, _) = lstm(steps)
+            h.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on CUDA cards that have it, else 16-mixed with gradient scaling; fp32 on CPU.
+
+    `bf16-mixed` on a CPU without bf16 LSTM kernels is refused here, before a run folder is touched, rather
+    than as oneDNN's traceback in the first training step.
+    """
+    on_cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    if precision == "auto":
+        if on_cuda:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if precision == "bf16-mixed" and not on_cuda and not cpu_runs_bf16_lstm():
+        raise ConfigError(
+            "train.precision = bf16-mixed: this CPU has no bf16 LSTM kernels (oneDNN needs AVX-512 bf16 or AMX); "
+            "use --precision 32-true, which is as fast on CPU (benchmarks/README.md)"
+        )
+    return precision
+
+
+def parse_devices(devices: str) -> int | str:
+    if devices == "auto":
+        return "auto"
+    if devices.isdigit() and int(devices) > 0:
+        return int(devices)
+    raise ConfigError(f"train.devices: expected 'auto' or a positive number of devices, got {devices!r}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """The best model by validation loss, where its checkpoint lies, and the metrics it was chosen by."""
+
+    model: LSTMModel
+    best_checkpoint: Path
+    best_val_loss: float
+    epochs_run: int
+    is_global_zero: bool
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run picks up: the last finished epoch and the logging step after it."""
+
+    epoch: int
+    step: int
+
+    @classmethod
+    def of(cls, checkpoint: dict[str, Any]) -> ResumePoint:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        return cls(
+            epoch=int(checkpoint["epoch"]), step=int(loop.get("_batches_that_stepped", checkpoint["global_step"]))
+        )
+
+    def keeps(self, row: dict[str | None, str | None]) -> bool:
+        """Whether a metrics.csv row belongs to an epoch the checkpoint finished (later ones are trained again).
+
+        The learning-rate monitor's rows carry no epoch: the one written at the start of epoch e+1 has the step
+        at which epoch e ended, so it goes with the epochs after the checkpoint. A line torn by a kill in the
+        middle of a write (missing or unreadable fields) is dropped."""
+        if None in row or None in row.values():
+            return False
+        try:
+            if row.get("epoch"):
+                return int(float(row["epoch"] or "")) <= self.epoch
+            return int(float(row["step"] or "")) < self.step
+        except (KeyError, ValueError):
+            return False
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, for a resumed run: keeps metrics.csv's rows of the finished epochs and appends.
+
+    Lightning's own writer deletes metrics.csv when its folder holds one, so a resumed run lost its first
+    epochs' log. The kept rows are written beside the file and renamed, so a crash leaves the old log or the
+    trimmed one."""
+
+    def __init__(self, log_dir: str, resumed: ResumePoint) -> None:
+        self._resumed = resumed
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            rows = [row for row in reader if self._resumed.keeps(row)]
+            header = list(reader.fieldnames or [])
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        write_with(path, write)
+        # New rows are appended under this header (Lightning's writer rewrites the file when a new key appears).
+        self.metrics_keys = header
+
+
+class _ResumingCSVLogger(CSVLogger):
+    def __init__(self, run_dir: Path, resumed: ResumePoint) -> None:
+        super().__init__(str(run_dir), name="", version="logs")
+        self._resumed = resumed
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if not isinstance(self._experiment, _AppendingWriter):
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(self.log_dir, self._resumed)
+        return self._experiment
+
+
+def make_loggers(run_dir: Path, resumed: ResumePoint | None = None) -> list[Logger]:
+    """metrics.csv in run_dir/logs (continued, not restarted, when `resumed`), and TensorBoard when installed."""
+    csv_logger = (
+        CSVLogger(str(run_dir), name="", version="logs") if resumed is None else _ResumingCSVLogger(run_dir, resumed)
+    )
+    loggers: list[Logger] = [csv_logger]
+    try:
+        import tensorboard  # noqa: F401  (only when installed)
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(str(run_dir), name="", version="tensorboard"))
+    except ImportError:
+        pass
+    return loggers
+
+
+def fit(
+    scaled: np.ndarray,
+    train: Samples,
+    val: Samples,
+    target_scaler: TargetScaler,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    accelerator: str = "auto",
+    progress: bool = True,
+) -> FitResult:
+    """Train with Lightning; early stopping and the best checkpoint follow validation loss."""
+    if len(val) == 0:
+        raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
+    # Without a progress bar, stay quiet too: no "GPU available" lines (warnings still show).
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress else logging.WARNING)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not on_cpu:
+        torch.backends.cudnn.enabled = True
+    checkpoints = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True
+    )
+    stop = EarlyStopping(monitor="val_loss", mode="min", patience=train_config.early_stop_patience)
+    module = LSTMTrainingModule(
+        model={
+            "input_size": model_config.input_size,
+            "hidden_size": model_config.hidden_size,
+            "num_layers": model_config.num_layers,
+            "output_size": model_config.output_size,
+        },
+        train=train_config.__dict__.copy(),
+        class_weights=[float(w) for w in class_weights(train.label)],
+    )
+    data = WindowDataModule(
+        scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
+    )
+    last = checkpoints / "last.ckpt"
+    resumed = None
+    if resume and not last.exists():
+        raise DataError(
+            f"--resume: no checkpoint to resume from at {last} (the run stopped before its first epoch ended); "
+            "start it again with --overwrite instead of --resume"
+        )
+    if resume:
+        checkpoint = load_checkpoint(last)
+        _model_state(checkpoint, last, module.model)  # a clear error before Lightning's own
+        resumed = ResumePoint.of(checkpoint)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=parse_devices(train_config.devices),
+        strategy=train_config.strategy,
+        precision=resolve_precision(train_config.precision, accelerator),  # type: ignore[arg-type]
+        max_epochs=train_config.epochs,
+        accumulate_grad_batches=train_config.accumulate_grad_batches,
+        gradient_clip_val=train_config.gradient_clip,
+        callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch")],
+        plugins=[AtomicCheckpointIO()],
+        logger=make_loggers(run_dir, resumed),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # BucketBatchSampler shares batches across processes itself
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        deterministic=False,
+        default_root_dir=str(run_dir),
+    )
+    with flush_denormals(on_cpu):
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None, weights_only=True)
+    # Lightning restores the best path from the checkpoint; in a run folder moved since, look beside `last`.
+    best_path = checkpoints / Path(best.best_model_path).name if best.best_model_path else last
+    best_path = best_path if best_path.exists() else last
+    checkpoint = load_checkpoint(best_path)
+    model = LSTMModel.from_config(model_config)
+    model.load_state_dict(_model_state(checkpoint, best_path, model))
+    score = best.best_model_score if best.best_model_score is not None else _recorded_score(checkpoint)
+    return FitResult(
+        model=model.eval(),
+        best_checkpoint=best_path,
+        best_val_loss=float(score) if score is not None else math.nan,
+        epochs_run=trainer.current_epoch,
+        is_global_zero=trainer.is_global_zero,
+    )
+
+
+def _model_state(checkpoint: dict[str, Any], path: Path, model: LSTMModel) -> dict[str, torch.Tensor]:
+    """The model's tensors from a checkpoint, checked against the model's names and shapes."""
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    expected = model.state_dict()
+    if set(state) != set(expected):
+        raise ModelFileError(f"{path}: its tensors {sorted(state)} are not the model's {sorted(expected)}")
+    for name, tensor in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape:
+            found = tuple(state[name].shape) if isinstance(state[name], torch.Tensor) else type(state[name]).__name__
+            raise ModelFileError(
+                f"{path}: tensor '{name}' has shape {found}, the model needs {tuple(tensor.shape)}; "
+                "was the run trained with other model sizes? Resume with the run's config.toml"
+            )
+    return state
+
+
+def _recorded_score(checkpoint: dict[str, Any]) -> float | None:
+    """The best validation loss a checkpoint's ModelCheckpoint state records (a resumed, finished run)."""
+    for key, value in (checkpoint.get("callbacks") or {}).items():
+        if str(key).startswith("ModelCheckpoint") and isinstance(value, dict):
+            score = value.get("best_model_score")
+            if score is not None:
+                return float(score)
+    return None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,179 @@
+"""tables: split from lstm_trading.evaluate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lstm_trading.core.timeutil import format_time
+
+if TYPE_CHECKING:
+    pass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+
+# --- tables for the command line ---
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def metric_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows: each classification figure for the model and, beside it, for each baseline."""
+    names = ["model", *document["baselines"]]
+    columns = [document["model"], *document["baselines"].values()]
+    header = ("metric", *(n.replace("_", " ") for n in names))
+    rows: list[tuple[str, ...]] = [
+        ("accuracy", *(_cell(c["accuracy"]) for c in columns)),
+        ("macro-F1", *(_cell(c["macro_f1"]) for c in columns)),
+        ("log-loss", *(_cell(c.get("log_loss")) for c in columns)),
+    ]
+    for name in document["model"]["per_class"]:
+        for key, label in (("precision", "P"), ("recall", "R"), ("f1", "F1")):
+            rows.append((f"{name} {label}", *(_cell(c["per_class"][name][key]) for c in columns)))
+    ece = document["calibration"]
+    rows.append(("ECE", _cell(ece["ece"]), "-", "-", _cell(ece["baselines"]["stratified_random"])))
+    return header, rows
+
+
+def level_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """Header and rows: SL / TP errors in % of entry (mean abs, median abs) by side, model and `k * ATR` rule."""
+    header: tuple[str, ...] = (
+        "levels (% of entry)",
+        "side",
+        "trades",
+        "SL mean abs",
+        "SL median abs",
+        "TP mean abs",
+        "TP median abs",
+    )
+    sources = [("model", document["model"]["levels"])]
+    rule = document.get("atr_rule")
+    if rule:
+        if rule["samples"] != document["model"]["levels"]["all"]["stop_loss"]["count"]:
+            sources.append(("model, rows with own SL/TP", rule["model_levels"]))
+        sources.append(("k * ATR rule, rows with own SL/TP", rule["levels"]))
+    rows: list[tuple[str, ...]] = []
+    for name, levels in sources:
+        for side in ("Buy", "Sell", "all"):
+            sl, tp = levels[side]["stop_loss"], levels[side]["take_profit"]
+            rows.append(
+                (
+                    name,
+                    side,
+                    str(sl["count"]),
+                    _cell(sl["mean_abs"], 4),
+                    _cell(sl["median_abs"], 4),
+                    _cell(tp["mean_abs"], 4),
+                    _cell(tp["median_abs"], 4),
+                )
+            )
+    return header, rows
+
+
+def _percent(value: float | None, sign: str = "+") -> str:
+    if value is None:
+        return "-"
+    return "0.00%" if value == 0 else f"{100 * value:{sign}.2f}%"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+SUMMARY_HEADER = ("strategy", "return", "Sharpe", "max drawdown", "trades", "win rate", "profit factor")
+
+
+def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The model against each baseline as text cells (`SUMMARY_HEADER`): what `backtest` and the demo print.
+
+    Random entries show the mean and standard deviation over their seeds; the model's second row is its return
+    under optimistic fills (target first when stop and target fall in one candle).
+    """
+
+    def row(name: str, s: dict[str, Any]) -> tuple[str, ...]:
+        return (
+            name,
+            _percent(s["total_return"]),
+            _number(s["sharpe"]),
+            _percent(s["max_drawdown"]),
+            str(s["trades"]),
+            _percent(s["win_rate"], ""),
+            _number(s["profit_factor"]),
+        )
+
+    model = stats["model"]
+    optimistic = model["optimistic_same_candle"]
+    rows = [
+        row("model", model),
+        (f"optimistic fills ({model['same_candle']} same-candle)", _percent(optimistic["total_return"])) + ("",) * 5,
+    ]
+    baselines = stats["baselines"]
+    rows.append(row("buy and hold", baselines["buy_and_hold"]))
+    random = baselines.get("random")
+    if random:
+
+        def spread(key: str, percent: bool = True, sign: str = "+") -> str:
+            part = random[key]
+            if part is None:
+                return "-"
+            if percent:
+                return f"{100 * part['mean']:{sign}.2f}% ± {100 * part['std']:.2f}"
+            return f"{part['mean']:.2f} ± {part['std']:.2f}"
+
+        rows.append(
+            (
+                f"random entries ({len(random['seeds'])} seeds)",
+                spread("total_return"),
+                spread("sharpe", False),
+                spread("max_drawdown"),
+                f"{random['trades']['mean']:.1f}" if random["trades"] else "-",
+                spread("win_rate", sign=""),
+                spread("profit_factor", False),
+            )
+        )
+    journal = baselines.get("journal")
+    if journal:
+        rows.append(row(journal.get("name", "journal"), journal))
+    return rows
+
+
+def _maybe(value: float | None, text: str) -> str:
+    return "-" if value is None else text.format(value)
+
+
+def detail_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """The model's statistics beyond the summary table, as text cells."""
+    return [
+        ("exposure", f"{100 * model['exposure']:.1f} %"),
+        ("average holding time", _maybe(model["average_minutes_held"], "{:.0f} min")),
+        ("fees paid", f"{model['fees_paid']:.2f}"),
+        ("slippage paid", f"{model['slippage_paid']:.2f}"),
+        ("round-trip costs / average TP distance", _maybe(model["costs_share_of_average_tp"], "{:.1%}")),
+        ("Sortino", _maybe(model["sortino"], "{:.2f}")),
+        ("same-candle SL/TP (stop assumed first)", str(model["same_candle"])),
+        ("P&L with optimistic same-candle fills", f"{model['optimistic_same_candle']['pnl']:.2f}"),
+        ("exits", ", ".join(f"{k} {v}" for k, v in model["exits"].items())),
+    ]
+
+
+def _utc(seconds: int) -> str:
+
+    return format_time(int(seconds))
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A plain-text table (first column left, others right-aligned) for logs and the demo's output."""
+    cells = [list(map(str, header)), *(list(map(str, row)) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    return [line(cells[0]), "  ".join("-" * w for w in widths), *(line(row) for row in cells[1:])]

@@ -1,0 +1,123 @@
+"""backtest: split from lstm_trading.backtest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from lstm_trading.core.atomic import write_text_atomic
+from lstm_trading.core.config import BacktestConfig
+from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.core.jsonio import json_safe
+from lstm_trading.core.timeutil import MINUTE, format_time
+
+if TYPE_CHECKING:
+    from lstm_trading.models.bundle import Bundle
+from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
+from lstm_trading.backtest.simulation import DEFAULT_SEEDS, Progress
+
+
+def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
+    """trades.csv, equity.csv, stats.json and the backtest's figures into `out_dir`."""
+    from lstm_trading.report.figures import backtest_figures
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trades = result.model.trades()
+    equity = equity_frame(result)
+    write_text_atomic(out_dir / "trades.csv", trades.to_csv(index=False))
+    write_text_atomic(out_dir / "equity.csv", equity.to_csv(index=False))
+    write_text_atomic(out_dir / "stats.json", json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n")
+    paths = [out_dir / "trades.csv", out_dir / "equity.csv", out_dir / "stats.json"]
+    return paths + backtest_figures(equity, trades, out_dir)
+
+
+def run_config(run_dir: Path) -> BacktestConfig:
+    """The backtest settings the run folder's resolved `config.toml` holds (defaults without one)."""
+    from lstm_trading.core.config import load_config
+
+    path = run_dir / "config.toml"
+    return load_config(path).backtest if path.exists() else BacktestConfig()
+
+
+def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: int | None) -> tuple[int, pd.DataFrame]:
+    """The end of the period [start, end) (default: the end of the stored data) and the candles a backtest or a
+    replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.runs.evaluate import load_history
+
+    if end is None:
+        if not db_path.exists():
+            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
+        with CandleStore(db_path) as store:
+            held = store.time_range(symbol)
+        if held is None:
+            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
+        end = held[1] + MINUTE
+        if end <= start:  # no --to given: name the data's end, not a flag the user never typed
+            raise ConfigError(
+                f"--from {format_time(start)} is not before the end of the {symbol} candles in {db_path} "
+                f"({format_time(end)}); give an earlier --from or another --db"
+            )
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    return end, load_history(db_path, symbol, start, end, bundle.history_minutes)
+
+
+def backtest_run(
+    run_dir: Path,
+    *,
+    config: BacktestConfig,
+    db: Path | None = None,
+    symbol: str | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    trades: Path | None = None,
+    sheet: str | None = None,
+    out_dir: Path | None = None,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> tuple[BacktestResult, Path]:
+    """Backtest a run folder's model and write its files (default period: the run's test period to the end of
+    the data; default folder: RUN/backtest)."""
+    from lstm_trading.data.journal import JOURNAL_SHEET, read_journal
+    from lstm_trading.models.bundle import load_bundle
+    from lstm_trading.runs.evaluate import run_sources
+
+    bundle = load_bundle(run_dir)
+    db_path, symbol = run_sources(bundle, db, symbol)
+    if start is None:
+        test_times = (bundle.meta.get("training") or {}).get("test_start_times") or []
+        if not test_times:
+            raise DataError(f"{run_dir}: the run records no test period; give the backtest's start with --from")
+        start = int(min(test_times))
+    end, candles = period_candles(bundle, db_path, symbol, start, end)
+    journal = None
+    name = "journal"
+    if trades is not None:
+        read = read_journal(trades, sheet=sheet or JOURNAL_SHEET)
+        journal = read.trades
+        hindsight = read.meta.get("labeller") == "first-touch"
+        name = "journal (hindsight labels)" if hindsight else "journal trades"
+    result = run_backtest(
+        bundle,
+        candles,
+        start=start,
+        end=end,
+        config=config,
+        journal=journal,
+        journal_name=name,
+        seeds=seeds,
+        batch_size=batch_size,
+        workers=workers,
+        progress=progress,
+    )
+    result.stats["sources"] = {"run": str(run_dir), "db": str(db_path), "symbol": symbol}
+    out = out_dir if out_dir is not None else run_dir / "backtest"
+    write_backtest(result, out)
+    return result, out
