@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,30 @@ def binance_gap_csv(_real_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def bybit_5m_csv(_real_data_dir: Path) -> Path:
     return real_candles(BYBIT_5M, _real_data_dir)
+
+
+# --- helpers shared by several test modules ---
+
+
+def dump_tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of a SQLite file, to show that a failed command changed nothing."""
+    connection = sqlite3.connect(path)
+    try:
+        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """One torch thread: on 2 cores shared with other test runs, every step of a 2-thread LSTM waits at a barrier."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --- a tiny market, journal and trained run, shared by the model-side tests ---

@@ -186,7 +186,7 @@ def test_batched_signals_equal_predict_at_each_moment(tiny_run: Path, tiny_candl
 @pytest.fixture(scope="module")
 def tiny_result(tiny_run: Path, tiny_candles: pd.DataFrame, tiny_trades: pd.DataFrame):  # type: ignore[no-untyped-def]
     bundle = load_bundle(tiny_run)
-    start = int(min(bundle.meta["training"]["test_start_times"]))
+    start = int(min(bundle.training.test_start_times))
     end = int(tiny_candles["timestamp"].iloc[-1]) + 60
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -245,7 +245,7 @@ def test_backtest_command(run_copy: Path, tiny_db: Path, tmp_path: Path) -> None
     assert stats["settings"]["fee"] == pytest.approx(0.0004)
     assert stats["settings"]["min_prob"] == 0.4
     bundle = load_bundle(run_copy)
-    assert stats["period"]["start"] == min(bundle.meta["training"]["test_start_times"])
+    assert stats["period"]["start"] == min(bundle.training.test_start_times)
     out = tmp_path / "elsewhere"
     result = runner.invoke(
         app,

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import tiny_config
+from conftest import dump_tables, tiny_config
 from lstm_trading.cli import app
 from lstm_trading.core.config import dump_config
 from lstm_trading.core.errors import DataError, ModelFileError
@@ -36,7 +36,7 @@ from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.features.compute import compute_features
 from lstm_trading.models.bundle import load_bundle
-from test_csv_ingest import HEADER, dump
+from test_csv_ingest import HEADER
 
 T_NEW = 1_704_585_600  # 2024-01-07 00:00 UTC: the first minute after the tiny market, so a partial import would show
 
@@ -418,7 +418,7 @@ def test_the_table_covers_every_kind_of_input_and_command() -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_gives_one_line_naming_the_file_and_changes_nothing(world: World, case: str) -> None:
     args, named, fragment = CASES[case](world)
-    before_db = dump(world.db)
+    before_db = dump_tables(world.db)
     before = snapshot(world.folder)
     result = CliRunner().invoke(app, args)
     world.stack.close()  # release what the case holds (a lock) before comparing
@@ -427,7 +427,7 @@ def test_bad_input_gives_one_line_naming_the_file_and_changes_nothing(world: Wor
     assert str(named) in result.stderr, result.stderr
     assert fragment in result.stderr, result.stderr
     assert "Traceback" not in result.output
-    assert dump(world.db) == before_db
+    assert dump_tables(world.db) == before_db
     after = snapshot(world.folder)
     assert {name: after.get(name) for name in before} == before  # nothing lost, nothing half-written
 
@@ -450,11 +450,11 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_rows_out_of_time_order_are_sorted_with_a_warning(world: World) -> None:
     lines = candle_lines()
     path = world.csv([lines[2], lines[0], lines[1], *lines[3:]])
-    before = dump(world.db)
+    before = dump_tables(world.db)
     result = CliRunner().invoke(app, ["ingest", "csv", str(path), "--db", str(world.db)])
     assert result.exit_code == 0
     assert result.stderr == f"warning: {path}: rows are not in time order (first at line 3); sorted them\n"
-    after = dump(world.db)
+    after = dump_tables(world.db)
     added = sorted(set(after["candles"]) - set(before["candles"]))
     assert [row[1] for row in added] == [T_NEW + 60 * i for i in range(6)]
     assert set(before["candles"]) <= set(after["candles"])
@@ -506,10 +506,10 @@ def test_random_rows_through_ingest_store_all_or_nothing(
     db.write_bytes(small_db)
     path = tmp_path / "random.csv"
     path.write_text(HEADER + "".join(",".join(row) + "\n" for row in rows), encoding="utf-8")
-    before = dump(db)
+    before = dump_tables(db)
     result = CliRunner().invoke(app, ["ingest", "csv", str(path), "--db", str(db), *(["--replace"] if replace else [])])
     assert result.exit_code in (0, 2), result.exception
-    after = dump(db)
+    after = dump_tables(db)
     if result.exit_code == 2:
         assert result.stderr.startswith(f"error: {path}") and result.stderr.count("\n") == 1
         assert after == before

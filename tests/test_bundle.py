@@ -100,3 +100,33 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     # regression: a mistyped run folder was reported as "nowhere/bundle.json: missing"
     with pytest.raises(ModelFileError, match=f"^{tmp_path / 'nowhere'}: no such run folder$"):
         load_bundle(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ("x", '"training" must be an object, not str'),
+        ({"test_start_times": "soon"}, '"training.test_start_times" must be list, not str'),
+        ({"test_start_times": [1.5]}, '"training.test_start_times" must be a list of whole numbers (UTC seconds)'),
+        ({"class_counts": {"Buy": "many"}}, '"training.class_counts" must map names to whole numbers'),
+        ({"sources": {"database": "x.db"}}, "\"training.sources\" has unknown keys ['database']"),
+        ({"train_period": [1, 2, 3]}, '"training.train_period" must be [first, last]'),
+    ],
+)
+def test_a_tampered_training_record_is_named_on_load(tiny_run: Path, tmp_path: Path, training, message) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_run / "model", folder)
+    document = json.loads((folder / "bundle.json").read_text())
+    document["training"] = training
+    (folder / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(ModelFileError) as caught:
+        load_bundle(folder)
+    assert str(caught.value) == f"{folder / 'bundle.json'}: {message}"
+
+
+def test_the_training_record_reads_back_as_written(tiny_run: Path) -> None:
+    bundle = load_bundle(tiny_run)
+    document = json.loads((tiny_run / "model" / "bundle.json").read_text())
+    assert bundle.training.to_json() == document["training"]
+    assert bundle.training.class_counts == document["training"]["class_counts"]
+    assert len(bundle.training.test_start_times) == bundle.training.split_sizes["test"]

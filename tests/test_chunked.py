@@ -13,13 +13,7 @@ from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm
 LENGTHS = [23, 16, 17, 5, 9, 1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on 2 cores shared with other test runs, every step of a 2-thread LSTM waits at a barrier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed: int = 0, features: int = 13) -> tuple[torch.Tensor, torch.Tensor]:

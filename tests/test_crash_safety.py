@@ -197,7 +197,7 @@ def test_a_bundle_interrupted_between_its_two_files_does_not_load(
             feature_names=old.feature_names,
             feature_scaler=old.feature_scaler,
             target_scaler=old.target_scaler,
-            training={},
+            training=old.training,
             validation={},
         )
     monkeypatch.undo()

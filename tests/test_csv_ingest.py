@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import dump_tables
 from lstm_trading.cli import app
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import parse_moment
@@ -29,16 +30,6 @@ GOOD_ROWS = (
     "2025-06-01 00:01:00,2500.5,2502.0,2500.0,2501.0,11.0\n"
     "2025-06-01 00:02:00,2501.0,2503.0,2500.5,2502.0,12.0\n"
 )
-
-
-def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table, to show that a failed import changed nothing."""
-    connection = sqlite3.connect(path)
-    try:
-        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
-    finally:
-        connection.close()
 
 
 def ingest(*args: str | Path) -> tuple[int, str, str]:
@@ -92,11 +83,11 @@ def test_five_minute_file_is_refused_saying_so(bybit_5m_csv: Path, tmp_path: Pat
 def test_importing_the_same_file_twice_changes_nothing(bybit_csv: Path, tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     assert ingest(bybit_csv, "--db", db)[0] == 0
-    before = dump(db)
+    before = dump_tables(db)
     code, out, _ = ingest(bybit_csv, "--db", db)
     assert code == 0
     assert out.splitlines()[0] == f"ETHUSDT in {db}: 0 rows added, 44,613 already present, 0 conflicts"
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_overlapping_file_adds_only_new_minutes(bybit_csv: Path, tmp_path: Path) -> None:
@@ -115,7 +106,7 @@ def test_overlapping_file_adds_only_new_minutes(bybit_csv: Path, tmp_path: Path)
 def test_conflicting_minutes_are_reported_and_kept_unless_replace(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
     ingest(write(tmp_path, HEADER + GOOD_ROWS), "--db", db)
-    before = dump(db)
+    before = dump_tables(db)
     changed = GOOD_ROWS.replace("2500.5,10.0", "2500.7,10.0").replace("2502.0,12.0", "2502.0,99.0")
     changed += "2025-06-01 00:03:00,2502.0,2503.0,2501.0,2502.5,13.0\n"
     other = write(tmp_path, HEADER + changed, "other.csv")
@@ -126,7 +117,7 @@ def test_conflicting_minutes_are_reported_and_kept_unless_replace(tmp_path: Path
         "conflicts: 2 stored minutes have other values, first 2025-06-01 00:00 UTC; "
         "kept as stored (use --replace to overwrite)",
     ]
-    after = dump(db)
+    after = dump_tables(db)
     assert after["candles"][:3] == before["candles"]  # the stored minutes are untouched, one minute was added
 
     code, out, _ = ingest(other, "--db", db, "--replace")
@@ -271,14 +262,14 @@ BAD_FILES = {
 def test_bad_csv_gives_one_line_and_leaves_the_database_as_it_was(tmp_path: Path, case: str) -> None:
     db = tmp_path / "c.db"
     ingest(write(tmp_path, HEADER + GOOD_ROWS, "good.csv"), "--db", db)
-    before = dump(db)
+    before = dump_tables(db)
     text, message = BAD_FILES[case]
     path = write(tmp_path, text)
     code, out, err = ingest(path, "--db", db)
     assert code == 2
     assert err == f"error: {message.format(path=path)}\n"
     assert out == ""
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 @pytest.mark.parametrize(
@@ -312,14 +303,14 @@ def test_exchange_and_market_go_together_and_markets_never_mix(tmp_path: Path) -
     code, _, err = ingest(good, "--db", db, "--exchange", "bybit", "--market", "futures")
     assert (code, err) == (2, "error: --market: must be one of spot, linear, got 'futures'\n")
     assert ingest(good, "--db", db, "--exchange", "Bybit", "--market", "linear")[0] == 0
-    before = dump(db)
+    before = dump_tables(db)
     code, _, err = ingest(good, "--db", db, "--exchange", "binance", "--market", "spot")
     assert code == 2
     assert err == (
         f"error: {db}: ETHUSDT holds bybit linear candles, not binance spot; two markets never mix under one name: "
         "use another --symbol or another --db\n"
     )
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_candles_of_no_recorded_market_are_named_when_a_market_adopts_them(tmp_path: Path) -> None:
@@ -390,12 +381,12 @@ def make_seed(path: Path) -> None:
 def test_ingest_into_a_seed_database_is_refused_naming_db_migrate(tmp_path: Path) -> None:
     db = tmp_path / "seed.db"
     make_seed(db)
-    before = dump(db)
+    before = dump_tables(db)
     code, _, err = ingest(write(tmp_path, HEADER + GOOD_ROWS), "--db", db)
     assert code == 2
     assert f"run `lstm-trading db migrate {db}` to copy it into the current schema" in err
     assert len(err.splitlines()) == 1
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_db_migrate_command_then_ingest_works(tmp_path: Path) -> None:
@@ -418,11 +409,11 @@ def test_db_migrate_command_then_ingest_works(tmp_path: Path) -> None:
 def test_db_migrate_to_another_file_keeps_the_source(tmp_path: Path) -> None:
     db, new = tmp_path / "seed.db", tmp_path / "new.db"
     make_seed(db)
-    before = dump(db)
+    before = dump_tables(db)
     result = runner.invoke(app, ["db", "migrate", str(db), "--out", str(new)])
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0] == f"migrated {db} -> {new}: ETHUSDT 3 candles"
-    assert dump(db) == before
+    assert dump_tables(db) == before
     again = runner.invoke(app, ["db", "migrate", str(db), "--out", str(new)])
     assert (again.exit_code, again.stderr) == (2, f"error: {new}: already exists; choose another --out or remove it\n")
 

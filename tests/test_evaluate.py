@@ -96,7 +96,7 @@ def test_rebuilt_test_split_is_the_one_training_held_out(
     tiny_run: Path, tiny_candles: pd.DataFrame, tiny_trades: pd.DataFrame
 ) -> None:
     bundle = load_bundle(tiny_run)
-    test_times = bundle.meta["training"]["test_start_times"]
+    test_times = bundle.training.test_start_times
     history_start = int(min(test_times)) - bundle.history_minutes * 60
     candles = tiny_candles[tiny_candles["timestamp"] >= history_start].reset_index(drop=True)
     document = evaluate_bundle(bundle, candles, select_test_trades(tiny_trades, test_times))
@@ -161,7 +161,7 @@ def test_evaluate_command_on_the_recorded_test_split(recorded_run: Path) -> None
         assert text in result.output, text
     metrics = json.loads((recorded_run / "metrics.json").read_text())
     assert metrics["split"] == "test"
-    assert metrics["samples"] == len(load_bundle(recorded_run).meta["training"]["test_start_times"])
+    assert metrics["samples"] == len(load_bundle(recorded_run).training.test_start_times)
     assert metrics["calibration"]["table"] and 0 <= metrics["calibration"]["ece"] <= 1
     assert (recorded_run / "confusion_matrix.png").exists() and (recorded_run / "calibration.png").exists()
 
@@ -190,9 +190,9 @@ def test_evaluate_warns_when_the_journal_holds_training_trades(
     # regression: `evaluate RUN --trades` on the run's own journal scored its training trades without a word
     journal = tmp_path / "all.xlsx"
     write_journal(journal, tiny_trades[["start_time", "entry_price", "side"]])
-    first, last = load_bundle(recorded_run).meta["training"]["train_period"]
+    first, last = load_bundle(recorded_run).training.train_period
     seen = int((tiny_trades["start_time"] <= last + 60).sum())  # `last` opens the last candle the training saw
-    assert seen == load_bundle(recorded_run).meta["training"]["split_sizes"]["train"]
+    assert seen == load_bundle(recorded_run).training.split_sizes["train"]
     result = runner.invoke(app, ["evaluate", str(recorded_run), "--trades", str(journal)])
     assert result.exit_code == 0, result.output
     assert (

@@ -229,6 +229,7 @@ def test_bad_rows_are_dropped_with_one_warning_per_page_and_never_stored(db: Pat
         "(1 non-minute timestamp, 1 duplicate, 1 out-of-order, 1 in the future, 1 NaN, 1 invalid OHLC); "
         "they are not stored"
     ]
+    assert caught[0].filename == __file__  # the warning names ingest's caller (`run` here), not exchange.py
     assert result.dropped == {
         "non-minute timestamp": 1,
         "duplicate": 1,

@@ -11,14 +11,7 @@ from lstm_trading.models.lstm.batches import pad_windows, window_chunks
 from lstm_trading.models.lstm.inference import choose_workers, plan_batches, run_windows, share_batches
 from lstm_trading.models.lstm.model import LSTMModel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """One torch thread: on 2 cores shared with other test runs, every step of a 2-thread LSTM waits at a barrier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

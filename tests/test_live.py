@@ -31,6 +31,7 @@ from lstm_trading.data.store import CandleStore
 from lstm_trading.live import brokers as broker
 from lstm_trading.live.feeds import ReplayFeed
 from lstm_trading.live.loop import DecisionLog, LiveLoop, LiveStop, LoopSettings
+from lstm_trading.live.settings import LiveSettings
 from lstm_trading.live.signals import Signal
 from lstm_trading.live.state import LiveState
 from lstm_trading.models.bundle import load_bundle
@@ -103,6 +104,11 @@ def real_period(db: Path) -> tuple[int, int]:
     return held[0] + 3000 * 60, held[1] - 7  # the end falls inside a minute, as a user's --to may
 
 
+def replaying(db: Path, start: int, end: int, **settings: Any) -> LiveSettings:
+    """A replay of `db` from `start` to `end` on one inference process."""
+    return LiveSettings(replay=True, db=db, start=start, end=end, workers=1, **settings)
+
+
 SETTINGS = ["--every", "10m", "--min-prob", "0.4", "--max-hold", "20m", "--risk", "1%", "--daily-loss-limit", "2%"]
 
 
@@ -136,24 +142,12 @@ def test_replay_stopped_and_resumed_ends_with_the_uninterrupted_trades(
 ) -> None:
     start, end = real_period(real_db)
     config = BacktestConfig(min_prob=0.4, every_seconds=600, max_hold_seconds=3600)
-    whole = replay_run(
-        tiny_run, config=config, db=real_db, start=start, end=end, account="whole", workers=1, out_dir=tmp_path
-    )
+    whole = replay_run(tiny_run, replaying(real_db, start, end, account="whole", out_dir=tmp_path), config=config)
     assert whole.trades_path is not None
     parts = [150, 1, 200, None]  # stops after 150 periods, then 1, then 200, then the rest
     for i, periods in enumerate(parts):
-        result = replay_run(
-            tiny_run,
-            config=config,
-            db=real_db,
-            start=start,
-            end=end,
-            account="parts",
-            fresh=i == 0,
-            max_periods=periods,
-            workers=1,
-            out_dir=tmp_path / "parts",
-        )
+        settings_ = replaying(real_db, start, end, account="parts", periods=periods, out_dir=tmp_path / "parts")
+        result = replay_run(tiny_run, settings_, config=config, fresh=i == 0)
         if i == 0:
             with LiveState(real_db, "parts") as state:
                 assert state.meta("last_moment") == -(-start // 600) * 600 + 149 * 600
@@ -168,9 +162,7 @@ def test_kill_switch_is_printed_once_a_day_when_it_fires(tiny_run: Path, real_db
     start, end = real_period(real_db)
     lines: list[str] = []
     config = BacktestConfig(min_prob=0.4, daily_loss_limit=0.001)
-    replay_run(
-        tiny_run, config=config, db=real_db, start=start, end=end, out_dir=tmp_path, echo=lines.append, workers=1
-    )
+    replay_run(tiny_run, replaying(real_db, start, end, out_dir=tmp_path), config=config, echo=lines.append)
     fired = [line for line in lines if line.startswith("kill switch: daily loss limit of 0.1% reached")]
     days = {line.rsplit("until ", 1)[1] for line in fired}
     assert fired and len(fired) == len(days)
@@ -207,7 +199,9 @@ def test_a_failed_period_loses_no_fill_and_counts_nothing(real_db: Path, tmp_pat
     config = BacktestConfig(every_seconds=300, max_hold_seconds=3600)
     moments = [int(t) for t in period.timestamp[::5][:200]]
     failing = set(moments[3::4])  # every fourth period fails after its position check
-    settings_ = LoopSettings(account="flaky", symbol="ETHUSDT", config=config, max_errors=2)
+    settings_ = LoopSettings(
+        account="flaky", symbol="ETHUSDT", config=config, max_quantity=None, quantity=None, max_errors=2
+    )
     with LiveState(real_db, "flaky") as state:
         state.clear()
         loop = LiveLoop(
@@ -260,10 +254,21 @@ def exchange(tiny_market: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_pat
 PAPER = BacktestConfig(every_seconds=1800, min_prob=0.4, max_hold_seconds=4 * 3600)
 
 
-def paper(ex: dict[str, Any], periods: int | None, **kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("config", PAPER)
-    kwargs.setdefault("retries", 2)
-    return live_run(kwargs.pop("run"), db=ex["db"], clock=ex["clock"], max_periods=periods, **kwargs)
+def paper(
+    ex: dict[str, Any],
+    periods: int | None,
+    *,
+    run: Path,
+    config: BacktestConfig = PAPER,
+    environ: dict[str, str] | None = None,
+    echo: Any = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """`live_run` on the fake exchange: its database and clock, 2 retries, the log beside the database."""
+    settings.setdefault("retries", 2)
+    settings.setdefault("out_dir", ex["db"].parent / "live-log")
+    chosen = LiveSettings(db=ex["db"], periods=periods, **settings)
+    return live_run(run, chosen, config=config, clock=ex["clock"], environ=environ, echo=echo)
 
 
 def test_paper_mode_runs_three_days_on_the_fake_exchange_and_logs_every_decision(

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from lstm_trading.cli import app
+from lstm_trading.core.run_folder import LOSS_FIGURE
 from lstm_trading.data.journal import write_journal
 from lstm_trading.report.document import write_report
 from lstm_trading.report.figures import (
     BACKTEST_FIGURES,
     FIGURES,
-    LOSS_FIGURE,
     plot_loss_curves,
     plot_pnl_distribution,
     plot_price,

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import dump_tables
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data.candles import Gap
 from lstm_trading.data.store import CandleStore, UpsertResult, migrate_database
@@ -33,16 +34,6 @@ def candles(minutes: list[int] | range, shift: float = 0.0) -> pd.DataFrame:
             "volume": 10.0 + m,
         }
     )
-
-
-def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table."""
-    connection = sqlite3.connect(path)
-    try:
-        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {table: sorted(connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
-    finally:
-        connection.close()
 
 
 @pytest.fixture
@@ -109,11 +100,11 @@ def test_time_range_symbols_and_gaps(db: Path) -> None:
 
 
 def test_upsert_is_idempotent(db: Path) -> None:
-    before = dump(db)
+    before = dump_tables(db)
     with CandleStore(db) as store:
         result = store.upsert("ETHUSDT", candles(range(10)))
     assert result == UpsertResult(0, 10, 0, 0, None, T0, T0 + 540)
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_overlapping_upsert_adds_only_new_minutes(db: Path) -> None:
@@ -144,12 +135,12 @@ def test_symbols_are_kept_apart(db: Path) -> None:
 
 
 def test_upsert_checks_the_candle_rules(db: Path) -> None:
-    before = dump(db)
+    before = dump_tables(db)
     bad = candles(range(3))
     bad.loc[1, "high"] = 1.0
     with CandleStore(db) as store, pytest.raises(DataError, match=r"^binance page, row 2: high 1\.0 is below low"):
         store.upsert("ETHUSDT", bad, source="binance page")
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_an_error_inside_the_transaction_leaves_every_table_as_it_was(db: Path) -> None:
@@ -161,11 +152,11 @@ def test_an_error_inside_the_transaction_leaves_every_table_as_it_was(db: Path) 
     )
     connection.commit()
     connection.close()
-    before = dump(db)
+    before = dump_tables(db)
     adopted = pytest.warns(UserWarning, match="already holds 10 candles imported without --exchange")
     with CandleStore(db) as store, adopted, pytest.raises(DataError, match="disk trouble"):
         store.upsert("ETHUSDT", candles(range(5, 20), shift=0.5), replace=True, exchange="bybit", market="linear")
-    assert dump(db) == before
+    assert dump_tables(db) == before
 
 
 def test_register_symbol_refuses_a_second_market_under_one_name(db: Path) -> None:
@@ -377,10 +368,10 @@ def test_migrate_replaces_the_seed_and_keeps_a_backup(tmp_path: Path) -> None:
 def test_migrate_to_another_file_and_a_second_backup_name(tmp_path: Path) -> None:
     path, out = tmp_path / "seed.db", tmp_path / "new.db"
     make_seed(path)
-    before = dump(path)
+    before = dump_tables(path)
     with pytest.warns(UserWarning, match="duplicate"):
         assert migrate_database(path, out) == out
-    assert dump(path) == before
+    assert dump_tables(path) == before
     with CandleStore(out) as store:
         pd.testing.assert_frame_equal(store.read("ETHUSDT"), candles(range(6)))
     (tmp_path / "seed.db.bak").write_text("an older backup")

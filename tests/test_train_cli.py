@@ -45,6 +45,7 @@ def test_train_prints_the_split_and_writes_the_run(tiny_db: Path, journal_and_co
     assert "lr = 0.002" in (out / "config.toml").read_text()  # flags override the file, and are recorded
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "already holds a run" in again.stderr
+    assert "Samples by split" not in again.stdout  # refused before the journal is read and the samples built
 
 
 @pytest.mark.parametrize(

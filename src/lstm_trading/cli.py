@@ -132,6 +132,25 @@ def _trading_settings(
     )
 
 
+def _progress_bar(label: str, *, enabled: bool, remaining: bool = False) -> tuple[Any, Any]:
+    """A transient bar on stderr, drawn only in a terminal (piped, it would leave a blank line on stderr):
+    done / total and the elapsed time, or with `remaining` the rate and the time left."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[ProgressColumn] = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
+    columns += [TextColumn("{task.fields[rate]}"), TimeRemainingColumn()] if remaining else [TimeElapsedColumn()]
+    bar = Progress(*columns, console=err_console, disable=not enabled or not err_console.is_terminal, transient=True)
+    return bar, bar.add_task(label, total=None, rate="")
+
+
 # --- commands are added below, one section per module ---
 
 
@@ -158,8 +177,6 @@ def ingest_exchange(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary: only warnings and errors (cron)."),
 ) -> None:
     """Download 1-minute candles with ccxt: incremental, resumable, safe to run every minute from cron."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from lstm_trading.core.timeutil import format_time
 
     # ccxt takes half a second to import: only this command pays for it.
@@ -170,17 +187,7 @@ def ingest_exchange(
     start = _moment(since, "--since")
     end = _moment(until, "--until")
     source = exchange.source_factory(exchange_id, market, page_limit=page_limit)
-    bar = Progress(
-        TextColumn(f"{symbol} minutes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet or not err_console.is_terminal,
-        transient=True,
-    )
-    task = bar.add_task("download", total=None, rate="")
+    bar, task = _progress_bar(f"{symbol} minutes", enabled=not quiet, remaining=True)
 
     def progress(done: int, total: int) -> None:
         bar.start()  # only once there is something to fetch: a run with nothing to do shows nothing
@@ -349,28 +356,6 @@ def gaps_command(
 # --- features.py, labels.py: features, label ---
 
 
-def _candles_and_features(db: Path, symbol: str) -> tuple[Any, Any]:
-    """All of a symbol's candles and their features: computed from the whole history, so that a row's values
-    are the ones training and prediction see (the warm-up is spent once, at the start of the data)."""
-    from lstm_trading.core.config import FeatureConfig
-    from lstm_trading.core.errors import DataError
-    from lstm_trading.data.store import CandleStore
-    from lstm_trading.features.compute import compute_features
-
-    with CandleStore(db) as store:
-        candles = store.read(symbol)
-        if candles.empty:
-            have = ", ".join(store.symbols()) or "none"
-            raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
-    features = compute_features(candles)
-    if features.empty:
-        raise DataError(
-            f"{db}: {symbol} has {len(candles):,} candles; features need more than the warm-up of "
-            f"{FeatureConfig().warmup_minutes:,} minutes: ingest a longer history"
-        )
-    return candles, features
-
-
 @app.command("features")
 def features_command(
     db: Path = DB_OPTION,
@@ -383,11 +368,12 @@ def features_command(
     from lstm_trading.core.errors import DataError
     from lstm_trading.core.timeutil import format_time
     from lstm_trading.features.compute import FEATURE_NAMES, features_file_format, write_features
+    from lstm_trading.runs.features import candles_and_features
 
     features_file_format(out)  # a wrong suffix fails now, not after the features are computed
     first = _moment(start, "--from")
     last = _moment(end, "--to")
-    _, features = _candles_and_features(db, symbol)
+    _, features = candles_and_features(db, symbol)
     held = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
     features = features.loc[first : None if last is None else last - 1]
     if features.empty:
@@ -421,6 +407,7 @@ def label_command(
     from lstm_trading.core.errors import ConfigError, DataError
     from lstm_trading.core.timeutil import format_time, parse_fraction
     from lstm_trading.data.journal import write_journal
+    from lstm_trading.runs.features import candles_and_features
     from lstm_trading.samples.labels import cost_warning, label_first_touch
 
     if out.suffix.lower() != ".xlsx":
@@ -440,7 +427,7 @@ def label_command(
     )
     first = _moment(start, "--from")
     last = _moment(end, "--to")
-    candles, features = _candles_and_features(db, symbol)
+    candles, features = candles_and_features(db, symbol)
     result = label_first_touch(candles, features, config, start=first, end=last, symbol=symbol)
     trades = result.trades
     if trades.empty:
@@ -555,9 +542,7 @@ def train_command(
 ) -> None:
     """Train the LSTM on a journal's trades and write the run folder (checkpoints, logs, model bundle)."""
     from lstm_trading.core.config import load_config
-    from lstm_trading.data.journal import read_journal
-    from lstm_trading.features.cache import cache_folder
-    from lstm_trading.runs.train import load_candles, prepare, train_run
+    from lstm_trading.runs.train import check_training, prepare_journal, train_run
 
     config = load_config(config_file)
     config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
@@ -574,35 +559,24 @@ def train_command(
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides("split", scaler=scaler, purge_seconds=_duration(purge or None, "--purge"))
-    journal = read_journal(trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
-    if journal.moved_to_boundary:
+    check_training(config, out, resume=resume, overwrite=overwrite, accelerator=accelerator)  # refuse first
+    journal_run = prepare_journal(config, db=db, symbol=symbol, trades=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
+    if journal_run.moved_to_boundary:
         err_console.print(
-            f"warning: {journal.moved_to_boundary} start times inside a minute moved up to the next minute boundary"
+            f"warning: {journal_run.moved_to_boundary} start times inside a minute moved up to the next minute boundary"
         )
-    times = journal.trades["start_time"]
-    candles = load_candles(db, symbol, int(times.min()), int(times.max()), config, needed_by=f"the trades of {trades}")
-    horizon = journal.meta.get("horizon_seconds")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        prepared = prepare(
-            candles,
-            journal.trades,
-            config,
-            symbol=symbol,
-            horizon_seconds=int(horizon) if horizon else None,
-            cache_dir=cache_folder(config.runtime, db),
-        )
-    _show_warnings(caught)
-    _print_split(prepared)
+    for message in journal_run.warnings:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    _print_split(journal_run.prepared)
     run = train_run(
-        prepared,
+        journal_run.prepared,
         config,
         out,
         resume=resume,
         overwrite=overwrite,
         accelerator=accelerator,
         progress=progress,
-        sources={"db": str(db.resolve()), "symbol": symbol, "journal": str(trades.resolve()), "sheet": sheet},
+        sources=journal_run.sources,
     )
     if run.is_global_zero:
         trained = f"{run.epochs_run} epoch{'' if run.epochs_run == 1 else 's'}"
@@ -629,49 +603,10 @@ def predict_command(
     import json
 
     from lstm_trading.core.config import Config
-    from lstm_trading.core.errors import DataError
-    from lstm_trading.core.timeutil import MINUTE, format_time
-    from lstm_trading.data.store import CandleStore
-    from lstm_trading.features.cache import cache_folder
-    from lstm_trading.models.bundle import load_bundle
-    from lstm_trading.predict import predict_moments, prediction_record
-    from lstm_trading.runs.evaluate import run_sources
+    from lstm_trading.runs.predict import predict_run
 
-    moment = _moment(at, "--at")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
-    bundle = load_bundle(run)
-    db, symbol = run_sources(bundle, db_given, symbol_given)  # as evaluate and backtest: the run's own by default
-    with CandleStore(db) as store:
-        span = store.time_range(symbol)
-        if span is None:
-            have = ", ".join(store.symbols()) or "none"
-            raise DataError(f"{db}: no {symbol} candles (symbols held: {have}); choose them with --symbol")
-        first, last, _ = span
-        if moment is not None and moment > last + MINUTE:
-            # the minutes just before --at are missing: the window would be stale and the entry a day-old close
-            raise DataError(
-                f"--at {format_time(moment)} is after the last {symbol} candle in {db} ({format_time(last)}, "
-                f"closed at {format_time(last + MINUTE)}); ingest newer candles or give an earlier --at"
-            )
-        if moment is None:
-            candles = store.read_last(symbol, bundle.history_minutes)
-        else:
-            candles = store.read(symbol, start=moment - bundle.history_minutes * MINUTE, end=moment)
-        if candles.empty and moment is not None:  # the default reads the last candles, never none
-            raise DataError(
-                f"{db}: no {symbol} candles before --at {format_time(moment)}; "
-                f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
-            )
-    predictions = predict_moments(
-        bundle,
-        candles,
-        moment,
-        entry=entry,
-        workers=runtime.workers or None,
-        cache_dir=cache_folder(runtime, db),
-        symbol=symbol,
-    )
-    result = prediction_record(predictions.iloc[0])
+    result = predict_run(run, db=db_given, symbol=symbol_given, at=_moment(at, "--at"), entry=entry, runtime=runtime)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -815,8 +750,6 @@ def backtest_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from lstm_trading.backtest.statistics import short_period_note
     from lstm_trading.report.tables import SUMMARY_HEADER, detail_rows, summary_rows
     from lstm_trading.runs.backtest import backtest_run
@@ -834,16 +767,7 @@ def backtest_command(
     )
     first = _moment(start, "--from")
     last = _moment(end, "--to")
-    bar = Progress(
-        TextColumn("predicting moments"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=not progress or not err_console.is_terminal,  # piped, it would leave a blank line on stderr
-        transient=True,
-    )
-    task = bar.add_task("moments", total=None)
+    bar, task = _progress_bar("predicting moments", enabled=progress)
 
     def advance(done: float, total: int) -> None:
         bar.update(task, completed=int(done), total=total)
@@ -909,10 +833,11 @@ def live_command(
     db: Path | None = typer.Option(
         None, "--db", help="Candle database; the state lives there too (default: the run's, for --replay)."
     ),
-    exchange_id: str = typer.Option("bybit", "--exchange", help="Any exchange ccxt knows."),
-    market: str = typer.Option("linear", "--market", help="linear (USDT perpetual) or spot."),
+    # Unset flags are None: the defaults are LiveSettings' (live/settings.py), the help only names them.
+    exchange_id: str | None = typer.Option(None, "--exchange", help="Any exchange ccxt knows (default bybit)."),
+    market: str | None = typer.Option(None, "--market", help="linear (USDT perpetual, the default) or spot."),
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the bundle's)."),
-    mode: str = typer.Option("paper", "--mode", help="paper (simulated fills, the default) or live (real orders)."),
+    mode: str | None = typer.Option(None, "--mode", help="paper (simulated fills, the default) or live (real orders)."),
     every: str | None = EVERY_OPTION,
     min_prob: float | None = MIN_PROB_OPTION,
     fee: str | None = FEE_OPTION,
@@ -923,10 +848,18 @@ def live_command(
     daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
     qty: float | None = typer.Option(None, "--qty", min=0.0, help="Units per order instead of the sizing rule."),
     max_qty: float | None = typer.Option(None, "--max-qty", min=0.0, help="Largest order in units (cut to it)."),
-    max_errors: int = typer.Option(5, "--max-errors", min=1, help="Consecutive failed periods before stopping."),
-    retries: int = typer.Option(3, "--retries", min=0, help="Retries after a network error, then skip the period."),
-    backoff: float = typer.Option(2.0, "--backoff", min=0.0, help="Seconds before the first retry; doubles."),
-    max_model_age: str = typer.Option("30d", "--max-model-age", help="Refuse live mode on older bundle data."),
+    max_errors: int | None = typer.Option(
+        None, "--max-errors", min=1, help="Consecutive failed periods before stopping (default 5)."
+    ),
+    retries: int | None = typer.Option(
+        None, "--retries", min=0, help="Retries after a network error, then skip the period (default 3)."
+    ),
+    backoff: float | None = typer.Option(
+        None, "--backoff", min=0.0, help="Seconds before the first retry; doubles (default 2)."
+    ),
+    max_model_age: str | None = typer.Option(
+        None, "--max-model-age", help="Refuse live mode on older bundle data (default 30d)."
+    ),
     confirm: bool = typer.Option(
         False, "--i-understand-live-trading", help="Required with --mode live: real orders, real money."
     ),
@@ -949,20 +882,9 @@ def live_command(
     market, and software fails. Start with --mode paper. API keys come from LSTM_TRADING_API_KEY and
     LSTM_TRADING_API_SECRET only.
     """
-    from lstm_trading.core.errors import ConfigError
-    from lstm_trading.runs.live import live_run, replay_run
+    from lstm_trading.runs.live import LiveSettings, check_sizing_flags, live_run, replay_run, sigterm_as_interrupt
 
-    for flag, value in (("--risk", risk), ("--position-share", position_share)):
-        if qty is not None and value is not None:
-            raise ConfigError(
-                f"give --qty or {flag}, not both: --qty {qty:g} sets every order's size, so {flag} {value} would be "
-                "ignored"
-            )
-    if replay_mode and qty is not None:
-        raise ConfigError(
-            "--qty is for the live and paper loops: a replay sizes orders as the backtest does (--risk or "
-            "--position-share), so that its trades equal the backtest's"
-        )
+    check_sizing_flags(qty, risk=risk, position_share=position_share)
     config = _trading_settings(
         run,
         every=every,
@@ -974,69 +896,44 @@ def live_command(
         position_share=position_share,
         daily_loss_limit=daily_loss_limit,
     )
-    first, last = _moment(start, "--from"), _moment(end, "--to")
-    if not replay_mode and (start is not None or end is not None):
-        flag = "--from" if start is not None else "--to"
-        raise ConfigError(f"{flag} is for --replay: the live and paper loops start now and run until stopped")
-    max_model_age_s = _duration(max_model_age, "--max-model-age")
-    if replay_mode:
+    settings = LiveSettings.from_flags(
+        replay=replay_mode,
+        start=_moment(start, "--from"),
+        end=_moment(end, "--to"),
+        mode=mode,
+        exchange=exchange_id,
+        market=market,
+        db=db,
+        symbol=symbol,
+        account=account,
+        quantity=qty,
+        max_quantity=max_qty,
+        max_errors=max_errors,
+        retries=retries,
+        backoff_s=backoff,
+        max_model_age_s=_duration(max_model_age, "--max-model-age"),
+        confirmed=confirm,
+        workers=workers,
+        out_dir=out,
+        periods=periods,
+        quiet=quiet,
+    )
+    if settings.replay:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = replay_run(
-                run,
-                config=config,
-                db=db,
-                symbol=symbol,
-                start=first,
-                end=last,
-                out_dir=out,
-                account=account or "replay",
-                max_periods=periods,
-                workers=workers,
-                echo=_echo_plain,
-                quiet=quiet,
-            )
+            result = replay_run(run, settings, config=config, echo=_echo_plain)
         _show_warnings(caught)
         _echo_plain(
             f"replayed {result.moments} moments {format_time(result.start)} to {format_time(result.end)}: "
             f"{len(result.fills)} trades, P&L {result.state['total_pnl']:+,.2f}; wrote {result.trades_path}"
         )
         return
-    if db is None:
-        raise ConfigError("live needs --db: the candle database it keeps current and stores its state in")
-    import signal
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # SIGTERM (systemd, docker stop) ends as Ctrl-C does: the open transaction rolls back
-
-    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        live_run(
-            run,
-            config=config,
-            db=db,
-            mode=mode,
-            exchange_id=exchange_id,
-            market=market,
-            symbol=symbol,
-            account=account,
-            confirmed=confirm,
-            max_model_age_s=max_model_age_s,
-            quantity=qty,
-            max_quantity=max_qty,
-            max_errors=max_errors,
-            retries=retries,
-            backoff_s=backoff,
-            out_dir=out if out is not None else run / f"live-{account or mode}",
-            max_periods=periods,
-            echo=_echo_plain,
-            quiet=quiet,
-        )
+        with sigterm_as_interrupt():
+            live_run(run, settings, config=config, echo=_echo_plain)
     except KeyboardInterrupt:
         err_console.print("stopped: the state is saved; run the same command to resume")
         raise typer.Exit(130) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("live-status")
@@ -1046,53 +943,9 @@ def live_status_command(
     last: int = typer.Option(10, "--last", min=1, help="Decisions to show."),
 ) -> None:
     """The live loop's position, today's and total P&L, and its last decisions."""
-    from lstm_trading.runs.live import live_status
+    from lstm_trading.runs.live import live_status, status_lines
 
-    summary = live_status(db, account, last=last)
-
-    def money(value: float | None) -> str:
-        return "-" if value is None else f"{value:+,.2f}"
-
-    equity = "-" if summary["equity"] is None else f"{summary['equity']:,.2f}"
-    _echo_plain(
-        f"account {summary['account']} ({summary['mode']}, {summary['symbol']}): equity {equity}, "
-        f"P&L today {money(summary['today_pnl'])}, total {money(summary['total_pnl'])} over {summary['trades']} trades"
-    )
-    position = summary["position"]
-    if position is None:
-        _echo_plain("position: none")
-    else:
-        _echo_plain(
-            f"position: {position['side']} {position['quantity']:g} at {position['entry']:.2f} since "
-            f"{position['opened_utc']}, SL {position['stop_loss']:.2f}, TP {position['take_profit']:.2f}, "
-            f"closes by {position['close_by_utc']}"
-        )
-
-    def price(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
-    from lstm_trading.report.tables import text_table
-
-    # a plain table: rich squeezed these nine columns into 80 when piped, cutting the time to "2025-…"
-    _echo_plain(f"last {len(summary['decisions'])} decisions")
-    table = text_table(
-        ("time", "P(Buy)", "P(Sell)", "P(Invalid)", "signal", "SL", "TP", "action", "reason"),
-        [
-            (
-                d["at_utc"],
-                f"{d['p_buy']:.3f}",
-                f"{d['p_sell']:.3f}",
-                f"{d['p_invalid']:.3f}",
-                d["signal"],
-                price(d["stop_loss"]),
-                price(d["take_profit"]),
-                d["action"],
-                d["reason"],
-            )
-            for d in summary["decisions"]
-        ],
-    )
-    for line in table:
+    for line in status_lines(live_status(db, account, last=last)):
         _echo_plain(line)
 
 

@@ -19,11 +19,13 @@ from lstm_trading.backtest.results import run_backtest
 from lstm_trading.backtest.statistics import short_period_note
 from lstm_trading.core.config import Config
 from lstm_trading.core.errors import ConfigError
+from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.features.compute import compute_features
 from lstm_trading.models.bundle import load_bundle
+from lstm_trading.models.training_record import Sources
 from lstm_trading.predict import predict_moments
 from lstm_trading.report.document import write_report
 from lstm_trading.report.tables import SUMMARY_HEADER, summary_rows, text_table
@@ -112,7 +114,7 @@ def run_demo(
         prepared = prepare(
             candles, journal.trades, config, symbol=SYMBOL, horizon_seconds=int(horizon) if horizon else None
         )
-    sources = {"db": str(db.resolve()), "symbol": SYMBOL, "journal": str(journal_path.resolve()), "sheet": "tradesmain"}
+    sources = Sources(db=str(db.resolve()), symbol=SYMBOL, journal=str(journal_path.resolve()), sheet="tradesmain")
     train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
     echo("4/7 evaluating on the test split (trades after every training and validation trade)")
     evaluation, _ = evaluate_run(run_dir, seed=settings.seed)  # what `lstm-trading evaluate` computes and writes
@@ -132,7 +134,7 @@ def run_demo(
         journal=journal.trades,
         journal_name="journal (hindsight labels)",
     )
-    write_backtest(backtest, run_dir / "backtest")
+    write_backtest(backtest, RunFolder(run_dir).backtest)
     for line in text_table(SUMMARY_HEADER, summary_rows(backtest.stats)):
         echo(line)
     note = short_period_note(backtest.stats)

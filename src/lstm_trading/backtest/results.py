@@ -1,4 +1,8 @@
-"""results: split from lstm_trading.backtest.simulation."""
+"""The whole backtest of a period: the model's simulation next to its baselines, and the frames written out.
+
+Baselines run through the same fills (`execution.py`): buy and hold, random entries at the model's moments and
+rate with its SL/TP distances (several seeds: mean and spread), and, when given, the journal's own trades.
+"""
 
 from __future__ import annotations
 

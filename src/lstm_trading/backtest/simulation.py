@@ -1,4 +1,4 @@
-"""Backtest: moments -> batched predictions -> the position loop -> trades, equity, statistics, baselines.
+"""The position loop: signals at moments -> fills on 1-minute candles -> trades and equity; and the baselines.
 
 A model is worth what it earns out of sample after costs, next to what simple strategies earn in the same
 period under the same fills (`execution.py`): buy and hold; random entries at the same moments and rate with

@@ -1,4 +1,8 @@
-"""statistics: split from lstm_trading.backtest."""
+"""Backtest statistics: return, Sharpe and Sortino from daily returns, drawdown, win rate, profit factor.
+
+Daily returns are UTC days of the equity curve; Sharpe and Sortino are annualised with sqrt(365.25) (crypto
+trades every day) and only for periods of `MIN_DAYS_ANNUALISED` days or more, where they are more than noise.
+"""
 
 from __future__ import annotations
 

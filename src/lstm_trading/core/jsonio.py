@@ -1,4 +1,4 @@
-"""jsonio: split from lstm_trading.evaluate."""
+"""Strict JSON out: NaN and infinities become null, numpy scalars plain numbers, so every reader accepts it."""
 
 from __future__ import annotations
 

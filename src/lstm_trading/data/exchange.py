@@ -383,6 +383,155 @@ def plan(
     return missing_intervals(held_stamps, start, end)
 
 
+@dataclass
+class _Download:
+    """One run's state from page to page: what to ask for, where it goes, and the running totals.
+
+    The totals live here rather than in locals of `ingest` so each step of a page is a small method, and an error
+    in the middle of a run can still say how much is already stored.
+    """
+
+    store: CandleStore
+    source: OhlcvSource
+    symbol: str
+    exchange_symbol: str
+    retry: _Retrier
+    now_ms: int
+    total: int  # missing minutes in all
+    progress: ProgressCallback | None
+    pages: int = 0
+    added: int = 0
+    already_present: int = 0
+    conflicts: int = 0
+    covered: int = 0  # missing minutes the cursor has moved past
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def fetch(self, cursor: int, window_end: int) -> CleanPage:
+        """One request for the minutes `[cursor, window_end)`, retried, and its rows validated.
+
+        Bounded by `until` as well as `since`, so an exchange that answers "the latest candles" cannot skip minutes.
+        """
+        limit = (window_end - cursor) // MINUTE
+        stored_note = (
+            f"the {_plural(self.pages, 'earlier page')} ({_plural(self.added, 'row')} added) "
+            f"{'is' if self.pages == 1 else 'are'} stored"
+        )
+        rows = self.retry(
+            f"fetching {self.symbol} ({self.exchange_symbol}) candles from {format_time(cursor)}",
+            partial(self.source.fetch_ohlcv, self.exchange_symbol, cursor * _MS, limit, window_end * _MS - 1),
+            stored_note,
+        )
+        return clean_page(rows, start=cursor, end=window_end, now_ms=self.now_ms)
+
+    def keep(self, page: CleanPage, cursor: int) -> None:
+        """Store a page's good candles (its own transaction) and warn about its bad rows and conflicts.
+
+        Called by `ingest` itself: `stacklevel=3` (here, `ingest`, its caller) makes each warning name the code
+        that called `ingest`, as the warnings did when this was inline.
+        """
+        source, symbol = self.source, self.symbol
+        if page.dropped:
+            warnings.warn(
+                f"{source.exchange_id} {symbol} page from {format_time(cursor)}: dropped "
+                f"{describe_dropped(page.dropped)}; they are not stored",
+                stacklevel=3,
+            )
+            self.dropped.update(page.dropped)
+        if len(page.candles):
+            result = self.store.upsert(symbol, page.candles, source=f"{source.exchange_id}:{self.exchange_symbol}")
+            self.added += result.added
+            self.already_present += result.already_present
+            if result.conflicts:
+                self.conflicts += result.conflicts
+                warnings.warn(
+                    f"{source.exchange_id} {symbol}: {result.conflicts} candles from "
+                    f"{format_time(result.first_conflict or cursor)} differ from the stored ones; "
+                    "kept the stored values",
+                    stacklevel=3,
+                )
+
+    def advance(self, page: CleanPage, cursor: int, window_end: int) -> int:
+        """Count the finished page, report progress, and return where the next request starts.
+
+        A page that brought nothing (a gap on the exchange) moves the cursor past its window, so a run always
+        ends; otherwise it continues after the last row (a short page: the exchange's own cap).
+        """
+        self.pages += 1
+        advance_to = window_end if page.reached is None else page.reached + MINUTE
+        self.covered += (advance_to - cursor) // MINUTE
+        if self.progress:
+            self.progress(self.covered, self.total)
+        return advance_to
+
+    def result(self) -> IngestResult:
+        """The run's totals with what the store holds now, after the last page."""
+        return IngestResult(
+            symbol=self.symbol,
+            exchange_symbol=self.exchange_symbol,
+            missing_minutes=self.total,
+            pages=self.pages,
+            added=self.added,
+            already_present=self.already_present,
+            conflicts=self.conflicts,
+            dropped=dict(self.dropped),
+            held=self.store.time_range(self.symbol),
+            gaps=self.store.gaps(self.symbol),
+        )
+
+
+def _nothing_to_do(store: CandleStore, source: OhlcvSource, symbol: str) -> IngestResult:
+    """The result of a run with nothing missing: no request at all (cron runs often).
+
+    A symbol already held is still registered, so a run against another market is refused even then.
+    """
+    held = store.time_range(symbol)
+    if held is not None:
+        store.register_symbol(symbol, source.exchange_id, source.market)  # refuses another market
+    return IngestResult(
+        symbol=symbol,
+        exchange_symbol="",
+        missing_minutes=0,
+        pages=0,
+        added=0,
+        already_present=0,
+        conflicts=0,
+        held=held,
+    )
+
+
+def _begin_download(
+    store: CandleStore,
+    source: OhlcvSource,
+    symbol: str,
+    intervals: Sequence[tuple[int, int]],
+    *,
+    retry: _Retrier,
+    now_ms: int,
+    progress: ProgressCallback | None,
+) -> _Download:
+    """Resolve the exchange's symbol and register the store's, before the first page, then report 0 covered.
+
+    Registering first means a store of one market never receives a page of another.
+    """
+    exchange_symbol: str = retry(
+        f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
+    )
+    store.register_symbol(symbol, source.exchange_id, source.market)  # before the first page: refuses a mix
+    total = sum((b - a) // MINUTE for a, b in intervals)
+    if progress:
+        progress(0, total)
+    return _Download(
+        store=store,
+        source=source,
+        symbol=symbol,
+        exchange_symbol=exchange_symbol,
+        retry=retry,
+        now_ms=now_ms,
+        total=total,
+        progress=progress,
+    )
+
+
 def ingest(
     store: CandleStore,
     source: OhlcvSource,
@@ -412,85 +561,16 @@ def ingest(
     """
     now_ms = source.milliseconds()
     intervals = plan(store, symbol, since=since, until=until, now_ms=now_ms)
-    if not intervals:  # nothing to do: no request at all (cron runs often)
-        held = store.time_range(symbol)
-        if held is not None:
-            store.register_symbol(symbol, source.exchange_id, source.market)  # refuses another market
-        return IngestResult(
-            symbol=symbol,
-            exchange_symbol="",
-            missing_minutes=0,
-            pages=0,
-            added=0,
-            already_present=0,
-            conflicts=0,
-            held=held,
-        )
+    if not intervals:
+        return _nothing_to_do(store, source, symbol)
     retry = _Retrier(source, retries, backoff_s, sleep)
-    exchange_symbol: str = retry(
-        f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
-    )
-    store.register_symbol(symbol, source.exchange_id, source.market)  # before the first page: refuses a mix
-    total = sum((b - a) // MINUTE for a, b in intervals)
-    if progress:
-        progress(0, total)
-
-    pages = added = already_present = conflicts = 0
-    dropped: Counter[str] = Counter()
-    covered = 0
+    run = _begin_download(store, source, symbol, intervals, retry=retry, now_ms=now_ms, progress=progress)
     for first, last_end in intervals:
         cursor = first
         while cursor < last_end:
             # One request: up to a page of minutes from the cursor, within this missing interval.
             window_end = min(cursor + source.page_limit * MINUTE, last_end)
-            limit = (window_end - cursor) // MINUTE
-            stored_note = (
-                f"the {_plural(pages, 'earlier page')} ({_plural(added, 'row')} added) "
-                f"{'is' if pages == 1 else 'are'} stored"
-            )
-            rows = retry(
-                f"fetching {symbol} ({exchange_symbol}) candles from {format_time(cursor)}",
-                partial(source.fetch_ohlcv, exchange_symbol, cursor * _MS, limit, window_end * _MS - 1),
-                stored_note,
-            )
-            page = clean_page(rows, start=cursor, end=window_end, now_ms=now_ms)
-            if page.dropped:
-                warnings.warn(
-                    f"{source.exchange_id} {symbol} page from {format_time(cursor)}: dropped "
-                    f"{describe_dropped(page.dropped)}; they are not stored",
-                    stacklevel=2,
-                )
-                dropped.update(page.dropped)
-            if len(page.candles):
-                result = store.upsert(symbol, page.candles, source=f"{source.exchange_id}:{exchange_symbol}")
-                added += result.added
-                already_present += result.already_present
-                if result.conflicts:
-                    conflicts += result.conflicts
-                    warnings.warn(
-                        f"{source.exchange_id} {symbol}: {result.conflicts} candles from "
-                        f"{format_time(result.first_conflict or cursor)} differ from the stored ones; "
-                        "kept the stored values",
-                        stacklevel=2,
-                    )
-            pages += 1
-            # A page that brought nothing (a gap on the exchange) moves the cursor past its window, so a run
-            # always ends; otherwise it continues after the last row (a short page: the exchange's own cap).
-            advance_to = window_end if page.reached is None else page.reached + MINUTE
-            covered += (advance_to - cursor) // MINUTE
-            cursor = advance_to
-            if progress:
-                progress(covered, total)
-
-    return IngestResult(
-        symbol=symbol,
-        exchange_symbol=exchange_symbol,
-        missing_minutes=total,
-        pages=pages,
-        added=added,
-        already_present=already_present,
-        conflicts=conflicts,
-        dropped=dict(dropped),
-        held=store.time_range(symbol),
-        gaps=store.gaps(symbol),
-    )
+            page = run.fetch(cursor, window_end)
+            run.keep(page, cursor)  # warns on behalf of ingest's caller: call it from here only
+            cursor = run.advance(page, cursor, window_end)
+    return run.result()

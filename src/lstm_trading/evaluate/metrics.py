@@ -204,7 +204,7 @@ def evaluate_bundle(
     proba, sl_pct, tp_pct = predict_windows(
         bundle, features.scaled, samples.end, samples.length, batch_size=batch_size, workers=workers
     )
-    counts = (bundle.meta.get("training") or {}).get("class_counts")
+    counts = bundle.training.class_counts
     if not counts:
         raise DataError(f"{bundle.path}: the bundle records no training class counts; the baselines need them")
     return evaluation_document(

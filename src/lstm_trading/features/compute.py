@@ -219,3 +219,8 @@ def rows_dropped(config: FeatureConfig = FeatureConfig()) -> int:
         lookback("ATR", timeperiod=config.atr),
     )
     return max(config.warmup_minutes, longest + 1)
+
+
+def history_minutes(config: FeatureConfig, max_len: int) -> int:
+    """Candles needed before a moment: its window (`max_len` rows) plus the rows the indicators' warm-up drops."""
+    return max_len + rows_dropped(config)

@@ -1,4 +1,7 @@
-"""matrix: split from lstm_trading.samples."""
+"""The feature matrix: one contiguous float32 array of feature rows with their open times and ATR.
+
+Windows are index ranges into it (`samples/windows.py`), never copies.
+"""
 
 from __future__ import annotations
 

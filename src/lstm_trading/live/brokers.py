@@ -34,8 +34,6 @@ from lstm_trading.live.state import Position
 API_KEY_ENV = "LSTM_TRADING_API_KEY"
 API_SECRET_ENV = "LSTM_TRADING_API_SECRET"
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError,)  # timeouts, rate limits, unavailable
-DEFAULT_RETRIES = 3
-DEFAULT_BACKOFF_S = 2.0
 MAX_BACKOFF_S = 60.0
 QUANTITY_TOLERANCE = 0.01  # exchange and state quantities agree within 1 % (lot-size rounding)
 
@@ -118,10 +116,11 @@ def short_error(error: BaseException, limit: int = 200) -> str:
 
 @dataclass
 class Retry:
-    """Exponential backoff for transient exchange errors; `sleep` is injected so tests never wait."""
+    """Exponential backoff for transient exchange errors; `sleep` is injected so tests never wait. The counts
+    have no defaults here: the live loop's are in `settings.LiveSettings` (`--retries`, `--backoff`)."""
 
-    retries: int = DEFAULT_RETRIES
-    backoff_s: float = DEFAULT_BACKOFF_S
+    retries: int
+    backoff_s: float
     sleep: Callable[[float], None] = time.sleep
     log: Callable[[str], None] | None = None
 
@@ -237,15 +236,17 @@ class CcxtBroker:
         ccxt's unified symbol, e.g. `ETH/USDT:USDT`.
     costs
         Fee and slippage the paper fills assume; live fills report their own fees where the exchange gives them.
+    retry
+        The retries and backoff of every exchange call (the loop's, so one setting governs them all).
     """
 
     mode = "live"
 
-    def __init__(self, exchange: Any, symbol: str, costs: Costs, retry: Retry | None = None) -> None:
+    def __init__(self, exchange: Any, symbol: str, costs: Costs, retry: Retry) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.costs = costs
-        self.retry = retry or Retry()
+        self.retry = retry
 
     # --- looking things up ---
 

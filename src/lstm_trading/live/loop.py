@@ -50,12 +50,10 @@ from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.live.brokers import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
 from lstm_trading.live.feeds import Clock, ExchangeFeed, Feed, ReplayFeed, next_moment
-from lstm_trading.live.signals import ModelSignals, PrecomputedSignals, Signal, SignalSource
+from lstm_trading.live.signals import PrecomputedSignals, Signal, SignalSource
 from lstm_trading.live.state import LiveState, Position, Step, fill_record
 
 DAY = 86_400
-DEFAULT_MAX_MODEL_AGE_S = 30 * DAY
-DEFAULT_MAX_ERRORS = 5
 SETTLE_S = 5  # wait this long after a boundary: the exchange has closed the minute (ingest keeps a 3 s margin)
 LOG_FILE = "live.jsonl"
 
@@ -116,14 +114,16 @@ def _finite(value: float) -> float | None:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the loop trades and its guards (sizing, fills and the daily loss limit are in `config`)."""
+    """What the loop trades and its guards, resolved: the account and symbol named, no defaults (those are in
+    `settings.LiveSettings`, which `runs/live.py` reads this from). Sizing, fills and the daily loss limit are in
+    `config`."""
 
     account: str
     symbol: str
     config: BacktestConfig
-    max_quantity: float | None = None  # units; larger orders are cut to it (printed)
-    quantity: float | None = None  # units per order instead of the sizing rule (`--qty`)
-    max_errors: int = DEFAULT_MAX_ERRORS  # consecutive failed periods before the loop stops
+    max_quantity: float | None  # units; larger orders are cut to it (printed); None: no cap
+    quantity: float | None  # units per order instead of the sizing rule (`--qty`); None: the rule
+    max_errors: int  # consecutive failed periods before the loop stops
 
 
 def client_order_id(account: str, symbol: str, at: int) -> str:
@@ -462,15 +462,15 @@ def _decision_line(record: dict[str, Any]) -> str:
 
 def check_bundle(bundle: Any, symbol: str, now: float, max_age_s: int, *, live: bool) -> list[str]:
     """Refuse live trading on another symbol than the bundle's or with a stale model; warnings for paper."""
-    data = (bundle.meta.get("training") or {}).get("data") or {}
+    data = bundle.training.data
     problems = []
-    trained_on = data.get("symbol")
+    trained_on = data.symbol
     if trained_on and str(trained_on).upper() != symbol.upper():
         problems.append(
             f"the bundle was trained on {trained_on}, not {symbol}; "
             f"trade the bundle's symbol with --symbol {trained_on}"
         )
-    last = data.get("last_timestamp")
+    last = data.last_timestamp
     if last is None:
         problems.append("the bundle records no data fingerprint (training period); retrain it with this version")
     elif now - int(last) > max_age_s:
@@ -569,6 +569,7 @@ def run_live(
     exchange: Any,
     source: Any,
     broker: Broker,
+    signals: SignalSource,
     clock: Clock,
     retry: Retry,
     out_dir: Path | None = None,
@@ -579,7 +580,6 @@ def run_live(
 ) -> dict[str, Any]:
     """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
     feed = ExchangeFeed(db, source, settings.symbol, retry)
-    signals = ModelSignals(bundle, db, settings.symbol)
     log = DecisionLog(out_dir, echo, quiet=quiet)
     try:
         with LiveState(db, settings.account) as state:

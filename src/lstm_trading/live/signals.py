@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import pandas as pd
 
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
@@ -26,21 +27,21 @@ class SignalSource(Protocol):
 
 
 class ModelSignals:
-    """Predict at each moment from the candles stored by then (the live modes)."""
+    """Predict at each moment from the candles stored by then (the live modes).
 
-    def __init__(self, bundle: Any, db: Path, symbol: str) -> None:
+    `read(moment)` gives the candles opened before `moment` that its window and warm-up need: the one candle
+    loader's live read (`runs/candles.latest_candles`), so live sees what the other commands see.
+    """
+
+    def __init__(self, bundle: Any, read: Callable[[int], pd.DataFrame], symbol: str) -> None:
         self.bundle = bundle
-        self.db = db
+        self.read = read
         self.symbol = symbol
 
     def at(self, moment: int) -> Signal:
-        from lstm_trading.data.store import CandleStore
         from lstm_trading.predict import predict_moments
 
-        with CandleStore(self.db) as store:
-            candles = store.read_last(self.symbol, self.bundle.history_minutes, end=moment)
-        if candles.empty:
-            raise DataError(f"{self.db}: no {self.symbol} candles before {format_time(moment)} to predict from")
+        candles = self.read(moment)
         last = int(candles["timestamp"].iloc[-1])
         if last != moment - MINUTE:
             # The backtest's window at `moment` ends with this minute; deciding without it is not what it tested.

@@ -16,9 +16,12 @@ from lstm_trading import __version__
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import FeatureConfig, ModelConfig, TargetConfig, config_from_dict
 from lstm_trading.core.errors import ConfigError, ModelFileError
+from lstm_trading.core.run_folder import RunFolder
+from lstm_trading.features.compute import history_minutes
 from lstm_trading.models.base import Predictor
 from lstm_trading.models.kinds import DEFAULT_KIND, loader_of
 from lstm_trading.models.lstm.predictor import WEIGHTS_FILE
+from lstm_trading.models.training_record import TrainingRecord
 from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
 from lstm_trading.samples.targets import CLASS_NAMES
 
@@ -42,6 +45,7 @@ class Bundle:
     feature_names: tuple[str, ...]
     feature_scaler: FeatureScaler
     target_scaler: TargetScaler
+    training: TrainingRecord = field(default_factory=TrainingRecord)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -57,9 +61,7 @@ class Bundle:
     @property
     def history_minutes(self) -> int:
         """Candles needed before a moment: the window plus the indicator warm-up."""
-        from lstm_trading.features.compute import rows_dropped
-
-        return self.target_config.max_len + rows_dropped(self.feature_config)
+        return history_minutes(self.feature_config, self.target_config.max_len)
 
 
 def save_bundle(
@@ -72,7 +74,7 @@ def save_bundle(
     feature_names: Sequence[str],
     feature_scaler: FeatureScaler,
     target_scaler: TargetScaler,
-    training: dict[str, Any],
+    training: TrainingRecord,
     validation: dict[str, Any],
 ) -> Path:
     """Write the bundle into `directory` (weights first, then the JSON that names their checksum)."""
@@ -90,7 +92,7 @@ def save_bundle(
         "feature_scaler": feature_scaler.to_json(),
         "target_scaler": target_scaler.to_json(),
         "class_names": list(CLASS_NAMES),
-        "training": training,
+        "training": training.to_json(),
         "validation": validation,
         "weights": weights,
     }
@@ -102,8 +104,8 @@ def _bundle_dir(path: Path) -> Path:
     """Accept the bundle folder itself or a run folder holding `model/`."""
     if (path / BUNDLE_FILE).exists() or (path / WEIGHTS_FILE).exists():
         return path
-    if (path / "model").is_dir():
-        return path / "model"
+    if RunFolder(path).model.is_dir():
+        return RunFolder(path).model
     return path
 
 
@@ -160,7 +162,8 @@ def load_bundle(path: Path | str) -> Bundle:
     if not isinstance(weights_entry, dict):
         raise ModelFileError(f'{json_path}: "weights" must be an object with the file\'s sha256')
     model = loader_of(document.get("kind", DEFAULT_KIND), json_path)(directory, model_config, weights_entry)
-    meta = {key: document.get(key) for key in ("package_version", "training", "validation", "class_names")}
+    training = TrainingRecord.from_json(document.get("training"), json_path)
+    meta = {key: document.get(key) for key in ("package_version", "validation", "class_names")}
     return Bundle(
         model=model,
         model_config=model_config,
@@ -169,6 +172,7 @@ def load_bundle(path: Path | str) -> Bundle:
         feature_names=names,
         feature_scaler=feature_scaler,
         target_scaler=target_scaler,
+        training=training,
         meta=meta,
         path=directory,
     )

@@ -1,4 +1,4 @@
-"""Figures (PNG, matplotlib's Agg renderer, no display needed) and the self-contained HTML report.
+"""The self-contained HTML report, assembled from the run folder's documents and figures.
 
 `train`, `evaluate` and `backtest` draw their own figures into the run folder as they finish; `report` only
 assembles them, with the metrics and statistics tables, into one `report.html` whose images are embedded
@@ -21,6 +21,7 @@ import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.errors import DataError
+from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
 from lstm_trading.report.figures import (
     BACKTEST_FIGURES,
     CALIBRATION_FIGURE,
@@ -33,10 +34,6 @@ from lstm_trading.report.figures import (
     plot_loss_curves,
 )
 from lstm_trading.report.tables import _utc, detail_rows
-
-REPORT_FILE = "report.html"
-BACKTEST_DIR = "backtest"
-
 
 # --- the HTML report ---
 
@@ -67,15 +64,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _draw_missing(run_dir: Path, backtest_dir: Path) -> None:
     """Figures whose data is in the run folder but whose PNG is not (e.g. a run trained before figures)."""
     if not (run_dir / LOSS_FIGURE).exists():
-        plot_loss_curves(run_dir / "logs" / "metrics.csv", run_dir / LOSS_FIGURE)
-    metrics = _read_json(run_dir / "metrics.json")
+        plot_loss_curves(RunFolder(run_dir).metrics_csv, run_dir / LOSS_FIGURE)
+    metrics = _read_json(RunFolder(run_dir).metrics)
     if metrics and not (run_dir / CONFUSION_FIGURE).exists() and "confusion" in metrics.get("model", {}):
         plot_confusion(
             np.asarray(metrics["model"]["confusion"]), list(metrics["model"]["per_class"]), run_dir / CONFUSION_FIGURE
         )
     if metrics and not (run_dir / CALIBRATION_FIGURE).exists() and metrics.get("calibration"):
         plot_calibration(metrics["calibration"]["table"], metrics["calibration"]["ece"], run_dir / CALIBRATION_FIGURE)
-    equity_csv, trades_csv = backtest_dir / "equity.csv", backtest_dir / "trades.csv"
+    equity_csv, trades_csv = backtest_dir / EQUITY_FILE, backtest_dir / TRADES_FILE
     drawn = all((backtest_dir / name).exists() for name in BACKTEST_FIGURES)
     if equity_csv.exists() and trades_csv.exists() and not drawn:
         backtest_figures(pd.read_csv(equity_csv), pd.read_csv(trades_csv), backtest_dir)
@@ -88,15 +85,15 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder")
     # a run killed mid-training has only logs/ and checkpoints/; its loss curves still make a report
-    if not any((run_dir / name).exists() for name in ("model", "config.toml", "logs", "checkpoints")):
+    if not RunFolder(run_dir).trained_parts() and not RunFolder(run_dir).config.exists():
         raise DataError(
             f"{run_dir}: not a run folder (no model/, config.toml or logs/); "
             "give the folder `lstm-trading train --out` wrote"
         )
-    backtest_dir = backtest_dir or run_dir / BACKTEST_DIR
+    backtest_dir = backtest_dir or RunFolder(run_dir).backtest
     _draw_missing(run_dir, backtest_dir)
     sections: list[str] = []
-    bundle_json = _read_json(run_dir / "model" / "bundle.json") or {}
+    bundle_json = _read_json(RunFolder(run_dir).model / "bundle.json") or {}
     training = bundle_json.get("training") or {}
     if training:
         facts = [
@@ -108,14 +105,14 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
             ("best validation loss", f"{(bundle_json.get('validation') or {}).get('best_val_loss', float('nan')):.4f}"),
         ]
         sections.append("<h2>Run</h2>" + _table(("", ""), facts))
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = _read_json(RunFolder(run_dir).metrics)
     if metrics and "calibration" in metrics:
         header, rows = metric_rows(metrics)
         sections.append(f"<h2>Classification on the {html.escape(str(metrics.get('split')))} split</h2>")
         sections.append(f"<p>{metrics.get('samples')} samples; baselines beside the model.</p>" + _table(header, rows))
         header, rows = level_rows(metrics)
         sections.append("<h3>Stop loss and take profit errors</h3>" + _table(header, rows))
-    stats = _read_json(backtest_dir / "stats.json")
+    stats = _read_json(backtest_dir / STATS_FILE)
     if stats:
         period = stats["period"]
         settings = stats["settings"]
@@ -156,7 +153,7 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
         f"<title>lstm-trading report: {html.escape(run_dir.name)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>lstm-trading report: {html.escape(str(run_dir))}</h1>" + "".join(sections) + "</body></html>\n"
     )
-    path = run_dir / REPORT_FILE
+    path = RunFolder(run_dir).report
     write_text_atomic(path, page)
     return Report(path, figures, missing)
 

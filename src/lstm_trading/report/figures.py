@@ -1,4 +1,8 @@
-"""figures: split from lstm_trading.report."""
+"""Figures as PNG (matplotlib's Agg renderer, no display needed), drawn from documents and frames.
+
+Each command draws its own figures as it finishes (train the loss curves, evaluate the confusion matrix and the
+calibration, backtest the equity, P&L and price charts); `report` only assembles them.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lstm_trading.core.atomic import write_with
+from lstm_trading.core.run_folder import CALIBRATION_FIGURE, CONFUSION_FIGURE, LOSS_FIGURE
 
-LOSS_FIGURE = "loss_curves.png"
-CONFUSION_FIGURE = "confusion_matrix.png"
-CALIBRATION_FIGURE = "calibration.png"
 EQUITY_FIGURE = "equity.png"
 PNL_FIGURE = "pnl_distribution.png"
 PRICE_FIGURE = "price.png"

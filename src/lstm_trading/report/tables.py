@@ -1,4 +1,7 @@
-"""tables: split from lstm_trading.evaluate."""
+"""Tables as text cells, made from the documents the stages return (metrics.json, stats.json): no stage imported.
+
+`cli`, the demo and the HTML report print the same rows.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""backtest: split from lstm_trading.backtest."""
+"""`backtest`: a run's model over a period of stored candles, written as trades.csv, equity.csv, stats.json.
+
+The period defaults to the run's test split to the end of the data; its candles come through the one loader.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import BacktestConfig
-from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
-from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
+from lstm_trading.runs.candles import candles_for_moments, period_end
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
@@ -28,10 +32,10 @@ def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     trades = result.model.trades()
     equity = equity_frame(result)
-    write_text_atomic(out_dir / "trades.csv", trades.to_csv(index=False))
-    write_text_atomic(out_dir / "equity.csv", equity.to_csv(index=False))
-    write_text_atomic(out_dir / "stats.json", json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n")
-    paths = [out_dir / "trades.csv", out_dir / "equity.csv", out_dir / "stats.json"]
+    write_text_atomic(out_dir / TRADES_FILE, trades.to_csv(index=False))
+    write_text_atomic(out_dir / EQUITY_FILE, equity.to_csv(index=False))
+    write_text_atomic(out_dir / STATS_FILE, json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n")
+    paths = [out_dir / TRADES_FILE, out_dir / EQUITY_FILE, out_dir / STATS_FILE]
     return paths + backtest_figures(equity, trades, out_dir)
 
 
@@ -39,32 +43,17 @@ def run_config(run_dir: Path) -> BacktestConfig:
     """The backtest settings the run folder's resolved `config.toml` holds (defaults without one)."""
     from lstm_trading.core.config import load_config
 
-    path = run_dir / "config.toml"
+    path = RunFolder(run_dir).config
     return load_config(path).backtest if path.exists() else BacktestConfig()
 
 
 def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: int | None) -> tuple[int, pd.DataFrame]:
     """The end of the period [start, end) (default: the end of the stored data) and the candles a backtest or a
     replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
-    from lstm_trading.data.store import CandleStore
-    from lstm_trading.runs.evaluate import load_history
-
-    if end is None:
-        if not db_path.exists():
-            raise DataError(f"{db_path}: no such candle database; give the right one with --db")
-        with CandleStore(db_path) as store:
-            held = store.time_range(symbol)
-        if held is None:
-            raise DataError(f"{db_path}: no {symbol} candles; choose the symbol with --symbol")
-        end = held[1] + MINUTE
-        if end <= start:  # no --to given: name the data's end, not a flag the user never typed
-            raise ConfigError(
-                f"--from {format_time(start)} is not before the end of the {symbol} candles in {db_path} "
-                f"({format_time(end)}); give an earlier --from or another --db"
-            )
-    if end <= start:
-        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
-    return end, load_history(db_path, symbol, start, end, bundle.history_minutes)
+    end = period_end(db_path, symbol, start, end)
+    return end, candles_for_moments(
+        db_path, symbol, start, end, bundle.history_minutes, needed_by="the backtest period"
+    )
 
 
 def backtest_run(
@@ -92,7 +81,7 @@ def backtest_run(
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, db, symbol)
     if start is None:
-        test_times = (bundle.meta.get("training") or {}).get("test_start_times") or []
+        test_times = bundle.training.test_start_times
         if not test_times:
             raise DataError(f"{run_dir}: the run records no test period; give the backtest's start with --from")
         start = int(min(test_times))
@@ -118,6 +107,6 @@ def backtest_run(
         progress=progress,
     )
     result.stats["sources"] = {"run": str(run_dir), "db": str(db_path), "symbol": symbol}
-    out = out_dir if out_dir is not None else run_dir / "backtest"
+    out = out_dir if out_dir is not None else RunFolder(run_dir).backtest
     write_backtest(result, out)
     return result, out

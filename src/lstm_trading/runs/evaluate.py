@@ -1,4 +1,8 @@
-"""evaluate: split from lstm_trading.evaluate."""
+"""`evaluate`: a run's model on its test split (or on another journal), written into the run folder.
+
+The run records its journal, database and test start times (`bundle.training`), so `evaluate RUN` needs nothing
+else; the candles come through the one loader (`runs/candles.py`).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,18 @@ import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.errors import DataError
+from lstm_trading.core.jsonio import json_safe
+from lstm_trading.core.run_folder import CALIBRATION_FIGURE, CONFUSION_FIGURE, RunFolder
 from lstm_trading.core.timeutil import format_time
+from lstm_trading.evaluate.metrics import evaluate_bundle
+from lstm_trading.report.figures import plot_calibration, plot_confusion
+from lstm_trading.runs.candles import candles_for_moments
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
-from lstm_trading.core.jsonio import json_safe
-from lstm_trading.evaluate.metrics import evaluate_bundle
+
 
 # --- evaluating a run on its test split (or another journal) ---
-
-FIGURE_CONFUSION = "confusion_matrix.png"
-FIGURE_CALIBRATION = "calibration.png"
-METRICS_FILE = "metrics.json"
 
 
 def select_test_trades(trades: pd.DataFrame, test_start_times: Sequence[int]) -> pd.DataFrame:
@@ -42,16 +46,16 @@ def select_test_trades(trades: pd.DataFrame, test_start_times: Sequence[int]) ->
 
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> list[Path]:
     """metrics.json and the confusion-matrix and calibration figures, into the run folder."""
-    from lstm_trading.report.figures import plot_calibration, plot_confusion
-
+    folder = RunFolder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / METRICS_FILE
+    path = folder.metrics
     write_text_atomic(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    model, calibration_data = document["model"], document["calibration"]
     confusion = plot_confusion(
-        np.asarray(document["model"]["confusion"]), list(document["model"]["per_class"]), run_dir / FIGURE_CONFUSION
+        np.asarray(model["confusion"]), list(model["per_class"]), folder.figure(CONFUSION_FIGURE)
     )
     calibration = plot_calibration(
-        document["calibration"]["table"], document["calibration"]["ece"], run_dir / FIGURE_CALIBRATION
+        calibration_data["table"], calibration_data["ece"], folder.figure(CALIBRATION_FIGURE)
     )
     return [path, confusion, calibration]
 
@@ -61,30 +65,11 @@ def write_evaluation(run_dir: Path, document: dict[str, Any]) -> list[Path]:
 
 def run_sources(bundle: Bundle, db: Path | None, symbol: str | None) -> tuple[Path, str]:
     """The database and symbol to read: the ones given, else the ones the run recorded at training."""
-    sources = (bundle.meta.get("training") or {}).get("sources") or {}
-    chosen_db = db if db is not None else sources.get("db")
+    sources = bundle.training.sources
+    chosen_db = db if db is not None else sources.db
     if chosen_db is None:
         raise DataError(f"{bundle.path}: the run records no candle database; give one with --db")
-    return Path(chosen_db), symbol or sources.get("symbol") or "ETHUSDT"
-
-
-def load_history(db: Path, symbol: str, first: int, end: int, history_minutes: int) -> pd.DataFrame:
-    """Candles with open time in `[first - history, end)`: every window from `first` on, with its warm-up."""
-    from lstm_trading.core.timeutil import MINUTE, format_time
-    from lstm_trading.data.store import CandleStore
-
-    if not db.exists():
-        raise DataError(f"{db}: no such candle database; give the right one with --db")
-    with CandleStore(db) as store:
-        candles = store.read(symbol, start=first - history_minutes * MINUTE, end=end)
-        if candles.empty:
-            held = store.time_range(symbol)
-            where = f"it holds {format_time(held[0])} to {format_time(held[1])}" if held else f"it has no {symbol}"
-            raise DataError(
-                f"{db}: no {symbol} candles from {format_time(first - history_minutes * MINUTE)} to "
-                f"{format_time(end)} ({where})"
-            )
-    return candles
+    return Path(chosen_db), symbol or sources.symbol or "ETHUSDT"
 
 
 def evaluate_run(
@@ -102,21 +87,21 @@ def evaluate_run(
     from lstm_trading.models.bundle import load_bundle
 
     bundle = load_bundle(run_dir)
-    training = bundle.meta.get("training") or {}
-    sources = training.get("sources") or {}
+    training = bundle.training
+    sources = training.sources
     if trades is None:
-        if not sources.get("journal"):
+        if not sources.journal:
             raise DataError(f"{run_dir}: the run records no journal; give the trades to evaluate with --trades FILE")
-        journal = read_journal(sources["journal"], sheet=sheet or sources.get("sheet") or JOURNAL_SHEET)
-        chosen = select_test_trades(journal.trades, training.get("test_start_times") or [])
+        journal = read_journal(sources.journal, sheet=sheet or sources.sheet or JOURNAL_SHEET)
+        chosen = select_test_trades(journal.trades, training.test_start_times)
         split = "test"
     else:
         journal = read_journal(trades, sheet=sheet or JOURNAL_SHEET)
         chosen, split = journal.trades, f"journal {trades.name}"
-        period: list[int] = training.get("train_period") or []
+        period = training.train_period
         # the period holds candle open times: the last training trade is one minute after the last candle
         seen = int((chosen["start_time"] <= period[1] + 60).sum()) if period else 0
-        if seen:
+        if period and seen:
             warnings.warn(
                 f"{seen:,} of the {len(chosen):,} trades in {trades} fall in the run's training period "
                 f"({format_time(period[0])} to {format_time(period[1])}); the model was fitted on them, "
@@ -125,7 +110,9 @@ def evaluate_run(
             )
     db_path, symbol = run_sources(bundle, db, symbol)
     times = chosen["start_time"].to_numpy(dtype=np.int64)
-    candles = load_history(db_path, symbol, int(times.min()), int(times.max()), bundle.history_minutes)
+    candles = candles_for_moments(
+        db_path, symbol, int(times.min()), int(times.max()), bundle.history_minutes, needed_by="the trades to evaluate"
+    )
     document = evaluate_bundle(bundle, candles, chosen, split=split, seed=seed)
     document["sources"] = {"db": str(db_path), "symbol": symbol, "journal": str(journal.path)}
     return document, write_evaluation(run_dir, document)

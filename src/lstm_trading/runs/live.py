@@ -1,29 +1,30 @@
-"""live: split from lstm_trading.live."""
+"""`live` and `live-status`: a replay on stored candles, the paper or live loop against an exchange, the status.
+
+Every setting of the loop and its default is in `LiveSettings` (live/settings.py); the decision and fill settings
+are the run's `BacktestConfig` with the flags `live` shares with `backtest`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lstm_trading.backtest.execution import (
-    Costs,
-)
+from lstm_trading.backtest.execution import Costs
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import ConfigError, DataError
-from lstm_trading.live.brokers import Broker
+from lstm_trading.data.exchange import CcxtSource
+from lstm_trading.live import brokers
 from lstm_trading.live.feeds import Clock, SystemClock
-from lstm_trading.live.loop import (
-    DEFAULT_MAX_ERRORS,
-    DEFAULT_MAX_MODEL_AGE_S,
-    LoopSettings,
-    ReplayResult,
-    check_bundle,
-    replay,
-    run_live,
-    status,
-)
+from lstm_trading.live.loop import LoopSettings, ReplayResult, check_bundle, replay, run_live, status
+from lstm_trading.live.settings import LiveSettings
+from lstm_trading.live.signals import ModelSignals
 from lstm_trading.live.state import LiveState
+from lstm_trading.runs.candles import latest_candles
 
 # The live command takes its clock from here, so tests can run days of periods without waiting.
 clock_factory: Callable[[], Clock] = SystemClock
@@ -32,157 +33,182 @@ clock_factory: Callable[[], Clock] = SystemClock
 # --- what the commands call ---
 
 
+def check_sizing_flags(quantity: float | None, *, risk: str | None, position_share: str | None) -> None:
+    """Refuse `--qty` beside `--risk` or `--position-share` (as typed): it sets every order's size, so the
+    other would be ignored. Checked before the run folder is read."""
+    for flag, value in (("--risk", risk), ("--position-share", position_share)):
+        if quantity is not None and value is not None:
+            raise ConfigError(
+                f"give --qty or {flag}, not both: --qty {quantity:g} sets every order's size, so {flag} {value} "
+                "would be ignored"
+            )
+
+
+def loop_settings(settings: LiveSettings, symbol: str, config: BacktestConfig) -> LoopSettings:
+    """What the loop trades, with the account and symbol resolved."""
+    return LoopSettings(
+        account=settings.account_name,
+        symbol=symbol,
+        config=config,
+        max_quantity=settings.max_quantity,
+        quantity=settings.quantity,
+        max_errors=settings.max_errors,
+    )
+
+
 def replay_run(
     run_dir: Path,
+    settings: LiveSettings,
     *,
     config: BacktestConfig,
-    db: Path | None = None,
-    symbol: str | None = None,
-    start: int | None,
-    end: int | None = None,
-    out_dir: Path | None = None,
-    account: str = "replay",
     fresh: bool = True,
-    max_periods: int | None = None,
     batch_size: int = 64,
-    workers: int | None = None,
     echo: Callable[[str], None] | None = None,
-    quiet: bool = False,
 ) -> ReplayResult:
-    """`live --replay`: the candles and period exactly as `backtest_run` reads them; default folder RUN/replay."""
+    """`live --replay`: the candles and period exactly as `backtest_run` reads them; default folder RUN/replay.
+
+    `fresh` forgets the account's earlier state first; without it a stopped replay resumes where it stopped.
+    """
     from lstm_trading.models.bundle import load_bundle
     from lstm_trading.runs.backtest import period_candles
     from lstm_trading.runs.evaluate import run_sources
 
-    if start is None:
-        raise ConfigError("--replay needs --from (the first moment to replay); --to defaults to the end of the data")
+    start = settings.start
+    if not settings.replay or start is None:  # LiveSettings refuses a replay without --from
+        raise ValueError("replay_run takes LiveSettings(replay=True, start=...)")
     bundle = load_bundle(run_dir)
-    db_path, symbol = run_sources(bundle, db, symbol)
-    end, candles = period_candles(bundle, db_path, symbol, start, end)
-    settings = LoopSettings(account=account, symbol=symbol, config=config)
+    db_path, symbol = run_sources(bundle, settings.db, settings.symbol)
+    end, candles = period_candles(bundle, db_path, symbol, start, settings.end)
     return replay(
         bundle,
         candles,
         db=db_path,
         start=start,
         end=end,
-        settings=settings,
-        out_dir=out_dir if out_dir is not None else run_dir / "replay",
+        settings=loop_settings(settings, symbol, config),
+        out_dir=settings.folder(run_dir),
         fresh=fresh,
-        max_periods=max_periods,
+        max_periods=settings.periods,
         batch_size=batch_size,
-        workers=workers,
+        workers=settings.workers,
         echo=echo,
-        quiet=quiet,
+        quiet=settings.quiet,
     )
-
-
-MODES = ("paper", "live")
 
 
 def live_run(
     run_dir: Path,
+    settings: LiveSettings,
     *,
     config: BacktestConfig,
-    db: Path,
-    mode: str = "paper",
-    exchange_id: str = "bybit",
-    market: str = "linear",
-    symbol: str | None = None,
-    account: str | None = None,
-    confirmed: bool = False,
-    max_model_age_s: int = DEFAULT_MAX_MODEL_AGE_S,
-    quantity: float | None = None,
-    max_quantity: float | None = None,
-    max_errors: int = DEFAULT_MAX_ERRORS,
-    retries: int = 3,
-    backoff_s: float = 2.0,
-    out_dir: Path | None = None,
     clock: Clock | None = None,
-    max_periods: int | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     echo: Callable[[str], None] | None = None,
-    quiet: bool = False,
 ) -> dict[str, Any]:
-    """`live` in paper or live mode: the checks that must pass before anything trades, then the loop."""
-    from lstm_trading.data.exchange import CcxtSource
-    from lstm_trading.live import brokers
+    """`live` in paper or live mode: the checks that must pass before anything trades, then the loop on the
+    clock; returns the account's status when it stops (after `settings.periods`)."""
     from lstm_trading.models.bundle import load_bundle
 
-    if mode not in MODES:
-        raise ConfigError(f"--mode: unknown mode {mode!r}; use paper (simulated fills, the default) or live")
-    for flag, value in (("--qty", quantity), ("--max-qty", max_quantity)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{flag} {value:g}: must be above 0 (units of the base currency, e.g. 0.5 ETH)")
-    live = mode == "live"
-    if live and not confirmed:
-        raise ConfigError(
-            "live mode places real orders with real money; add --i-understand-live-trading to confirm "
-            "(try --mode paper first)"
-        )
-    if live and market != "linear":
-        raise ConfigError(
-            f"live mode trades linear perpetuals only (stop loss and take profit held on the exchange's position); "
-            f"--market {market} can run with --mode paper"
-        )
+    db = settings.db
+    if settings.replay or db is None:  # LiveSettings refuses a loop without --db
+        raise ValueError("live_run takes LiveSettings for the paper or live loop, with db")
     clock = clock or clock_factory()
     bundle = load_bundle(run_dir)
-    trained_on = ((bundle.meta.get("training") or {}).get("data") or {}).get("symbol")
-    symbol = symbol or trained_on or "ETHUSDT"
-    for problem in check_bundle(bundle, symbol, clock.now(), max_model_age_s, live=live):
+    symbol = settings.symbol or bundle.training.data.symbol or "ETHUSDT"
+    for problem in check_bundle(bundle, symbol, clock.now(), settings.max_model_age_s, live=settings.live):
         if echo is not None:
             echo(f"warning: {problem}")
-    credentials = brokers.credentials_from_env(environ) if live else None
-    if not db.exists():
-        raise DataError(
-            f"{db}: no such candle database; fill it first with `lstm-trading ingest exchange --db {db} --since ...` "
-            f"(the model needs {bundle.history_minutes:,} minutes of history)"
-        )
-    from lstm_trading.data.store import CandleStore
-
-    with CandleStore(db) as store:
-        if store.time_range(symbol) is None:
-            raise DataError(
-                f"{db}: no {symbol} candles; fill it first with `lstm-trading ingest exchange --db {db} --symbol "
-                f"{symbol} --since ...` (the model needs {bundle.history_minutes:,} minutes of history)"
-            )
-    retry = brokers.Retry(retries, backoff_s, clock.sleep, log=echo)  # its lines name the error type only
-    exchange = brokers.exchange_factory(exchange_id, market, credentials)
-    source = CcxtSource(exchange, market)
-    unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
-    costs = Costs(config.fee, config.slippage)
-    broker: Broker
-    initial_equity = None
-    if live:
-        ccxt_broker = brokers.CcxtBroker(exchange, unified, costs, retry)
-        initial_equity = ccxt_broker.balance()
-        broker = ccxt_broker
-    else:
-        broker = brokers.PaperBroker()
-    settings = LoopSettings(
-        account=account or mode,
-        symbol=symbol,
-        config=config,
-        max_quantity=max_quantity,
-        quantity=quantity,
-        max_errors=max_errors,
-    )
+    credentials = brokers.credentials_from_env(environ) if settings.live else None
+    _check_candles(db, symbol, bundle.history_minutes)
+    market = _connect(settings, symbol, credentials, Costs(config.fee, config.slippage), clock, echo)
     return run_live(
         bundle,
         db=db,
-        settings=settings,
-        mode=mode,
-        exchange=exchange,
-        source=source,
-        broker=broker,
+        settings=loop_settings(settings, symbol, config),
+        mode=settings.mode,
+        exchange=market.exchange,
+        source=market.source,
+        broker=market.broker,
+        signals=ModelSignals(
+            bundle, partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes), symbol
+        ),
         clock=clock,
-        retry=retry,
-        out_dir=out_dir,
-        max_periods=max_periods,
-        initial_equity=initial_equity,
+        retry=market.retry,
+        out_dir=settings.folder(run_dir),
+        max_periods=settings.periods,
+        initial_equity=market.initial_equity,
         echo=echo,
-        quiet=quiet,
+        quiet=settings.quiet,
     )
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd, docker stop) ends the loop as Ctrl-C does: the open transaction rolls back and the
+    state stays as last committed. The previous handler is put back on the way out."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- the live loop's parts ---
+
+
+def _check_candles(db: Path, symbol: str, history_minutes: int) -> None:
+    """The loop keeps a database current; filling an empty one is `ingest exchange`'s work."""
+    from lstm_trading.data.store import CandleStore
+
+    if not db.exists():
+        raise DataError(
+            f"{db}: no such candle database; fill it first with `lstm-trading ingest exchange --db {db} --since ...` "
+            f"(the model needs {history_minutes:,} minutes of history)"
+        )
+    with CandleStore(db) as store:
+        held = store.time_range(symbol)
+    if held is None:
+        raise DataError(
+            f"{db}: no {symbol} candles; fill it first with `lstm-trading ingest exchange --db {db} --symbol "
+            f"{symbol} --since ...` (the model needs {history_minutes:,} minutes of history)"
+        )
+
+
+@dataclass(frozen=True)
+class _Market:
+    """The exchange the loop talks to: candles through `source`, orders through `broker`, both with `retry`."""
+
+    exchange: Any
+    source: CcxtSource
+    retry: brokers.Retry
+    broker: brokers.Broker
+    initial_equity: float | None  # live: the exchange's balance; paper: None, the run's setting
+
+
+def _connect(
+    settings: LiveSettings,
+    symbol: str,
+    credentials: brokers.Credentials | None,
+    costs: Costs,
+    clock: Clock,
+    echo: Callable[[str], None] | None,
+) -> _Market:
+    """The exchange with its markets loaded, and the broker: paper fills, or orders on the exchange."""
+    retry = brokers.Retry(settings.retries, settings.backoff_s, clock.sleep, log=echo)  # lines name the error type
+    exchange = brokers.exchange_factory(settings.exchange, settings.market, credentials)
+    source = CcxtSource(exchange, settings.market)
+    unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
+    if not settings.live:
+        return _Market(exchange, source, retry, brokers.PaperBroker(), None)
+    broker = brokers.CcxtBroker(exchange, unified, costs, retry)
+    return _Market(exchange, source, retry, broker, broker.balance())
+
+
+# --- live-status ---
 
 
 def live_status(db: Path, account: str | None = None, *, last: int = 10, now: float | None = None) -> dict[str, Any]:
@@ -202,3 +228,50 @@ def live_status(db: Path, account: str | None = None, *, last: int = 10, now: fl
         raise ConfigError(f"{db}: no account {account!r}; it holds {', '.join(held)}")
     with LiveState(db, account) as state:
         return status(state, now=now, last=last)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:+,.2f}"
+
+
+def _price(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def status_lines(summary: dict[str, Any]) -> list[str]:
+    """`live-status`'s text: the account, its position, and the last decisions as a plain table (rich squeezed
+    these nine columns into 80 when piped, cutting the time to "2025-…")."""
+    from lstm_trading.report.tables import text_table
+
+    equity = "-" if summary["equity"] is None else f"{summary['equity']:,.2f}"
+    lines = [
+        f"account {summary['account']} ({summary['mode']}, {summary['symbol']}): equity {equity}, "
+        f"P&L today {_money(summary['today_pnl'])}, total {_money(summary['total_pnl'])} over {summary['trades']} "
+        "trades"
+    ]
+    position = summary["position"]
+    if position is None:
+        lines.append("position: none")
+    else:
+        lines.append(
+            f"position: {position['side']} {position['quantity']:g} at {position['entry']:.2f} since "
+            f"{position['opened_utc']}, SL {position['stop_loss']:.2f}, TP {position['take_profit']:.2f}, "
+            f"closes by {position['close_by_utc']}"
+        )
+    lines.append(f"last {len(summary['decisions'])} decisions")
+    header = ("time", "P(Buy)", "P(Sell)", "P(Invalid)", "signal", "SL", "TP", "action", "reason")
+    rows = [
+        (
+            d["at_utc"],
+            f"{d['p_buy']:.3f}",
+            f"{d['p_sell']:.3f}",
+            f"{d['p_invalid']:.3f}",
+            d["signal"],
+            _price(d["stop_loss"]),
+            _price(d["take_profit"]),
+            d["action"],
+            d["reason"],
+        )
+        for d in summary["decisions"]
+    ]
+    return lines + text_table(header, rows)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,12 +16,12 @@ import pandas as pd
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import Config, dump_config
 from lstm_trading.core.errors import ConfigError, DataError
-from lstm_trading.core.timeutil import MINUTE, format_time
-from lstm_trading.data.store import CandleStore
+from lstm_trading.core.run_folder import LOSS_FIGURE, RunFolder
+from lstm_trading.core.timeutil import format_time
 from lstm_trading.features.cache import feature_matrix
-from lstm_trading.features.compute import rows_dropped
 from lstm_trading.features.matrix import FeatureMatrix
 from lstm_trading.models.bundle import save_bundle
+from lstm_trading.models.training_record import DataFingerprint, Sources, TrainingRecord
 from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
 from lstm_trading.samples.split import Split, split_by_time, training_rows
 from lstm_trading.samples.targets import SampleReport, build_samples
@@ -38,47 +37,12 @@ class Prepared:
     feature_scaler: FeatureScaler
     target_scaler: TargetScaler
     report: SampleReport
-    fingerprint: dict[str, Any]
+    fingerprint: DataFingerprint
 
 
-def history_start(first_moment: int, config: Config) -> int:
-    """Open time of the first candle needed for a window at `first_moment`, warm-up included."""
-    return first_moment - (config.targets.max_len + rows_dropped(config.features)) * MINUTE
-
-
-def load_candles(
-    db: Path,
-    symbol: str,
-    first_moment: int,
-    last_moment: int,
-    config: Config,
-    *,
-    needed_by: str = "the journal's trades",
-) -> pd.DataFrame:
-    """The candles that the windows of moments in [first, last] and their warm-up need, nothing later."""
-    start = history_start(first_moment, config)
-    with CandleStore(db) as store:
-        candles = store.read(symbol, start=start, end=last_moment)
-        if len(candles) == 0:
-            held = store.time_range(symbol)
-            where = (
-                f"it holds {format_time(held[0])} to {format_time(held[1])}" if held else f"it has no {symbol} candles"
-            )
-            raise DataError(
-                f"{db}: no {symbol} candles from {format_time(start)} to {format_time(last_moment)}, the history "
-                f"that {needed_by} need ({where})"
-            )
-    return candles
-
-
-def fingerprint(candles: pd.DataFrame, symbol: str) -> dict[str, Any]:
+def fingerprint(candles: pd.DataFrame, symbol: str) -> DataFingerprint:
     timestamps = candles["timestamp"].to_numpy(dtype=np.int64)
-    return {
-        "symbol": symbol,
-        "first_timestamp": int(timestamps[0]),
-        "last_timestamp": int(timestamps[-1]),
-        "rows": len(candles),
-    }
+    return DataFingerprint(symbol, int(timestamps[0]), int(timestamps[-1]), len(candles))
 
 
 def prepare(
@@ -116,6 +80,64 @@ def prepare(
     )
 
 
+def check_training(config: Config, run_dir: Path, *, resume: bool, overwrite: bool, accelerator: str) -> None:
+    """Every refusal that needs no data, before anything is read, deleted or written: a run folder that holds a
+    run (without --resume or --overwrite), an --out that is a file, a precision this machine cannot train in."""
+    from lstm_trading.models.lstm.training import resolve_precision
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: is a file, not a run folder; choose a folder name")
+    used = RunFolder(run_dir).trained_parts()
+    if used and not resume and not overwrite:
+        raise ConfigError(
+            f"{run_dir}: already holds a run ({', '.join(p.name for p in used)}); "
+            "use --resume to continue it, --overwrite to replace it, or another --out"
+        )
+    resolve_precision(config.train.precision, accelerator)
+
+
+@dataclass(frozen=True)
+class JournalRun:
+    """What `train` prepares from a journal: the samples and scalers, and what to tell the user about them."""
+
+    prepared: Prepared
+    moved_to_boundary: int
+    warnings: list[str]
+    sources: Sources
+
+
+def prepare_journal(
+    config: Config, *, db: Path, symbol: str, trades: Path, sheet: str, skip_bad_rows: bool = False
+) -> JournalRun:
+    """A journal's trades and the candles their windows need (the one loader), through `prepare`."""
+    import warnings
+
+    from lstm_trading.data.journal import read_journal
+    from lstm_trading.features.cache import cache_folder
+    from lstm_trading.features.compute import history_minutes
+    from lstm_trading.runs.candles import candles_for_moments
+
+    journal = read_journal(trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
+    times = journal.trades["start_time"]
+    history = history_minutes(config.features, config.targets.max_len)
+    candles = candles_for_moments(
+        db, symbol, int(times.min()), int(times.max()), history, needed_by=f"the trades of {trades}"
+    )
+    horizon = journal.meta.get("horizon_seconds")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prepared = prepare(
+            candles,
+            journal.trades,
+            config,
+            symbol=symbol,
+            horizon_seconds=int(horizon) if horizon else None,
+            cache_dir=cache_folder(config.runtime, db),
+        )
+    sources = Sources(db=str(db.resolve()), symbol=symbol, journal=str(trades.resolve()), sheet=sheet)
+    return JournalRun(prepared, journal.moved_to_boundary, [str(w.message) for w in caught], sources)
+
+
 @dataclass(frozen=True)
 class TrainRun:
     run_dir: Path
@@ -133,7 +155,7 @@ def train_run(
     overwrite: bool = False,
     accelerator: str = "auto",
     progress: bool = True,
-    sources: dict[str, Any] | None = None,
+    sources: Sources | None = None,
 ) -> TrainRun:
     """Train, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only).
 
@@ -141,22 +163,15 @@ def train_run(
     `overwrite`, and otherwise refused: a finished run is never lost to a typo.
     """
     from lstm_trading.models.lstm.predictor import LstmPredictor
-    from lstm_trading.models.lstm.training import fit, resolve_precision
+    from lstm_trading.models.lstm.training import fit
 
-    resolve_precision(config.train.precision, accelerator)  # refuses what this machine cannot run, before any write
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir}: is a file, not a run folder; choose a folder name")
-    used = [run_dir / name for name in ("model", "checkpoints", "logs") if (run_dir / name).exists()]
-    if used and not resume:
-        if not overwrite:
-            raise ConfigError(
-                f"{run_dir}: already holds a run ({', '.join(p.name for p in used)}); "
-                "use --resume to continue it, --overwrite to replace it, or another --out"
-            )
-        for path in used:
+    check_training(config, run_dir, resume=resume, overwrite=overwrite, accelerator=accelerator)
+    folder = RunFolder(run_dir)
+    if not resume:
+        for path in folder.trained_parts():  # only with --overwrite: check_training refused otherwise
             shutil.rmtree(path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.toml", dump_config(config))
+    write_text_atomic(folder.config, dump_config(config))
     split = prepared.split
     result = fit(
         prepared.scaled,
@@ -173,7 +188,7 @@ def train_run(
     if result.is_global_zero:
         train_rows = training_rows(split.train)
         save_bundle(
-            run_dir / "model",
+            folder.model,
             LstmPredictor(result.model),
             model_config=config.model,
             feature_config=config.features,
@@ -181,23 +196,23 @@ def train_run(
             feature_names=prepared.matrix.names,
             feature_scaler=prepared.feature_scaler,
             target_scaler=prepared.target_scaler,
-            training={
-                "data": prepared.fingerprint,
-                "train_period": [
+            training=TrainingRecord(
+                data=prepared.fingerprint,
+                train_period=(
                     int(prepared.matrix.timestamps[train_rows.start]),
                     int(prepared.matrix.timestamps[train_rows.stop - 1]),
-                ],
-                "split_sizes": split.sizes(),
-                "purged": split.purged,
-                "class_counts": split.train.class_counts(),
-                "sources": sources or {},
-                "test_start_times": [int(t) for t in split.test.start_time],
-                "epochs_run": result.epochs_run,
-                "seed": config.train.seed,
-            },
+                ),
+                split_sizes=split.sizes(),
+                purged=split.purged,
+                class_counts=split.train.class_counts(),
+                sources=sources or Sources(),
+                test_start_times=tuple(int(t) for t in split.test.start_time),
+                epochs_run=result.epochs_run,
+                seed=config.train.seed,
+            ),
             validation={"best_val_loss": result.best_val_loss},
         )
-        from lstm_trading.report.figures import LOSS_FIGURE, plot_loss_curves
+        from lstm_trading.report.figures import plot_loss_curves
 
-        plot_loss_curves(run_dir / "logs" / "metrics.csv", run_dir / LOSS_FIGURE)  # so `report` only assembles
+        plot_loss_curves(folder.metrics_csv, folder.figure(LOSS_FIGURE))  # so `report` only assembles
     return TrainRun(run_dir, result.best_val_loss, result.epochs_run, result.is_global_zero)

@@ -121,6 +121,141 @@ def sample_moments(
     return moments[has_candle & has_features]
 
 
+@dataclass(frozen=True)
+class _Entries:
+    """Per sampled moment `t`: where its trade opens and how far its horizon reaches in the candle arrays."""
+
+    moments: np.ndarray  # t, UTC seconds
+    entry_row: np.ndarray  # row of the candle opening at t
+    entry: np.ndarray  # that candle's open: the entry price
+    atr: np.ndarray  # ATR of the last candle closed by t (feature row t - 60)
+    n_rows: np.ndarray  # candles in [t, t + horizon): fewer than the horizon's minutes where the data has gaps
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """Per moment: stop loss and take profit of the long and the short, and the take-profit distance they share."""
+
+    long_sl: np.ndarray
+    long_tp: np.ndarray
+    short_sl: np.ndarray
+    short_tp: np.ndarray
+    tp_distance: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Per moment: which side won its race to the target, whether a win pays its costs, and the labels that follow."""
+
+    long_first: np.ndarray  # the long's take profit strictly before its stop loss
+    short_first: np.ndarray
+    pays: np.ndarray  # the take-profit distance exceeds the round-trip costs
+    buy: np.ndarray
+    sell: np.ndarray
+
+    @property
+    def traded(self) -> np.ndarray:
+        return self.buy | self.sell
+
+
+def _entries(
+    times: np.ndarray, open_: np.ndarray, features: pd.DataFrame, config: LabelConfig, moments: np.ndarray
+) -> _Entries:
+    """Look up each moment's entry candle, ATR row and horizon length once, so later steps only index arrays."""
+    feature_times = features.index.to_numpy(dtype=np.int64)
+    entry_row = np.searchsorted(times, moments)
+    atr = features["atr"].to_numpy(dtype=np.float64)[np.searchsorted(feature_times, moments - MINUTE)]
+    n_rows = np.searchsorted(times, moments + config.horizon_seconds) - entry_row  # candles in [t, t + horizon)
+    return _Entries(moments=moments, entry_row=entry_row, entry=open_[entry_row], atr=atr, n_rows=n_rows)
+
+
+def _levels(entry: np.ndarray, atr: np.ndarray, config: LabelConfig) -> _Levels:
+    """Stops at `k_sl` and targets at `k_tp` ATR from entry, mirrored for the short."""
+    sl_distance, tp_distance = config.k_sl * atr, config.k_tp * atr
+    return _Levels(
+        long_sl=entry - sl_distance,
+        long_tp=entry + tp_distance,
+        short_sl=entry + sl_distance,
+        short_tp=entry - tp_distance,
+        tp_distance=tp_distance,
+    )
+
+
+def _decide(touches: _Touches, levels: _Levels, entry: np.ndarray, config: LabelConfig) -> _Outcome:
+    """Buy where only the long wins and the win pays its costs, Sell likewise for the short; else Invalid."""
+    # Strictly before: when stop and target fall in the same candle, the stop is assumed first (pessimistic).
+    long_first = touches.long_tp < touches.long_sl
+    short_first = touches.short_tp < touches.short_sl
+    pays = levels.tp_distance > 2.0 * (config.fee + config.slippage) * entry
+    return _Outcome(
+        long_first=long_first,
+        short_first=short_first,
+        pays=pays,
+        buy=long_first & ~short_first & pays,
+        sell=short_first & ~long_first & pays,
+    )
+
+
+def _journal(entries: _Entries, levels: _Levels, outcome: _Outcome) -> pd.DataFrame:
+    """The journal rows in time order: Invalid rows get `entry_price = -1` and no levels."""
+    buy, sell, traded = outcome.buy, outcome.sell, outcome.traded
+    side = np.full(len(entries.moments), "Invalid", dtype=object)
+    side[buy] = "Buy"
+    side[sell] = "Sell"
+    return pd.DataFrame(
+        {
+            "start_time": entries.moments,
+            "entry_price": np.where(traded, entries.entry, -1.0),
+            "side": side,
+            "stop_loss": np.where(buy, levels.long_sl, np.where(sell, levels.short_sl, np.nan)),
+            "take_profit": np.where(buy, levels.long_tp, np.where(sell, levels.short_tp, np.nan)),
+        }
+    )
+
+
+def _median_minutes_to_touch(times: np.ndarray, entries: _Entries, touches: _Touches, outcome: _Outcome) -> float:
+    """Median minutes from `t` to the close of the candle where the winning target was touched; NaN without any."""
+    traded = outcome.traded
+    touch_offset = np.where(outcome.buy, touches.long_tp, touches.short_tp)[traded]
+    touch_close = times[entries.entry_row[traded] + touch_offset] + MINUTE
+    minutes = (touch_close - entries.moments[traded]) / MINUTE
+    return float(np.median(minutes)) if len(minutes) else float("nan")
+
+
+def _cost_share(entries: _Entries, levels: _Levels, config: LabelConfig) -> float:
+    """Round-trip costs over the median take-profit distance, both as fractions of entry; NaN with no moments."""
+    if not len(entries.moments):
+        return float("nan")
+    return float(2.0 * (config.fee + config.slippage) / np.median(levels.tp_distance / entries.entry))
+
+
+def _meta(config: LabelConfig, symbol: str | None) -> dict[str, float | int | str]:
+    """The journal's `meta` sheet: how it was labelled, so a later step (the split's purge) can read the horizon."""
+    meta: dict[str, float | int | str] = {
+        "labeller": "first-touch",
+        "every_seconds": config.every_seconds,
+        "horizon_seconds": config.horizon_seconds,
+        "k_sl": config.k_sl,
+        "k_tp": config.k_tp,
+        "fee": config.fee,
+        "slippage": config.slippage,
+    }
+    if symbol is not None:
+        meta["symbol"] = symbol
+    return meta
+
+
+def _invalid_reasons(outcome: _Outcome) -> dict[str, int]:
+    """Why moments are Invalid: neither side won, both did, or the one win does not pay its costs."""
+    invalid = ~outcome.traded
+    long_first, short_first = outcome.long_first, outcome.short_first
+    return {
+        "neither": int((invalid & ~long_first & ~short_first).sum()),
+        "both": int((invalid & long_first & short_first).sum()),
+        "costs": int((invalid & (long_first ^ short_first) & ~outcome.pays).sum()),
+    }
+
+
 def label_first_touch(
     candles: pd.DataFrame,
     features: pd.DataFrame,
@@ -155,76 +290,30 @@ def label_first_touch(
     if "atr" not in features.columns:
         raise DataError("features lack the 'atr' column; pass the frame that compute_features returns")
     times, prices = candle_arrays(candles)
-    feature_times = features.index.to_numpy(dtype=np.int64)
-    moments = sample_moments(times, feature_times, config, start, end)
-
-    entry_row = np.searchsorted(times, moments)
-    entry = prices["open"][entry_row]
-    atr = features["atr"].to_numpy(dtype=np.float64)[np.searchsorted(feature_times, moments - MINUTE)]
+    moments = sample_moments(times, features.index.to_numpy(dtype=np.int64), config, start, end)
+    entries = _entries(times, prices["open"], features, config, moments)
+    levels = _levels(entries.entry, entries.atr, config)
     horizon_rows = -(-config.horizon_seconds // MINUTE)
-    n_rows = np.searchsorted(times, moments + config.horizon_seconds) - entry_row  # candles in [t, t + horizon)
-
-    sl_distance, tp_distance = config.k_sl * atr, config.k_tp * atr
-    long_sl, long_tp = entry - sl_distance, entry + tp_distance
-    short_sl, short_tp = entry + sl_distance, entry - tp_distance
     touches = _first_touches(
         prices["high"],
         prices["low"],
-        entry_row,
-        n_rows,
-        (long_sl, long_tp, short_sl, short_tp),
+        entries.entry_row,
+        entries.n_rows,
+        (levels.long_sl, levels.long_tp, levels.short_sl, levels.short_tp),
         horizon_rows,
     )
-    # Strictly before: when stop and target fall in the same candle, the stop is assumed first (pessimistic).
-    long_first = touches.long_tp < touches.long_sl
-    short_first = touches.short_tp < touches.short_sl
-    pays = tp_distance > 2.0 * (config.fee + config.slippage) * entry
-    buy = long_first & ~short_first & pays
-    sell = short_first & ~long_first & pays
-
-    side = np.full(len(moments), "Invalid", dtype=object)
-    side[buy] = "Buy"
-    side[sell] = "Sell"
-    traded = buy | sell
-    trades = pd.DataFrame(
-        {
-            "start_time": moments,
-            "entry_price": np.where(traded, entry, -1.0),
-            "side": side,
-            "stop_loss": np.where(buy, long_sl, np.where(sell, short_sl, np.nan)),
-            "take_profit": np.where(buy, long_tp, np.where(sell, short_tp, np.nan)),
-        }
-    )
-
-    touch_offset = np.where(buy, touches.long_tp, touches.short_tp)[traded]
-    touch_close = times[entry_row[traded] + touch_offset] + MINUTE
-    minutes = (touch_close - moments[traded]) / MINUTE
-    cost_share = (
-        float(2.0 * (config.fee + config.slippage) / np.median(tp_distance / entry)) if len(moments) else float("nan")
-    )
-    meta: dict[str, float | int | str] = {
-        "labeller": "first-touch",
-        "every_seconds": config.every_seconds,
-        "horizon_seconds": config.horizon_seconds,
-        "k_sl": config.k_sl,
-        "k_tp": config.k_tp,
-        "fee": config.fee,
-        "slippage": config.slippage,
-    }
-    if symbol is not None:
-        meta["symbol"] = symbol
-    invalid = ~traded
+    outcome = _decide(touches, levels, entries.entry, config)
     return LabelResult(
-        trades=trades,
-        meta=meta,
-        counts={"Buy": int(buy.sum()), "Sell": int(sell.sum()), "Invalid": int(invalid.sum())},
-        median_minutes_to_touch=float(np.median(minutes)) if len(minutes) else float("nan"),
-        cost_share_of_median_tp=cost_share,
-        invalid_reasons={
-            "neither": int((invalid & ~long_first & ~short_first).sum()),
-            "both": int((invalid & long_first & short_first).sum()),
-            "costs": int((invalid & (long_first ^ short_first) & ~pays).sum()),
+        trades=_journal(entries, levels, outcome),
+        meta=_meta(config, symbol),
+        counts={
+            "Buy": int(outcome.buy.sum()),
+            "Sell": int(outcome.sell.sum()),
+            "Invalid": int((~outcome.traded).sum()),
         },
+        median_minutes_to_touch=_median_minutes_to_touch(times, entries, touches, outcome),
+        cost_share_of_median_tp=_cost_share(entries, levels, config),
+        invalid_reasons=_invalid_reasons(outcome),
     )
 
 

@@ -1,4 +1,5 @@
-"""scalers: split from lstm_trading.samples."""
+"""Scalers fitted on the training period only: features (clipped standardisation or the seed's MinMax) and the
+SL/TP targets (MinMax on the training Buy and Sell trades). Their numbers go to `bundle.json` as JSON."""
 
 from __future__ import annotations
 

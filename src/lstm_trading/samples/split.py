@@ -1,4 +1,5 @@
-"""split: split from lstm_trading.samples."""
+"""The time split: trades sorted by start time, cut by count into train / val / test, with a purge of the trades
+whose outcome horizon reaches into the next split (DESIGN.md, "Split"). No shuffling across time."""
 
 from __future__ import annotations
 

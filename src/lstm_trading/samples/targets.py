@@ -1,4 +1,4 @@
-"""Samples: targets, windows as index ranges into one feature matrix, the time split, and the scalers.
+"""Samples: a journal's trades as targets (label, SL and TP in % of entry) and windows into the feature matrix.
 
 A window is never copied: a sample is `(end, length)` into the contiguous `float32` feature matrix, and batches
 are cut from the (scaled) matrix on demand. The window of a trade at `t` holds the candles closed by `t`:

@@ -1,4 +1,5 @@
-"""windows: split from lstm_trading.samples."""
+"""Windows as index ranges into the feature matrix: the window of a moment `t` holds the candles closed by `t`,
+open time `s` with `t - max_len*60 <= s` and `s + 60 <= t` (DESIGN.md, "Window")."""
 
 from __future__ import annotations
 

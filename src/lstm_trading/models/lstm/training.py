@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from lstm_trading.core.atomic import atomic_path, write_with
 from lstm_trading.core.config import ModelConfig, TrainConfig
 from lstm_trading.core.errors import ConfigError, DataError, ModelFileError
+from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.features.compute import FEATURE_NAMES
 from lstm_trading.models.lstm.batches import Batch, BucketBatchSampler, SampleWindows
 from lstm_trading.models.lstm.model import LSTMModel, ModelOutput
@@ -452,7 +453,7 @@ def fit(
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if not on_cpu:
         torch.backends.cudnn.enabled = True
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = RunFolder(run_dir).checkpoints
     best = ModelCheckpoint(
         dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True
     )
@@ -470,7 +471,7 @@ def fit(
     data = WindowDataModule(
         scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
     )
-    last = checkpoints / "last.ckpt"
+    last = RunFolder(run_dir).last_checkpoint
     resumed = None
     if resume and not last.exists():
         raise DataError(

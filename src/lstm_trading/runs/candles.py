@@ -1,0 +1,102 @@
+"""The one candle loader: every command reads the candles its moments' windows and their warm-up need here.
+
+So a moment gets the same history whichever command asks (DESIGN.md, "Window" and "Warm-up"), and a rule about
+which candles a window may see (such as the one for gaps) changes in this module only. Each reader answers
+"these candles" or a `DataError` that says what the store holds instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.data.store import CandleStore
+
+
+def _holdings(store: CandleStore, symbol: str) -> str:
+    held = store.time_range(symbol)
+    return f"it holds {format_time(held[0])} to {format_time(held[1])}" if held else f"it has no {symbol} candles"
+
+
+def candles_for_moments(
+    db: Path, symbol: str, first: int, end: int, history_minutes: int, *, needed_by: str
+) -> pd.DataFrame:
+    """Candles with open time in `[first - history, end)`: the window and warm-up of every moment from `first`
+    to `end` (a window at `t` holds the candles closed by `t`, so nothing at or after `end` is read)."""
+    start = first - history_minutes * MINUTE
+    with CandleStore(db) as store:
+        candles = store.read(symbol, start=start, end=end)
+        if candles.empty:
+            raise DataError(
+                f"{db}: no {symbol} candles from {format_time(start)} to {format_time(end)}, the history that "
+                f"{needed_by} need ({_holdings(store, symbol)})"
+            )
+    return candles
+
+
+def candles_before(db: Path, symbol: str, moment: int | None, history_minutes: int) -> pd.DataFrame:
+    """`predict`'s read: the history of one moment (default: just after the last stored candle).
+
+    A moment after the last candle's close is refused: its window would miss the minutes before it, and the
+    entry would be a stale close.
+    """
+    with CandleStore(db) as store:
+        span = store.time_range(symbol)
+        if span is None:
+            have = ", ".join(store.symbols()) or "none"
+            raise DataError(f"{db}: no {symbol} candles (symbols held: {have}); choose them with --symbol")
+        first, last, _ = span
+        if moment is not None and moment > last + MINUTE:
+            raise DataError(
+                f"--at {format_time(moment)} is after the last {symbol} candle in {db} ({format_time(last)}, "
+                f"closed at {format_time(last + MINUTE)}); ingest newer candles or give an earlier --at"
+            )
+        if moment is None:
+            return store.read_last(symbol, history_minutes)
+        candles = store.read(symbol, start=moment - history_minutes * MINUTE, end=moment)
+    if candles.empty:
+        raise DataError(
+            f"{db}: no {symbol} candles before --at {format_time(moment)}; "
+            f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
+        )
+    return candles
+
+
+def latest_candles(db: Path, symbol: str, moment: int, history_minutes: int) -> pd.DataFrame:
+    """The live loop's read at a period boundary: the last `history_minutes` candles opened before `moment`."""
+    with CandleStore(db) as store:
+        candles = store.read_last(symbol, history_minutes, end=moment)
+    if candles.empty:
+        raise DataError(f"{db}: no {symbol} candles before {format_time(moment)} to predict from")
+    return candles
+
+
+def all_candles(db: Path, symbol: str) -> pd.DataFrame:
+    """Every candle of `symbol` (`features` and `label` compute from the start of the data)."""
+    with CandleStore(db) as store:
+        candles = store.read(symbol)
+        if candles.empty:
+            have = ", ".join(store.symbols()) or "none"
+            raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
+    return candles
+
+
+def period_end(db: Path, symbol: str, start: int, end: int | None) -> int:
+    """The end of a backtest or replay period `[start, end)`: `end`, or the close of the last stored candle."""
+    if end is None:
+        with CandleStore(db) as store:
+            held = store.time_range(symbol)
+        if held is None:
+            raise DataError(f"{db}: no {symbol} candles; choose the symbol with --symbol")
+        end = held[1] + MINUTE
+        if end <= start:  # no --to given: name the data's end, not a flag the user never typed
+            raise ConfigError(
+                f"--from {format_time(start)} is not before the end of the {symbol} candles in {db} "
+                f"({format_time(end)}); give an earlier --from or another --db"
+            )
+    if end <= start:
+        raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
+    return end
