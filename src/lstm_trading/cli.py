@@ -31,6 +31,9 @@ class _OneLineErrors(TyperGroup):
                 raise
             err_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except typer.BadParameter as error:  # a flag's value typer cannot parse: one line, not a usage box
+            err_console.print(f"error: {error.format_message()}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(

@@ -6,6 +6,7 @@ Unknown keys, wrong types and out-of-range values are `ConfigError`s that name t
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -18,6 +19,10 @@ from lstm_trading.core.errors import ConfigError
 _T = TypeVar("_T")
 
 MAX_WINDOW_MINUTES = 129_600  # 90 days of minutes: the seed's MAX_SEQUENCE_LENGTH
+# Upper bounds on values that pass a sign check but fail later with a traceback (an allocation, TA-Lib, numpy):
+TALIB_MAX_PERIOD = 100_000  # TA-Lib refuses a longer time period
+MAX_HISTORY_MINUTES = 10 * 525_960  # ten years of minutes: the longest window or warm-up a store can feed
+MAX_SEED = 2**32 - 1  # numpy and Lightning seed with 32 bits
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -44,8 +49,18 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         for name in ("sma", "ema", "rsi", "macd_fast", "macd_slow", "macd_signal", "bollinger", "atr"):
             _check(getattr(self, name) >= 2, f"features.{name}", "must be at least 2 minutes")
+            _check(
+                getattr(self, name) <= TALIB_MAX_PERIOD,
+                f"features.{name}",
+                f"must be at most {TALIB_MAX_PERIOD:,} minutes (TA-Lib's longest period)",
+            )
         _check(self.macd_fast < self.macd_slow, "features.macd_fast", "must be shorter than macd_slow")
         _check(self.warmup_minutes >= 0, "features.warmup_minutes", "must not be negative")
+        _check(
+            self.warmup_minutes <= MAX_HISTORY_MINUTES,
+            "features.warmup_minutes",
+            f"must be at most {MAX_HISTORY_MINUTES:,} minutes (ten years)",
+        )
         _check(self.bollinger_sigma > 0, "features.bollinger_sigma", "must be positive")
         _check(self.pct_clip > 0, "features.pct_clip", "must be positive")
 
@@ -61,6 +76,11 @@ class TargetConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_len >= 1, "targets.max_len", "must be at least 1 minute")
+        _check(
+            self.max_len <= MAX_HISTORY_MINUTES,
+            "targets.max_len",
+            f"must be at most {MAX_HISTORY_MINUTES:,} minutes (ten years)",
+        )
         _check(1 <= self.min_history <= self.max_len, "targets.min_history", "must be in 1..max_len")
         _check(self.k_sl > 0, "targets.k_sl", "must be positive")
         _check(self.k_tp > 0, "targets.k_tp", "must be positive")
@@ -146,6 +166,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be at least 1")
+        _check(
+            0 <= self.seed <= MAX_SEED,
+            "train.seed",
+            f"must be in 0..{MAX_SEED} (numpy and Lightning seed with 32 bits)",
+        )
+        _check(
+            self.devices == "auto" or (self.devices.isdigit() and int(self.devices) > 0),
+            "train.devices",
+            f"expected 'auto' or a positive number of devices, got {self.devices!r}",
+        )
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
         _check(self.lr > 0, "train.lr", "must be positive")
         _check(self.lr <= 1, "train.lr", "must be at most 1 (AdamW steps by about lr per update)")
@@ -252,6 +282,11 @@ def _did_you_mean(key: str, options: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(options))}"
 
 
+def _finite(value: Any) -> bool:
+    """TOML and flags both accept inf and nan: no setting means anything with them."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     if annotation is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
@@ -271,6 +306,8 @@ def _build(cls: type[_T], values: dict[str, Any], section: str) -> _T:
         if not _type_ok(value, hints[key]):
             expected = getattr(hints[key], "__name__", str(hints[key]))
             raise ConfigError(f"{section}.{key}: expected {expected}, got {type(value).__name__} {value!r}")
+        if not _finite(value):
+            raise ConfigError(f"{section}.{key}: must be a finite number, got {value!r}")
     return cls(**{k: float(v) if hints[k] is float else v for k, v in values.items()})
 
 
@@ -293,9 +330,15 @@ def load_config(path: Path | str | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as editors on Windows write it, is accepted
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start}); save it as UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

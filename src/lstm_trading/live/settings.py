@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_trading.core.errors import ConfigError
+from lstm_trading.core.run_folder import RunFolder
 
 DAY = 86_400
 MODES = ("paper", "live")
@@ -115,4 +116,5 @@ class LiveSettings:
         """Where the log (and a replay's trades) go: `out_dir`, else RUN/replay or RUN/live-ACCOUNT."""
         if self.out_dir is not None:
             return self.out_dir
-        return run_dir / ("replay" if self.replay else f"live-{self.account_name}")
+        folder = RunFolder(run_dir)
+        return folder.replay if self.replay else folder.live(self.account_name)

@@ -322,11 +322,8 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def parse_devices(devices: str) -> int | str:
-    if devices == "auto":
-        return "auto"
-    if devices.isdigit() and int(devices) > 0:
-        return int(devices)
-    raise ConfigError(f"train.devices: expected 'auto' or a positive number of devices, got {devices!r}")
+    """`train.devices` as Lightning takes it (TrainConfig has checked it is 'auto' or a positive count)."""
+    return "auto" if devices == "auto" else int(devices)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""Settings that pass a sign check but would fail later (an allocation, TA-Lib, numpy's seed) are refused at the
+boundary, naming the key and the file; a refused `train` leaves an existing run as it found it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lstm_trading.cli import app
+from lstm_trading.core.config import Config, load_config
+from lstm_trading.core.errors import ConfigError
+
+
+def _error(text: bytes | str, tmp_path: Path) -> str:
+    path = tmp_path / "bad.toml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return str(caught.value).removeprefix(f"{path}: ")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[features]\nbollinger_sigma = inf\n", "features.bollinger_sigma: must be a finite number, got inf"),
+        ("[train]\nlr = nan\n", "train.lr: must be a finite number, got nan"),
+        ("[features]\nsma = 10000000\n", "features.sma: must be at most 100,000 minutes (TA-Lib's longest period)"),
+        ("[targets]\nmax_len = 100000000000000000000\n", "targets.max_len: must be at most 5,259,600 minutes"),
+        ("[train]\nseed = 1180591620717411303424\n", "train.seed: must be in 0..4294967295"),
+        ("[train]\nseed = -1\n", "train.seed: must be in 0..4294967295"),
+        ('[train]\ndevices = "abc"\n', "train.devices: expected 'auto' or a positive number of devices, got 'abc'"),
+    ],
+)
+def test_values_that_would_fail_later_are_named_with_the_file(toml: str, message: str, tmp_path: Path) -> None:
+    assert _error(toml, tmp_path).startswith(message)
+
+
+def test_a_config_with_a_byte_order_mark_reads_and_one_not_in_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 3\n")
+    assert load_config(path).train.epochs == 3
+    assert _error(b"[train]\n# caf\xe9\nepochs = 3\n", tmp_path) == (
+        "not UTF-8 text (byte 0xe9 at offset 13); save it as UTF-8"
+    )
+
+
+def test_flags_out_of_range_are_named_as_typed() -> None:
+    with pytest.raises(ConfigError, match=r"^--seed: must be in 0\.\.4294967295"):
+        Config().with_overrides("train", seed=-1)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "error: --seed: must be in 0..4294967295"),
+        (["--devices", "abc"], "error: --devices: expected 'auto' or a positive number of devices, got 'abc'"),
+        (["--max-len", "1e20"], "error: Invalid value for '--max-len'"),
+    ],
+)
+def test_overwrite_with_a_bad_setting_keeps_the_finished_run(tiny_run: Path, tmp_path: Path, flags, message) -> None:  # type: ignore[no-untyped-def]
+    """`train --overwrite` used to delete model/, checkpoints/ and logs/ before rejecting the seed."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = _digest(run)
+    result = CliRunner().invoke(app, ["train", "--out", str(run), "--overwrite", "--trades", "none.xlsx", *flags])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+    assert _digest(run) == before
