@@ -78,3 +78,31 @@ def test_overwrite_with_a_bad_setting_keeps_the_finished_run(tiny_run: Path, tmp
     assert result.exit_code == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
     assert _digest(run) == before
+
+
+def test_a_full_disk_while_evaluating_is_one_line_and_keeps_the_old_metrics(  # type: ignore[no-untyped-def]
+    tiny_run: Path, tiny_db: Path, tiny_trades, tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+
+    from lstm_trading.core import atomic
+    from lstm_trading.data.journal import write_journal
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    journal = tmp_path / "val.xlsx"
+    write_journal(journal, tiny_trades[["start_time", "entry_price", "side"]], {})
+    (run / "metrics.json").write_text('{"old": true}\n')
+
+    def full(source: str, target: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    args = ["evaluate", str(run), "--db", str(tiny_db), "--trades", str(journal)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {run / 'metrics.json'}: cannot write (No space left on device); nothing was changed there"
+    )
+    assert (run / "metrics.json").read_text() == '{"old": true}\n'
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind

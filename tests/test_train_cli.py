@@ -132,3 +132,32 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_one_line_naming_32_true(
     )
     assert len(result.stderr.splitlines()) == 1
     assert not out.exists()
+
+
+def test_train_into_a_file_prints_a_line_per_epoch_and_notes_a_warmup_that_takes_the_run(  # type: ignore[no-untyped-def]
+    tiny_db: Path, journal_and_config, tmp_path: Path
+) -> None:
+    """With stderr not a terminal (a log file, CI), a progress bar shows nothing until the end: a line per
+    epoch instead, counted from 1 as `--epochs` is; and a warm-up as long as the run is said before it starts."""
+    journal, config = journal_and_config
+    args = _train_args(tiny_db, journal, config, tmp_path / "run") + ["--accelerator", "cpu", "--epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert (
+        "note: train.warmup_epochs = 1 covers all 1 epochs, so the learning rate never reaches lr = 0.003; "
+        "set a smaller warmup_epochs in --config"
+    ) in lines
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 1 and epochs[0].startswith("epoch 1/1: train_loss "), lines
+    assert "val_loss " in epochs[0] and epochs[0].endswith(" s left")
+
+
+def test_the_progress_bar_counts_epochs_from_one() -> None:
+    from types import SimpleNamespace
+
+    from lstm_trading.models.lstm.training import EpochBar
+
+    bar = EpochBar()
+    bar._trainer = SimpleNamespace(max_epochs=5)  # type: ignore[assignment]
+    assert bar._get_train_description(4).strip() == "Epoch 5/5"

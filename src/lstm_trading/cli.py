@@ -31,6 +31,13 @@ class _OneLineErrors(TyperGroup):
                 raise
             err_console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as error:  # a file the command reads or writes, refused by the system: name it
+            if _state["debug"] or error.filename is None:
+                raise
+            err_console.print(
+                f"error: {error.filename}: {error.strerror or error}", markup=False, highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(2) from None
         except typer.BadParameter as error:  # a flag's value typer cannot parse: one line, not a usage box
             err_console.print(f"error: {error.format_message()}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

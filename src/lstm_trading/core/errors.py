@@ -15,3 +15,7 @@ class ConfigError(LstmTradingError):
 
 class ModelFileError(LstmTradingError):
     """A model bundle that is missing, truncated, edited or from a newer format version."""
+
+
+class WriteError(LstmTradingError):
+    """A file the tool writes could not be written (disk full, read-only folder); nothing half-written is left."""

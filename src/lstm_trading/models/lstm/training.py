@@ -12,6 +12,8 @@ import functools
 import logging
 import math
 import pickle
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
@@ -326,6 +328,63 @@ def parse_devices(devices: str) -> int | str:
     return "auto" if devices == "auto" else int(devices)
 
 
+class EpochBar(RichProgressBar):
+    """Lightning's bar counts epochs from 0 ("Epoch 4/4" for a 5-epoch run); this one counts as users do."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        described = f"Epoch {current_epoch + 1}/{self.trainer.max_epochs}"
+        return f"{described:{len(self.validation_description)}}"
+
+
+EPOCH_METRICS = (("train_loss_epoch", "train_loss"), ("val_loss", "val_loss"), ("val_class_loss", "val_class_loss"))
+
+
+class EpochLines(Callback):
+    """One plain line per epoch on stderr, for a log file or CI where a progress bar shows nothing until the
+    end: losses, validation accuracy, time so far and an estimate of the time left."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.first_epoch = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+        self.first_epoch = trainer.current_epoch  # a resumed run starts later
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs or 0
+        parts = [f"{label} {float(metrics[key]):.4f}" for key, label in EPOCH_METRICS if key in metrics]
+        if "val_acc" in metrics:
+            parts.append(f"val_acc {float(metrics['val_acc']):.3f}")
+        elapsed = time.monotonic() - self.started
+        done = epoch - self.first_epoch
+        left = elapsed / done * (total - epoch) if done else 0.0
+        line = f"epoch {epoch}/{total}: {', '.join(parts)}; {elapsed:.0f} s, about {left:.0f} s left"
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+
+def progress_callbacks(progress: bool, interactive: bool | None = None) -> tuple[list[Callback], bool]:
+    """The bar in a terminal, a line per epoch elsewhere; and whether Lightning's progress bar is on."""
+    if not progress:
+        return [], False
+    interactive = sys.stderr.isatty() if interactive is None else interactive
+    return ([EpochBar()], True) if interactive else ([EpochLines()], False)
+
+
+def warmup_note(train_config: TrainConfig) -> str | None:
+    """Said before training when the learning-rate warm-up takes the whole run (the default 5 of `--epochs 5`)."""
+    if train_config.warmup_epochs < train_config.epochs:
+        return None
+    return (
+        f"note: train.warmup_epochs = {train_config.warmup_epochs} covers all {train_config.epochs} epochs, so the "
+        f"learning rate never reaches lr = {train_config.lr:g}; set a smaller warmup_epochs in --config"
+    )
+
+
 @dataclass(frozen=True)
 class FitResult:
     """The best model by validation loss, where its checkpoint lies, and the metrics it was chosen by."""
@@ -445,6 +504,10 @@ def fit(
     if len(val) == 0:
         raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
     L.seed_everything(train_config.seed, workers=True, verbose=False)
+    shown, bar = progress_callbacks(progress)
+    note = warmup_note(train_config)
+    if progress and note:
+        print(note, file=sys.stderr, flush=True)
     # Without a progress bar, stay quiet too: no "GPU available" lines (warnings still show).
     logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress else logging.WARNING)
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
@@ -487,10 +550,10 @@ def fit(
         max_epochs=train_config.epochs,
         accumulate_grad_batches=train_config.accumulate_grad_batches,
         gradient_clip_val=train_config.gradient_clip,
-        callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch")],
+        callbacks=[best, stop, LearningRateMonitor(logging_interval="epoch"), *shown],
         plugins=[AtomicCheckpointIO()],
         logger=make_loggers(run_dir, resumed),
-        enable_progress_bar=progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         use_distributed_sampler=False,  # BucketBatchSampler shares batches across processes itself
         num_sanity_val_steps=0,
