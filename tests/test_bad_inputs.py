@@ -640,10 +640,10 @@ def test_zero_volume_minutes_train_and_predict_end_to_end(
 
 
 TIME_FLAGS = [
-    (["ingest", "exchange", "--db", "{db}"], "--since"),
-    (["ingest", "exchange", "--db", "{db}"], "--until"),
-    (["gaps", "--db", "{db}"], "--start"),
-    (["gaps", "--db", "{db}"], "--end"),
+    (["ingest", "exchange", "--db", "{db}"], "--from"),
+    (["ingest", "exchange", "--db", "{db}"], "--to"),
+    (["gaps", "--db", "{db}"], "--from"),
+    (["gaps", "--db", "{db}"], "--to"),
     (["features", "--db", "{db}", "--out", "{dir}/f.csv"], "--from"),
     (["features", "--db", "{db}", "--out", "{dir}/f.csv"], "--to"),
     (["label", "--db", "{db}", "--out", "{dir}/val.xlsx"], "--from"),
@@ -696,3 +696,35 @@ def test_a_bad_duration_flag_names_the_flag_the_value_and_the_forms(
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.stderr == f"error: {flag}: not a duration: 'soon'; use e.g. 30s, 15m, 24h or 90d\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "old", "new"),
+    [
+        (["ingest", "exchange", "--db", "{db}"], "--since", "--from"),
+        (["ingest", "exchange", "--db", "{db}"], "--until", "--to"),
+        (["gaps", "--db", "{db}"], "--start", "--from"),
+        (["gaps", "--db", "{db}"], "--end", "--to"),
+    ],
+)
+def test_time_ranges_are_from_and_to_everywhere_with_the_old_names_kept(
+    tmp_path: Path, command: list[str], old: str, new: str
+) -> None:
+    """One vocabulary for time ranges; the old names still parse (and are named as the new one in errors)."""
+    result = CliRunner().invoke(app, _time_flag_args(tmp_path, command, old, "yesterday-ish"))
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {new}: "), result.stderr
+
+
+@pytest.mark.parametrize("command", ["label", "features"])
+def test_an_existing_output_is_replaced_only_with_overwrite(tiny_db: Path, tmp_path: Path, command: str) -> None:
+    """`label --out existing.xlsx` silently replaced a journal, and `features --out` the source CSV."""
+    out = tmp_path / ("val.xlsx" if command == "label" else "features.csv")
+    out.write_bytes(b"precious")
+    args = [command, "--db", str(tiny_db), "--out", str(out)] + (["--horizon", "6h"] if command == "label" else [])
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: --out {out}: exists; add --overwrite to replace it, or choose another file\n"
+    assert out.read_bytes() == b"precious"
+    replaced = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_bytes() != b"precious"

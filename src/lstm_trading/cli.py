@@ -161,6 +161,17 @@ def _progress_bar(label: str, *, enabled: bool, remaining: bool = False) -> tupl
     return bar, bar.add_task(label, total=None, rate="")
 
 
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """An output file that exists is replaced only with --overwrite: a journal or a source CSV is never lost to
+    a typo (as `train` refuses an occupied run folder)."""
+    from lstm_trading.core.errors import ConfigError
+
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; name the file to write")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out}: exists; add --overwrite to replace it, or choose another file")
+
+
 # --- commands are added below, one section per module ---
 
 
@@ -174,10 +185,13 @@ def ingest_exchange(
     symbol: str = SYMBOL_OPTION,
     market: str = typer.Option("linear", "--market", help="linear (USDT perpetual) or spot."),
     since: str | None = typer.Option(
-        None, "--since", help="Fill every missing minute from here on (gaps included); default: after the last stored."
+        None,
+        "--from",
+        "--since",
+        help="Fill every missing minute from here on (gaps included); default: after the last stored.",
     ),
     until: str | None = typer.Option(
-        None, "--until", help="Stop before this moment (default: the last closed minute)."
+        None, "--to", "--until", help="Stop before this moment (default: the last closed minute)."
     ),
     page_limit: int | None = typer.Option(
         None, "--page-limit", min=1, help="Candles per request (default: the exchange's maximum, e.g. Bybit 1000)."
@@ -194,8 +208,8 @@ def ingest_exchange(
     from lstm_trading.data.candles import describe_gaps
     from lstm_trading.data.store import CandleStore
 
-    start = _moment(since, "--since")
-    end = _moment(until, "--until")
+    start = _moment(since, "--from")
+    end = _moment(until, "--to")
     source = exchange.source_factory(exchange_id, market, page_limit=page_limit)
     bar, task = _progress_bar(f"{symbol} minutes", enabled=not quiet, remaining=True)
 
@@ -330,8 +344,8 @@ def db_migrate(
 def gaps_command(
     db: Path = DB_OPTION,
     symbol: str = SYMBOL_OPTION,
-    start: str | None = typer.Option(None, "--start", help="Only from this moment (ISO or Unix time)."),
-    end: str | None = typer.Option(None, "--end", help="Only before this moment (ISO or Unix time)."),
+    start: str | None = typer.Option(None, "--from", "--start", help="Only from this moment (ISO or Unix time)."),
+    end: str | None = typer.Option(None, "--to", "--end", help="Only before this moment (ISO or Unix time)."),
 ) -> None:
     """List the missing minutes (gaps) of a symbol's candles."""
     from rich.table import Table
@@ -340,8 +354,8 @@ def gaps_command(
     from lstm_trading.core.timeutil import format_time
     from lstm_trading.data.store import CandleStore
 
-    first = _moment(start, "--start")
-    last = _moment(end, "--end")
+    first = _moment(start, "--from")
+    last = _moment(end, "--to")
     with CandleStore(db) as store:
         held = store.time_range(symbol)
         if held is None:
@@ -373,6 +387,7 @@ def features_command(
     out: Path = typer.Option(..., "--out", help="File to write: .csv, or .parquet (needs the parquet extra)."),
     start: str | None = typer.Option(None, "--from", help="Only rows from this moment (ISO or Unix time)."),
     end: str | None = typer.Option(None, "--to", help="Only rows before this moment (ISO or Unix time)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
     from lstm_trading.core.errors import DataError
@@ -381,6 +396,7 @@ def features_command(
     from lstm_trading.runs.features import candles_and_features
 
     features_file_format(out)  # a wrong suffix fails now, not after the features are computed
+    _refuse_existing(out, overwrite)
     first = _moment(start, "--from")
     last = _moment(end, "--to")
     _, features = candles_and_features(db, symbol)
@@ -411,6 +427,7 @@ def label_command(
     slippage: str = typer.Option("0.01%", "--slippage", help="Slippage per side."),
     start: str | None = typer.Option(None, "--from", help="Only moments from this one (ISO or Unix time)."),
     end: str | None = typer.Option(None, "--to", help="Only moments before this one (ISO or Unix time)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out journal."),
 ) -> None:
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
     from lstm_trading.core.config import Config
@@ -422,6 +439,7 @@ def label_command(
 
     if out.suffix.lower() != ".xlsx":
         raise ConfigError(f"--out {out}: the journal is an Excel workbook; name it .xlsx")
+    _refuse_existing(out, overwrite)
     config = (
         Config()
         .with_overrides(  # through the overrides, so a value out of range is named by its flag
@@ -549,8 +567,12 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    model_kind: str = typer.Option(
+        "lstm", "--model", help="Model kind: lstm (default) or gbm (a LightGBM baseline on window summaries)."
+    ),
 ) -> None:
-    """Train the LSTM on a journal's trades and write the run folder (checkpoints, logs, model bundle)."""
+    """Train a model (the LSTM, or `--model gbm`) on a journal's trades and write the run folder (logs, model
+    bundle, and the LSTM's checkpoints)."""
     from lstm_trading.core.config import load_config
     from lstm_trading.runs.train import check_training, prepare_journal, train_run
 
@@ -569,7 +591,8 @@ def train_command(
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides("split", scaler=scaler, purge_seconds=_duration(purge or None, "--purge"))
-    check_training(config, out, resume=resume, overwrite=overwrite, accelerator=accelerator)  # refuse first
+    # refuse first: before the journal is read and the samples built
+    check_training(config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=model_kind)
     journal_run = prepare_journal(config, db=db, symbol=symbol, trades=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
     if journal_run.moved_to_boundary:
         err_console.print(
@@ -587,9 +610,11 @@ def train_command(
         accelerator=accelerator,
         progress=progress,
         sources=journal_run.sources,
+        kind=model_kind,
     )
     if run.is_global_zero:
-        trained = f"{run.epochs_run} epoch{'' if run.epochs_run == 1 else 's'}"
+        unit = "epoch" if run.kind == "lstm" else "boosting round"
+        trained = f"{run.epochs_run} {unit}{'' if run.epochs_run == 1 else 's'}"
         console.print(f"best validation loss {run.best_val_loss:.4f} after {trained}; model: {out / 'model'}")
 
 
