@@ -32,6 +32,8 @@ def _error(text: bytes | str, tmp_path: Path) -> str:
         ("[targets]\nmax_len = 100000000000000000000\n", "targets.max_len: must be at most 5,259,600 minutes"),
         ("[train]\nseed = 1180591620717411303424\n", "train.seed: must be in 0..4294967295"),
         ("[train]\nseed = -1\n", "train.seed: must be in 0..4294967295"),
+        ("[model]\nhidden_size = 1000000\n", "model.hidden_size: must be at most 8,192"),
+        ("[train]\nbatch_size = 10000000\n", "train.batch_size: must be at most 65,536 windows"),
         ('[train]\ndevices = "abc"\n', "train.devices: expected 'auto' or a positive number of devices, got 'abc'"),
     ],
 )
@@ -106,3 +108,24 @@ def test_a_full_disk_while_evaluating_is_one_line_and_keeps_the_old_metrics(  # 
     )
     assert (run / "metrics.json").read_text() == '{"old": true}\n'
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_resume_after_a_failed_last_checkpoint_says_so(  # type: ignore[no-untyped-def]
+    tiny_run: Path, tiny_candles, tiny_trades, tmp_path: Path
+) -> None:
+    """After a disk-full `train`, `--resume` said "stopped before its first epoch ended" although best.ckpt
+    existed."""
+    import warnings
+
+    from conftest import tiny_config
+    from lstm_trading.core.errors import DataError
+    from lstm_trading.runs.train import prepare, train_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "checkpoints" / "last.ckpt").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare(tiny_candles, tiny_trades, tiny_config(), symbol="ETHUSDT")
+    with pytest.raises(DataError, match="last.ckpt is missing but best.ckpt exists beside it"):
+        train_run(prepared, tiny_config(), run, resume=True, accelerator="cpu", progress=False)

@@ -139,6 +139,10 @@ class ModelConfig:
         _check(self.input_size >= 1, "model.input_size", "must be positive")
         _check(self.hidden_size >= 1, "model.hidden_size", "must be positive")
         _check(self.num_layers >= 1, "model.num_layers", "must be positive")
+        # 4 * H * (I + H + 2) weights per layer: beyond these the allocation, not the model, is what fails
+        _check(self.input_size <= 4_096, "model.input_size", "must be at most 4,096 features")
+        _check(self.hidden_size <= 8_192, "model.hidden_size", "must be at most 8,192 (2 GB of weights per layer)")
+        _check(self.num_layers <= 16, "model.num_layers", "must be at most 16")
         _check(self.output_size == 3, "model.output_size", "must be 3 (Buy, Sell, Invalid)")
 
 
@@ -177,6 +181,8 @@ class TrainConfig:
             f"expected 'auto' or a positive number of devices, got {self.devices!r}",
         )
         _check(self.batch_size >= 1, "train.batch_size", "must be at least 1")
+        _check(self.batch_size <= 65_536, "train.batch_size", "must be at most 65,536 windows")
+        _check(self.epochs <= 100_000, "train.epochs", "must be at most 100,000")
         _check(self.lr > 0, "train.lr", "must be positive")
         _check(self.lr <= 1, "train.lr", "must be at most 1 (AdamW steps by about lr per update)")
         _check(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
