@@ -162,3 +162,38 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("not sqlite, just text that is long enough to have a header page\n" * 20)
     with pytest.raises(DataError, match=r"notes.db: not a database the live loop can read \(file is not a database\)"):
         accounts(path)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "where"),
+    [
+        ("live_meta", "value", "{not json", "table live_meta, key 'trader' of account 'paper'"),
+        ("live_fills", "record", '{"entry_time": 1}', "table live_fills, the fill entered at"),
+        ("live_position", "record", '{"client_id": "x"}', "table live_position, the position of account 'paper'"),
+        ("live_decisions", "record", "[1, 2", "table live_decisions, the decision at"),
+    ],
+)
+def test_tampered_live_state_is_named_by_table_and_row(
+    db: Path, table: str, column: str, value: str, where: str
+) -> None:
+    """Invalid JSON in live_meta or a fill record missing keys ended `live-status` and `live` in a traceback."""
+    from typer.testing import CliRunner
+
+    from lstm_trading.cli import app
+
+    decision = {"at": T0 + 900, "action": "open", "reason": "order", "p_buy": 0.7, "stop_loss": 2970.0}
+    with LiveState(db, "paper") as state:
+        state.set_meta(settings={"mode": "paper", "symbol": "ETHUSDT"})
+        state.commit(
+            Step(at=T0 + 900, trader=TRADER, position=a_position(T0 + 900), decision=decision,
+                 fills=(("cid-old", a_fill()),), equity=10_012.5)
+        )  # fmt: skip
+    connection = sqlite3.connect(db)
+    key = " AND key = 'trader'" if table == "live_meta" else ""
+    connection.execute(f"UPDATE {table} SET {column} = ? WHERE account = 'paper'{key}", (value,))
+    connection.commit()
+    connection.close()
+    result = CliRunner().invoke(app, ["live-status", "--db", str(db), "--account", "paper"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {db}: {where}") and result.stderr.count("\n") == 1, result.stderr
+    assert "the live state was edited or damaged" in result.stderr

@@ -17,15 +17,22 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lstm_trading.backtest.execution import Costs, Fill, Order, PositionWatch
 from lstm_trading.core.errors import DataError
 from lstm_trading.data.store import is_lock_error, write_transaction
+
+_R = TypeVar("_R")
+
+
+def _same(value: Any) -> Any:
+    return value
+
 
 SCHEMA_VERSION = 1
 
@@ -183,15 +190,27 @@ class LiveState:
 
     # --- reading ---
 
+    def _read(self, table: str, row: str, text: str, build: Callable[[Any], _R] = _same) -> _R:
+        """A stored JSON record, rebuilt; an edited or damaged one is a `DataError` naming the table and row,
+        never a traceback (`live-status` and `live` read the state first)."""
+        try:
+            return build(json.loads(text))
+        except (json.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError) as error:
+            what = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+            raise DataError(
+                f"{self.path}: table {table}, {row} of account '{self.account}': not a valid record ({what}); "
+                "the live state was edited or damaged: restore the database from a backup or use another --account"
+            ) from None
+
     def meta(self, key: str) -> Any:
         row = self._connection.execute(
             "SELECT value FROM live_meta WHERE account = ? AND key = ?", (self.account, key)
         ).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._read("live_meta", f"key '{key}'", row[0])
 
     def position(self) -> Position | None:
         row = self._connection.execute("SELECT record FROM live_position WHERE account = ?", (self.account,)).fetchone()
-        return None if row is None else Position.from_record(json.loads(row[0]))
+        return None if row is None else self._read("live_position", "the position", row[0], Position.from_record)
 
     def orders(self, status: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT client_id, status, record FROM live_orders WHERE account = ?"
@@ -200,26 +219,26 @@ class LiveState:
             sql += " AND status = ?"
             params.append(status)
         rows = self._connection.execute(sql + " ORDER BY at", params).fetchall()
-        return [{**json.loads(r), "client_id": c, "status": s} for c, s, r in rows]
+        return [{**self._read("live_orders", f"order '{c}'", r, dict), "client_id": c, "status": s} for c, s, r in rows]
 
     def fills(self) -> list[Fill]:
         rows = self._connection.execute(
-            "SELECT record FROM live_fills WHERE account = ? ORDER BY entry_time", (self.account,)
+            "SELECT entry_time, record FROM live_fills WHERE account = ? ORDER BY entry_time", (self.account,)
         ).fetchall()
-        return [fill_from(json.loads(r)) for (r,) in rows]
+        return [self._read("live_fills", f"the fill entered at {t}", r, fill_from) for t, r in rows]
 
     def decisions(self, last: int | None = None) -> list[dict[str, Any]]:
         if last is None:
             rows = self._connection.execute(
-                "SELECT record FROM live_decisions WHERE account = ? ORDER BY at", (self.account,)
+                "SELECT at, record FROM live_decisions WHERE account = ? ORDER BY at", (self.account,)
             ).fetchall()
         else:
             rows = self._connection.execute(
-                "SELECT record FROM (SELECT at, record FROM live_decisions WHERE account = ? ORDER BY at DESC LIMIT ?)"
-                " ORDER BY at",
+                "SELECT at, record FROM (SELECT at, record FROM live_decisions WHERE account = ? ORDER BY at DESC "
+                "LIMIT ?) ORDER BY at",
                 (self.account, last),
             ).fetchall()
-        return [json.loads(r) for (r,) in rows]
+        return [self._read("live_decisions", f"the decision at {a}", r, dict) for a, r in rows]
 
     def equity(self) -> list[tuple[int, float]]:
         rows = self._connection.execute(
