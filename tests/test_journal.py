@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstm_trading.core.errors import DataError
+from lstm_trading.core.errors import DataError, WriteError
 from lstm_trading.data.journal import read_journal, write_journal
 
 T0 = 1_704_110_400  # 2024-01-01 12:00 UTC
@@ -450,7 +450,7 @@ def test_a_failed_write_keeps_the_old_journal(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(openpyxl.Workbook, "save", crash)
     new = pd.DataFrame({"start_time": [T0, T0 + 60], "entry_price": [1.0, 2.0], "side": ["Buy", "Sell"]})
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=f"^{path}: cannot write \\(disk full\\); nothing was changed there$"):
         write_journal(path, new)
     monkeypatch.undo()
     assert len(read_journal(path).trades) == 1

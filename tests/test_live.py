@@ -718,3 +718,18 @@ def test_live_status_without_db_reads_the_default_database_and_says_when_it_is_m
         "error: bybit1min.db: no such database; give the candle database the live loop ran on with --db\n"
     )
     assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_a_replay_stopped_by_periods_says_how_far_it_got(tiny_run: Path, real_db: Path, tmp_path: Path) -> None:
+    """`live --replay --periods 40` printed "replayed 120 moments ... wrote None" after 40 decisions."""
+    start, end = (str(t) for t in real_period(real_db))
+    args = ["live", str(tiny_run), "--replay", "--db", str(real_db), "--from", start, "--to", end, *SETTINGS]
+    args += ["--workers", "1", "-q", "--account", "partial", "--out", str(tmp_path / "rp")]
+    stopped = runner.invoke(app, [*args, "--periods", "3"])
+    assert stopped.exit_code == 0, stopped.output
+    line = stopped.stdout.strip().splitlines()[-1]
+    assert line.startswith("replayed 3 of ") and "(stopped by --periods)" in line and "None" not in line, line
+    assert not (tmp_path / "rp" / "trades.csv").exists()
+    finished = runner.invoke(app, args)
+    assert finished.exit_code == 0, finished.output
+    assert f"wrote {tmp_path / 'rp' / 'trades.csv'}" in finished.stdout

@@ -61,7 +61,8 @@ err_console = Console(stderr=True)
 
 _state = {"debug": False}
 
-DB_OPTION = typer.Option(Path("bybit1min.db"), "--db", help="SQLite candle database.")
+# readable=False: the store says in one line what is wrong with a database; typer's check prints a usage box
+DB_OPTION = typer.Option(Path("bybit1min.db"), "--db", help="SQLite candle database.", readable=False)
 SYMBOL_OPTION = typer.Option("ETHUSDT", "--symbol", help="Symbol name in the store.")
 # The trading flags `backtest` and `live` share (read by `_trading_settings`): one declaration each.
 EVERY_OPTION = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run).")
@@ -264,7 +265,10 @@ def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 @ingest_app.command("csv")
 def ingest_csv(
-    file: Path = typer.Argument(..., help="CSV with the header timestamp,open,high,low,close,volume."),
+    # readable=False: click's own check ends in a usage box; the reader says what is wrong in one line.
+    file: Path = typer.Argument(
+        ..., help="CSV with the header timestamp,open,high,low,close,volume (a pipe or .gz works).", readable=False
+    ),
     db: Path = DB_OPTION,
     symbol: str = SYMBOL_OPTION,
     exchange: str | None = typer.Option(None, "--exchange", help="Exchange the candles come from, e.g. bybit."),
@@ -282,7 +286,7 @@ def ingest_csv(
         raise ConfigError("give --exchange and --market together, e.g. --exchange bybit --market linear")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        candles = read_candles_csv(file)
+        candles = read_candles_csv(file, symbol=symbol)
     _show_warnings(caught)
     with CandleStore(db, create=True) as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -636,23 +640,43 @@ def predict_command(
 ) -> None:
     """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment."""
     import json
+    import os
+    import sys
 
     from lstm_trading.core.config import Config
+    from lstm_trading.core.jsonio import json_safe
     from lstm_trading.runs.predict import predict_run
 
+    # The printed prediction is the command's whole result: with stdout closed (`>&-`) Python has no sys.stdout
+    # and every print is dropped without a word, so say so before the work instead of exiting 0.
+    if sys.stdout is None:
+        raise LstmTradingError("stdout is closed, so the prediction would be lost; redirect it to a file instead")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
     result = predict_run(run, db=db_given, symbol=symbol_given, at=_moment(at, "--at"), entry=entry, runtime=runtime)
     if as_json:
-        typer.echo(json.dumps(result))
-        return
-    console.print(f"at {result['at_utc']} ({result['window_minutes']} minutes of history)")
-    console.print("P(Buy) {Buy:.3f}  P(Sell) {Sell:.3f}  P(Invalid) {Invalid:.3f}".format(**result["probabilities"]))
-    console.print(f"decision: {result['side']}  entry {result['entry']:.2f}")
-    if result["side"] != "Invalid":
-        console.print(
-            f"stop loss {result['stop_loss']:.2f} ({result['stop_loss_pct']:.3f} %)  "
-            f"take profit {result['take_profit']:.2f} ({result['take_profit_pct']:.3f} %)"
-        )
+        lines = [json.dumps(json_safe(result), allow_nan=False)]
+    else:
+        lines = [
+            f"at {result['at_utc']} ({result['window_minutes']} minutes of history)",
+            "P(Buy) {Buy:.3f}  P(Sell) {Sell:.3f}  P(Invalid) {Invalid:.3f}".format(**result["probabilities"]),
+            f"decision: {result['side']}  entry {result['entry']:.2f}",
+        ]
+        if result["side"] != "Invalid":
+            lines.append(
+                f"stop loss {result['stop_loss']:.2f} ({result['stop_loss_pct']:.3f} %)  "
+                f"take profit {result['take_profit']:.2f} ({result['take_profit_pct']:.3f} %)"
+            )
+    try:  # plain echo, not rich: rich exits 1 without a word on a broken pipe
+        typer.echo("\n".join(lines))
+        sys.stdout.flush()
+    except OSError as error:  # a reader that went away (`| head -0`), a full disk (`> /dev/full`)
+        try:  # so that Python's own flush at exit does not print a second error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        raise LstmTradingError(f"could not write the prediction to stdout ({error.strerror or error})") from None
 
 
 @app.command("demo")
@@ -776,7 +800,12 @@ def backtest_command(
     position_share: str | None = POSITION_SHARE_OPTION,
     daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
     trades: Path | None = typer.Option(None, "--trades", help="A journal whose own trades run as a baseline."),
-    seeds: int = typer.Option(20, "--seeds", min=1, help="Seeds of the random-entry baseline."),
+    random_runs: int = typer.Option(
+        1000, "--random-runs", "--seeds", min=1, help="Random-entry runs: the random baseline and the p-value's null."
+    ),
+    trials: int = typer.Option(
+        1, "--trials", min=1, help="Configurations tried to find this one (the deflated Sharpe ratio's N)."
+    ),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Windows per forward pass."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Inference processes (default: one per core when worth it)."
@@ -786,7 +815,14 @@ def backtest_command(
 ) -> None:
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
     from lstm_trading.backtest.statistics import short_period_note
-    from lstm_trading.report.tables import SUMMARY_HEADER, detail_rows, summary_rows
+    from lstm_trading.report.tables import (
+        SIGNIFICANCE_HEADER,
+        SUMMARY_HEADER,
+        detail_rows,
+        significance_rows,
+        summary_rows,
+        verdict_line,
+    )
     from lstm_trading.runs.backtest import backtest_run
 
     config = _trading_settings(
@@ -818,7 +854,8 @@ def backtest_command(
             end=last,
             trades=trades,
             out_dir=out,
-            seeds=tuple(range(seeds)),
+            random_runs=random_runs,
+            trials=trials,
             batch_size=batch_size,
             workers=workers,
             progress=advance,
@@ -832,7 +869,11 @@ def backtest_command(
         f"{signals['Buy']} Buy and {signals['Sell']} Sell signals"
     )
     _print_table(title, SUMMARY_HEADER, summary_rows(stats))
+    _print_table("per trade, after costs", SIGNIFICANCE_HEADER, significance_rows(stats))
     _print_table("model", ("", ""), detail_rows(stats["model"]))
+    verdict = verdict_line(stats)
+    if verdict is not None:
+        _echo_plain(verdict)
     note = short_period_note(stats)
     if note is not None:
         _echo_plain(note)
@@ -958,10 +999,16 @@ def live_command(
             warnings.simplefilter("always")
             result = replay_run(run, settings, config=config, echo=_echo_plain)
         _show_warnings(caught)
-        _echo_plain(
-            f"replayed {result.moments} moments {format_time(result.start)} to {format_time(result.end)}: "
-            f"{len(result.fills)} trades, P&L {result.state['total_pnl']:+,.2f}; wrote {result.trades_path}"
-        )
+        period = f"{format_time(result.start)} to {format_time(result.end)}"
+        pnl = f"{len(result.fills)} trades, P&L {result.state['total_pnl']:+,.2f}"
+        if not result.finished:  # stopped by --periods: nothing is written until the period's end
+            _echo_plain(
+                f"replayed {result.ran} of {result.moments} moments of {period} (stopped by --periods): {pnl} so "
+                "far; run the same command to continue, trades.csv is written when the replay reaches the end"
+            )
+            return
+        where = f"; wrote {result.trades_path}" if result.trades_path is not None else ""
+        _echo_plain(f"replayed {result.moments} moments {period}: {pnl}{where}")
         return
     try:
         with sigterm_as_interrupt():
@@ -973,7 +1020,7 @@ def live_command(
 
 @app.command("live-status")
 def live_status_command(
-    db: Path = typer.Option(Path("bybit1min.db"), "--db", help="The database the live loop ran on."),
+    db: Path = typer.Option(Path("bybit1min.db"), "--db", help="The database the live loop ran on.", readable=False),
     account: str | None = typer.Option(None, "--account", help="Account (default: the only one)."),
     last: int = typer.Option(10, "--last", min=1, help="Decisions to show."),
 ) -> None:

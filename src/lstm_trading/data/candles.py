@@ -2,7 +2,9 @@
 
 A candle frame has the columns of `CANDLE_COLUMNS`: `timestamp` (int64 open time, UTC seconds, on a minute
 boundary), then `open, high, low, close, volume` (float64, finite, prices > 0, volume >= 0,
-low <= open, close <= high), sorted ascending, unique timestamps, a default RangeIndex.
+low <= open, close <= high), sorted ascending, unique timestamps, a default RangeIndex. A `symbol` column in
+the input, when there is one, must name the symbol the candles are stored under on every row: candles of
+another market are never stored under a name by accident.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE, TimeParseError, format_time, to_unix_seconds
 
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+SYMBOL_COLUMN = "symbol"
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VALUE_COLUMNS = (*PRICE_COLUMNS, "volume")
 
 # Features are float32: a value beyond its range becomes inf there, so it is refused here.
 _LARGEST_VALUE = float(np.finfo(np.float32).max)
 # Open times before 1970 or from 2100 on are misread units or typing errors, not candles.
-_LATEST_TIMESTAMP = 4_102_444_800  # 2100-01-01 00:00 UTC
+LATEST_TIMESTAMP = 4_102_444_800  # 2100-01-01 00:00 UTC
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ def validate_candles(
     lines: np.ndarray | None = None,
     unit: str = "line",
     check_interval: bool = True,
+    symbol: str | None = None,
 ) -> pd.DataFrame:
     """Check the candle rules and return a clean candle frame.
 
@@ -88,7 +92,9 @@ def validate_candles(
     unsorted rows are sorted, identical duplicate rows dropped. Duplicates that disagree are an error: the
     tool cannot know which one the exchange meant. With `check_interval`, input whose bars are mostly
     another interval apart (a 5-minute file) is refused: the store holds 1-minute candles only. Columns are
-    matched ignoring case and surrounding spaces; other columns are ignored.
+    matched ignoring case and surrounding spaces (two columns with one such name are refused); other columns
+    are ignored, except `symbol`: every row's symbol must be `symbol` (ignoring case and surrounding spaces),
+    and without `symbol` the rows must all name one symbol.
     """
 
     def line(position: int) -> int:
@@ -103,6 +109,9 @@ def validate_candles(
             f"{source}: no candles (only a header); a candle file needs one line per minute: "
             + ",".join(CANDLE_COLUMNS)
         )
+    symbol_column = _find_symbol_column(frame)
+    if symbol_column is not None:
+        _check_symbols(frame[symbol_column], symbol, source, unit, where)
     stamps = _timestamps(frame[columns["timestamp"]], where)
     values = {name: _numbers(frame[columns[name]], name, where) for name in VALUE_COLUMNS}
     _check_values(values, where)
@@ -129,7 +138,25 @@ def validate_candles(
     return clean.reset_index(drop=True)
 
 
+def check_header(names: list[object] | pd.Index, source: str) -> None:
+    """Refuse a header in which two columns give one of the known names (ignoring case and surrounding spaces):
+    which of them holds the candles is anyone's guess. Unknown columns may repeat: they are ignored."""
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        key = str(name).strip().lower()
+        if key not in (*CANDLE_COLUMNS, SYMBOL_COLUMN):
+            continue
+        if key in seen:
+            first = seen[key]
+            raise DataError(
+                f"{source}: column '{key}' appears twice in the header (columns {first + 1} and {index + 1}: "
+                f"{str(names[first])!r} and {str(name)!r}); keep one"
+            )
+        seen[key] = index
+
+
 def _find_columns(frame: pd.DataFrame, source: str) -> dict[str, str]:
+    check_header(frame.columns, source)
     found: dict[str, str] = {}
     for column in frame.columns:
         found.setdefault(str(column).strip().lower(), column)
@@ -141,6 +168,34 @@ def _find_columns(frame: pd.DataFrame, source: str) -> dict[str, str]:
             f"(columns found: {have}); the first line must be the header " + ",".join(CANDLE_COLUMNS)
         )
     return {name: found[name] for name in CANDLE_COLUMNS}
+
+
+def _find_symbol_column(frame: pd.DataFrame) -> str | None:
+    return next((column for column in frame.columns if str(column).strip().lower() == SYMBOL_COLUMN), None)
+
+
+def _check_symbols(column: pd.Series, symbol: str | None, source: str, unit: str, where: Callable[[int], str]) -> None:
+    """Every row names `symbol` (or, without one, the same symbol): a file's own symbol column is never ignored."""
+    values = column.reset_index(drop=True)
+    names = values.astype(str).str.strip()
+    missing = (values.isna() | (names == "")).to_numpy()
+    if missing.any():
+        position = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{where(position)}: symbol is empty; a symbol column must name the symbol on every {unit}")
+    held = ", ".join(sorted(names.unique())[:5]) + (", ..." if names.nunique() > 5 else "")
+    if symbol is None:
+        if names.str.upper().nunique() > 1:
+            raise DataError(f"{source}: holds candles of several symbols ({held}); split the file, one per symbol")
+        return
+    other = (names.str.upper() != symbol.strip().upper()).to_numpy()
+    if other.any():
+        position = int(np.flatnonzero(other)[0])
+        several = names.str.upper().nunique() > 1
+        fix = "split the file, one per symbol" if several else f"import it with --symbol {names.iloc[position]}"
+        raise DataError(
+            f"{where(position)}: symbol {names.iloc[position]!r} is not {symbol}, the --symbol the candles are "
+            f"stored under (the file holds {held}); {fix}"
+        )
 
 
 def _show(value: object) -> str:
@@ -158,6 +213,7 @@ def _timestamps(column: pd.Series, where: Callable[[int], str]) -> np.ndarray:
     values = column.reset_index(drop=True)
     if pd.api.types.is_bool_dtype(values.dtype):
         values = values.astype(str)  # a column of TRUE/FALSE: refused below as text, not read as 1/0
+    outside_range = "is outside 1970 to 2100; use Unix seconds, milliseconds or ISO datetimes"
     try:
         with np.errstate(invalid="ignore", over="ignore"):
             stamps = to_unix_seconds(values)
@@ -168,18 +224,41 @@ def _timestamps(column: pd.Series, where: Callable[[int], str]) -> np.ndarray:
             f"{where(error.position)}: timestamp {_show(error.value)} is not a time; use Unix seconds, milliseconds "
             "or ISO datetimes such as 2025-06-01 12:00:00+00:00 (UTC)"
         ) from None
-    outside = (stamps < 0) | (stamps >= _LATEST_TIMESTAMP)
+    except (ValueError, OverflowError):  # a datetime beyond pandas' nanosecond range (before 1677, after 2262)
+        position = first_unreadable_time(values)
+        raise DataError(f"{where(position)}: timestamp {_show(values.iloc[position])} {outside_range}") from None
+    outside = (stamps < 0) | (stamps >= LATEST_TIMESTAMP)
     if outside.any():
         position = int(np.flatnonzero(outside)[0])
-        raise DataError(
-            f"{where(position)}: timestamp {_show(column.iloc[position])} is outside 1970 to 2100; "
-            "use Unix seconds, milliseconds or ISO datetimes"
-        )
+        raise DataError(f"{where(position)}: timestamp {_show(column.iloc[position])} {outside_range}")
     return stamps
 
 
+def first_unreadable_time(values: pd.Series) -> int:
+    """The position of the first value `to_unix_seconds` refuses, for a column it refused as a whole with an
+    error that names no position (pandas' out-of-range datetimes): bisection over prefixes, so a long column
+    costs a few conversions, not one per row."""
+    readable, unreadable = 0, len(values)  # values[:readable] converts, values[:unreadable] does not
+    while unreadable - readable > 1:
+        middle = (readable + unreadable) // 2
+        try:
+            with np.errstate(all="ignore"):
+                to_unix_seconds(values.iloc[:middle])
+            readable = middle
+        except (ValueError, OverflowError):
+            unreadable = middle
+    return unreadable - 1
+
+
 def _numbers(column: pd.Series, name: str, where: Callable[[int], str]) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+    if pd.api.types.is_bool_dtype(column.dtype):  # TRUE/FALSE: pandas reads them as booleans, not as 1 and 0
+        raise DataError(f"{where(0)}: {name} {str(column.iloc[0])!r} is not a number")
+    if column.dtype == object:
+        flags = column.map(lambda value: isinstance(value, bool | np.bool_)).to_numpy(dtype=bool)
+        if flags.any():
+            position = int(np.flatnonzero(flags)[0])
+            raise DataError(f"{where(position)}: {name} {str(column.iloc[position])!r} is not a number")
+    if pd.api.types.is_numeric_dtype(column.dtype):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         numbers = pd.to_numeric(column, errors="coerce")

@@ -11,6 +11,7 @@ which the split's purge reads.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from openpyxl import Workbook
 from lstm_trading.core.atomic import write_with
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE, TimeParseError, to_unix_seconds
+from lstm_trading.data.candles import LATEST_TIMESTAMP, first_unreadable_time
 
 JOURNAL_SHEET = "tradesmain"
 META_SHEET = "meta"
@@ -210,10 +212,16 @@ def _load(path: Path, sheet: str) -> tuple[int, tuple[Any, ...], list[tuple[int,
     """The header's row number and cells, the data rows (Excel row number, cells), and the meta sheet."""
     if not path.exists():
         raise DataError(f"{path}: no such journal file")
-    if not path.is_file():
+    if path.is_dir():
         raise DataError(f"{path}: is a folder, not a journal file")
     try:
-        with path.open("rb") as handle:
+        data = path.read_bytes()  # once, into memory: a pipe or process substitution cannot be read twice
+    except PermissionError:
+        raise DataError(f"{path}: cannot read the journal (permission denied); make it readable") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the journal: {error.strerror or error}") from None
+    try:
+        with io.BytesIO(data) as handle:
             workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
             try:
                 names = {name.lower(): name for name in workbook.sheetnames}  # Excel's names ignore case
@@ -346,8 +354,12 @@ def _start_times(cells: list[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, st
     for i, cell in enumerate(cells):
         if isinstance(cell, datetime | date):
             moment = cell if isinstance(cell, datetime) else datetime(cell.year, cell.month, cell.day)
-            if moment.tzinfo is not None:
-                moment = moment.astimezone(UTC).replace(tzinfo=None)
+            try:
+                if moment.tzinfo is not None:
+                    moment = moment.astimezone(UTC).replace(tzinfo=None)
+            except (OverflowError, ValueError):  # an offset that pushes the year past 9999 or before 1
+                problems[i] = _outside(cell)
+                continue
             micros = (moment - _EPOCH) // timedelta(microseconds=1)
             millis = (micros + 500) // 1000
             seconds[i] = -(-millis // 1000)
@@ -361,21 +373,36 @@ def _start_times(cells: list[Any]) -> tuple[np.ndarray, np.ndarray, dict[int, st
             subsecond[i] = _has_fraction_of_second(cell)
     pending = bulk
     while pending:  # bulk conversion; a bad value is set aside and the rest converted again
-        values = [cells[i] for i in pending]
+        values = pd.Series([cells[i] for i in pending], dtype=object)
         try:
-            seconds[pending] = to_unix_seconds(pd.Series(values, dtype=object))
+            with np.errstate(all="ignore"):  # a huge number overflows int64: refused below, no numpy warning
+                seconds[pending] = to_unix_seconds(values)
             pending = []
         except TimeParseError as error:
             bad = pending[error.position]
             problems[bad] = f"start_time is {cells[bad]!r}, not a time; {_TIME_HELP}"
             pending = [i for i in pending if i != bad]
+        except (ValueError, OverflowError):  # a datetime beyond pandas' range (before 1677, after 2262)
+            bad = pending[first_unreadable_time(values)]
+            problems[bad] = _outside(cells[bad])
+            pending = [i for i in pending if i != bad]
     for i in range(len(cells)):
-        if i not in problems and seconds[i] < _EARLIEST_SECONDS:
+        if i in problems:
+            continue
+        number = None if isinstance(cells[i], datetime | date) else _number(cells[i])
+        if seconds[i] >= LATEST_TIMESTAMP or (seconds[i] < 0 and number is not None and number > 0):
+            problems[i] = _outside(cells[i])  # (a huge number wraps around to a negative int64)
+        elif seconds[i] < _EARLIEST_SECONDS:
             problems[i] = (
                 f"start_time {cells[i]!r} is before 1973: an Excel date without its date format, or a typo? "
                 + _TIME_HELP
             )
     return seconds, subsecond, problems
+
+
+def _outside(cell: Any) -> str:
+    shown = str(cell) if isinstance(cell, datetime | date) else repr(cell)
+    return f"start_time {shown} is outside 1973 to 2100, the years candles can have: a typo? {_TIME_HELP}"
 
 
 def _has_fraction_of_second(cell: int | float | str) -> bool:

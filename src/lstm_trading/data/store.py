@@ -18,6 +18,8 @@ import errno
 import os
 import shutil
 import sqlite3
+import stat
+import struct
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -60,6 +62,10 @@ CREATE TABLE IF NOT EXISTS symbols (
 );
 """
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# Primary SQLite result codes (https://sqlite.org/rescode.html); extended codes keep them in the low byte.
+_READONLY, _IOERR, _CORRUPT, _CANTOPEN, _NOTADB = 8, 10, 11, 14, 26
+# The first byte of a b-tree page: interior index, interior table, leaf index, leaf table.
+_BTREE_PAGE_TYPES = (2, 5, 10, 13)
 _ROW = np.dtype([(name, np.int64 if name == "timestamp" else np.float64) for name in CANDLE_COLUMNS])
 _SELECT = "SELECT timestamp, open, high, low, close, volume FROM candles"
 # Seed tables may hold milliseconds; this reads any row's open time in seconds (for filters and order).
@@ -135,10 +141,7 @@ class CandleStore:
 
     def _inspect(self, create: bool) -> None:
         connection = self._connection
-        try:
-            tables = {row[0].lower(): row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-        except sqlite3.DatabaseError:
-            raise DataError(f"{self.path}: not a SQLite database; give the candle database made by ingest") from None
+        tables = {row[0].lower(): row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise DataError(
@@ -152,9 +155,10 @@ class CandleStore:
                     f"{self.path}: no candles table (tables found: {found}); give a database made by "
                     "`lstm-trading ingest` or by the original script"
                 )
-            self._set_wal()
-            connection.executescript(_SCHEMA)
-            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with self._errors(writing=True):
+                self._set_wal()
+                connection.executescript(_SCHEMA)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
         columns = {
             str(row[1]).lower(): (str(row[2] or ""), int(row[5]))
@@ -362,7 +366,7 @@ class CandleStore:
         origin = None if exchange is None and market is None else _origin(exchange or "", market or "")
         self._check_writable()
         frame = validate_candles(
-            candles, source or f"candles for {symbol}", unit="row", line_offset=1, check_interval=False
+            candles, source or f"candles for {symbol}", unit="row", line_offset=1, check_interval=False, symbol=symbol
         )
         columns = [frame[name].to_numpy().tolist() for name in CANDLE_COLUMNS]
         with self._transaction() as connection:
@@ -428,7 +432,7 @@ class CandleStore:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         connection = self._connection
-        with self._errors():
+        with self._errors(writing=True):
             self._set_wal()
             if not self._has_table("symbols"):
                 connection.executescript(_SCHEMA)
@@ -440,20 +444,34 @@ class CandleStore:
         return row.fetchone() is not None
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """SQLite errors become `DataError`s naming the file; a lock held past `timeout` says so."""
+    def _errors(self, *, writing: bool = False) -> Iterator[None]:
+        """SQLite errors become `DataError`s naming the file and saying what is wrong: a lock held past `timeout`,
+        a read-only file or folder (and what `writing` or reading needed there), a damaged file. pandas wraps
+        the errors of its queries (seed tables) in its own `DatabaseError`: unwrapped the same way."""
         try:
             yield
-        except sqlite3.OperationalError as error:
-            text = str(error)
-            if is_lock_error(error):
-                raise DataError(
-                    f"{self.path}: the database is locked by another writer (waited {self.timeout:g} s); "
-                    "try again when the other import or download has finished"
-                ) from None
-            raise DataError(f"{self.path}: {text}") from None
-        except sqlite3.DatabaseError as error:
+        except sqlite3.Error as error:
+            raise self._explain(error, writing) from None
+        except pd.errors.DatabaseError as error:
+            cause = error.__cause__
+            if isinstance(cause, sqlite3.Error):
+                raise self._explain(cause, writing) from None
             raise DataError(f"{self.path}: database error: {error}") from None
+
+    def _explain(self, error: sqlite3.Error, writing: bool) -> DataError:
+        if isinstance(error, sqlite3.OperationalError) and is_lock_error(error):
+            return DataError(
+                f"{self.path}: the database is locked by another writer (waited {self.timeout:g} s); "
+                "try again when the other import or download has finished"
+            )
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code in (_READONLY, _CANTOPEN) or "readonly" in str(error):
+            return _read_only(self.path, error, writing)
+        if code in (_CORRUPT, _NOTADB, _IOERR):
+            return _damaged(self.path, error)
+        if isinstance(error, sqlite3.OperationalError):
+            return DataError(f"{self.path}: {error}")
+        return DataError(f"{self.path}: database error: {error}")
 
     # --- lifetime ---
 
@@ -604,15 +622,139 @@ def _check_file(path: Path, create: bool) -> bool:
         if not path.parent.exists():
             raise DataError(f"{path}: the folder {path.parent} does not exist")
         return True
-    with path.open("rb") as handle:
-        head = handle.read(len(_SQLITE_HEADER))
+    if not stat.S_ISREG(path.stat().st_mode):  # opening a FIFO would wait for a writer, forever
+        raise DataError(
+            f"{path}: not a regular file (a pipe, socket or device); SQLite needs the database as a file on disk"
+        )
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except PermissionError:
+        raise DataError(
+            f"{path}: cannot read the database (permission denied); make it readable, or give another --db"
+        ) from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the database ({error.strerror or error})") from None
     if not head:
         if create:
             return True
         raise DataError(f"{path}: the file is empty, not a candle database")
     if head != _SQLITE_HEADER:
+        if _looks_like_sqlite_pages(path):
+            raise _damaged(path, None)
         raise DataError(f"{path}: not a SQLite database; give the candle database made by ingest")
     return False
+
+
+def _looks_like_sqlite_pages(path: Path) -> bool:
+    """Whether a file without the SQLite header is still made of SQLite pages (its first page overwritten): a
+    whole number of pages of one of SQLite's page sizes, the second of them a b-tree page with a sane header."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        for page_size in (512 << shift for shift in range(8)):  # 512 to 65,536 bytes
+            if size % page_size or size < 2 * page_size:
+                continue
+            handle.seek(page_size)
+            kind, freeblock, cells, content, fragmented = struct.unpack(">BHHHB", handle.read(8))
+            content = content or 65_536
+            if (
+                kind in _BTREE_PAGE_TYPES
+                and freeblock < page_size
+                and 8 <= content <= page_size
+                and cells * 2 + 8 <= page_size
+                and fragmented <= 60
+            ):
+                return True
+    return False
+
+
+def _read_only(path: Path, error: sqlite3.Error, writing: bool) -> DataError:
+    """What could not be written (the folder, the file) and what the command needed there."""
+    folder = path.absolute().parent
+    wal = _header_byte(path, 18) == 2  # the file format's read version: 2 is WAL
+    if not os.access(folder, os.W_OK):
+        if wal and not writing:
+            return DataError(
+                f"{path}: cannot read the database: the folder {folder} is read-only (not writable), and a database "
+                f"in WAL mode needs to create {path.name}-shm there even to be read; make the folder writable, or "
+                "copy the database into a writable folder"
+            )
+        return DataError(
+            f"{path}: cannot write the database: the folder {folder} is read-only (not writable), and writing "
+            f"candles needs to create {path.name}-wal and {path.name}-shm there; make the folder writable, or use "
+            "a --db in a writable folder"
+        )
+    if not os.access(path, os.W_OK):
+        return DataError(
+            f"{path}: cannot write the database: the file is read-only (not writable), and writing candles needs "
+            "to change it; make it writable, or use another --db"
+        )
+    return DataError(f"{path}: cannot {'write' if writing else 'read'} the database ({error})")
+
+
+def _damaged(path: Path, error: sqlite3.Error | None) -> DataError:
+    """A damaged file: `PRAGMA integrity_check`'s first line, run on a read-only connection (a diagnosis never
+    writes), and whether the file is shorter than its header says."""
+    report = _integrity_check(path)
+    if report == "ok" and error is not None:
+        return DataError(f"{path}: database error: {error} (PRAGMA integrity_check finds nothing wrong)")
+    detail = ""
+    if error is None:
+        detail = "; its first page, which holds the SQLite header, is overwritten"
+    else:
+        size = path.stat().st_size
+        header = _header(path)
+        if header is not None:
+            page_size, pages = header
+            if size < page_size * pages:
+                detail = (
+                    f"; the file is cut short: {size:,} bytes, where its header records {pages:,} pages of "
+                    f"{page_size:,} bytes ({page_size * pages:,} bytes)"
+                )
+    return DataError(
+        f"{path}: the database is damaged (PRAGMA integrity_check: {report}){detail}; restore it from a backup, or "
+        f"salvage what is readable with `sqlite3 {path} .recover | sqlite3 recovered.db`"
+    )
+
+
+def _integrity_check(path: Path) -> str:
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        return str(error)
+    try:
+        row = connection.execute("PRAGMA integrity_check(1)").fetchone()
+    except sqlite3.Error as error:
+        return str(error)
+    finally:
+        connection.close()
+    lines = [] if row is None else str(row[0]).splitlines()
+    # Its first line may only name the schema ("*** in database main ***"); the problem comes next.
+    return next((line for line in lines if not line.startswith("*** in database")), lines[0] if lines else "no result")
+
+
+def _header(path: Path) -> tuple[int, int] | None:
+    """Page size and page count from the file's header, when the count is valid (SQLite's rule: the change
+    counter at offset 24 equals the version-valid-for number at offset 92)."""
+    with path.open("rb") as handle:
+        head = handle.read(100)
+    if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
+        return None
+    (page_size,) = struct.unpack_from(">H", head, 16)
+    changes, pages = struct.unpack_from(">II", head, 24)
+    (valid_for,) = struct.unpack_from(">I", head, 92)
+    if changes != valid_for or pages == 0:
+        return None
+    return (65_536 if page_size == 1 else page_size), pages
+
+
+def _header_byte(path: Path, offset: int) -> int | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(offset + 1)
+    except OSError:
+        return None
+    return head[offset] if len(head) > offset and head.startswith(_SQLITE_HEADER) else None
 
 
 def _origin(exchange: str, market: str) -> tuple[str, str]:

@@ -495,6 +495,8 @@ class ReplayResult:
     fills: list[Fill]
     trades_path: Path | None
     state: dict[str, Any]
+    ran: int = 0  # periods decided by this call (fewer than `moments` when stopped by max_periods or resumed)
+    finished: bool = True  # the period's end was reached, and trades.csv written
 
 
 def replay(
@@ -550,7 +552,7 @@ def replay(
             trades_path = out_dir / "trades.csv"
             write_text_atomic(trades_path, trades_frame(fills).to_csv(index=False))
         summary = status(state)
-    return ReplayResult(start, end, len(moments), fills, trades_path, summary)
+    return ReplayResult(start, end, len(moments), fills, trades_path, summary, ran=ran, finished=finished)
 
 
 def _settings_record(settings: LoopSettings, mode: str) -> dict[str, Any]:
