@@ -189,12 +189,13 @@ def test_features_from_the_first_rows_do_depend_on_the_start(bybit: pd.DataFrame
     assert abs(full.loc[stamp, "RSI_14h"] - later.loc[stamp, "RSI_14h"]) > 1e-3
 
 
-def test_gap_is_not_filled_and_windows_count_rows(binance_gap_csv: Path) -> None:
+def test_a_short_gap_carries_through_and_windows_count_rows(binance_gap_csv: Path) -> None:
+    """A gap no longer than `max_gap_minutes` is not filled and does not restart the indicators."""
     candles = read_candles_csv(binance_gap_csv)
     stamps = candles["timestamp"].to_numpy()
     (gap,) = np.flatnonzero(np.diff(stamps) > 60) + 1
     assert stamps[gap] - stamps[gap - 1] == 271 * 60  # 270 missing minutes
-    config = FeatureConfig(warmup_minutes=3_000)
+    config = FeatureConfig(warmup_minutes=3_000, max_gap_minutes=300)
 
     features = compute_features(candles, config)
 
@@ -209,7 +210,48 @@ def test_gap_is_not_filled_and_windows_count_rows(binance_gap_csv: Path) -> None
     assert sma[gap] == pytest.approx(close[gap - 599 : gap + 1].mean(), rel=1e-12)
     assert sma[gap - 1] == pytest.approx(close[gap - 600 : gap].mean(), rel=1e-12)
     assert after["SMA_10h_pct"] == pytest.approx(100 * (sma[gap] / sma[gap - 1] - 1), rel=1e-5)
-    assert len(compute_features(candles)) == len(candles) - 8_000
+
+
+def test_a_long_gap_restarts_the_indicators_and_the_warm_up(binance_gap_csv: Path) -> None:
+    """Longer than `max_gap_minutes` (default 60): the segment after the gap is computed as if the data began
+    there (exactly), and its warm-up is dropped again; the first minute after the gap is no jump across it."""
+    candles = read_candles_csv(binance_gap_csv)
+    stamps = candles["timestamp"].to_numpy()
+    (gap,) = np.flatnonzero(np.diff(stamps) > 60) + 1
+    config = FeatureConfig(warmup_minutes=2_200)  # the segment before the gap (2,700 minutes) keeps 500 rows
+    assert rows_dropped(config) == 2_200
+    features = compute_features(candles, config)
+    assert features.index.tolist() == stamps[2_200:gap].tolist() + stamps[gap + 2_200 :].tolist()
+    alone = compute_features(candles.iloc[gap:].reset_index(drop=True), config)
+    pd.testing.assert_frame_equal(features.loc[stamps[gap + 2_200] :], alone)
+    before = compute_features(candles.iloc[:gap].reset_index(drop=True), config)
+    assert len(before) == gap - 2_200
+    pd.testing.assert_frame_equal(features.loc[: stamps[gap - 1]], before)
+    # with the default 8,000-minute warm-up the short first segment gives no rows at all
+    assert len(compute_features(candles)) == len(candles) - gap - 8_000
+
+
+def test_windows_never_reach_across_a_long_gap_and_skip_its_warm_up(binance_gap_csv: Path) -> None:
+    """A moment right after a long gap (inside the new segment's warm-up) has no window; one after the
+    warm-up reaches back only to the segment's first usable row; a moment after a short gap reaches across."""
+    from lstm_trading.features.matrix import FeatureMatrix
+    from lstm_trading.samples.windows import window_bounds
+
+    candles = read_candles_csv(binance_gap_csv)
+    stamps = candles["timestamp"].to_numpy()
+    (gap,) = np.flatnonzero(np.diff(stamps) > 60) + 1
+    for max_gap, reaches_across in ((60, False), (300, True)):
+        config = FeatureConfig(warmup_minutes=3_000, max_gap_minutes=max_gap)
+        matrix = FeatureMatrix.from_frame(compute_features(candles, config), config.max_gap_minutes)
+        right_after = int(stamps[gap]) + 10 * 60  # ten minutes into the new segment
+        after_warmup = int(stamps[gap + 3_000]) + 100 * 60
+        start, end = window_bounds(matrix.timestamps, np.array([right_after, after_warmup]), 10_000, max_gap)
+        if reaches_across:
+            assert end[0] - start[0] > 0 and matrix.timestamps[start[1]] < stamps[gap]
+        else:
+            assert end[0] == start[0]  # inside the warm-up: no usable window, skipped
+            assert matrix.timestamps[start[1]] == stamps[gap + 3_000]  # cut at the segment's first usable row
+            assert end[1] - start[1] == 100
 
 
 def test_nan_in_candles_is_refused_naming_row_and_time(bybit: pd.DataFrame) -> None:

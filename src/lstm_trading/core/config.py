@@ -45,6 +45,7 @@ class FeatureConfig:
     atr: int = 840
     warmup_minutes: int = 8_000
     pct_clip: float = 10_000.0
+    max_gap_minutes: int = 60  # a longer gap splits the history into segments (DESIGN.md, "Gaps")
 
     def __post_init__(self) -> None:
         for name in ("sma", "ema", "rsi", "macd_fast", "macd_slow", "macd_signal", "bollinger", "atr"):
@@ -63,6 +64,11 @@ class FeatureConfig:
         )
         _check(self.bollinger_sigma > 0, "features.bollinger_sigma", "must be positive")
         _check(self.pct_clip > 0, "features.pct_clip", "must be positive")
+        _check(
+            0 <= self.max_gap_minutes <= MAX_HISTORY_MINUTES,
+            "features.max_gap_minutes",
+            f"must be in 0..{MAX_HISTORY_MINUTES:,} minutes",
+        )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import talib
 from lstm_trading import __version__
 from lstm_trading.core.atomic import atomic_path, write_text_atomic
 from lstm_trading.core.config import FeatureConfig, RuntimeConfig
-from lstm_trading.core.errors import DataError
+from lstm_trading.core.errors import DataError, WriteError
 from lstm_trading.features.compute import CANDLE_COLUMNS, FEATURE_NAMES, compute_features
 from lstm_trading.features.matrix import FeatureMatrix
 
@@ -140,7 +140,7 @@ class FeatureCache:
         status = "miss"
         if (entry / HEADER_FILE).exists():
             try:
-                matrix = self._load(entry, identity, candles)
+                matrix = self._load(entry, identity, candles, config)
             except CacheEntryError as error:
                 warnings.warn(f"{entry}: {error}; the features are recomputed and the entry rewritten", stacklevel=2)
                 shutil.rmtree(entry, ignore_errors=True)
@@ -148,21 +148,24 @@ class FeatureCache:
             else:
                 os.utime(entry / HEADER_FILE)  # most recently used: evicted last
                 return CachedFeatures(matrix, "hit", entry)
-        matrix = FeatureMatrix.from_frame(compute_features(candles, config))
+        matrix = FeatureMatrix.from_frame(compute_features(candles, config), config.max_gap_minutes)
         if len(matrix) == 0:
             return CachedFeatures(matrix, status, None)  # nothing worth keeping: callers report the short history
         try:
             self._store(entry, identity, matrix)
-        except OSError as error:
+        except (OSError, WriteError) as error:
+            cause = error.strerror if isinstance(error, OSError) else str(error)
             warnings.warn(
-                f"{entry}: cannot write the feature cache ({error.strerror or error}); continuing without it",
+                f"{entry}: cannot write the feature cache ({cause or error}); continuing without it",
                 stacklevel=2,
             )
             return CachedFeatures(matrix, status, None)
         self._evict(keep=entry)
         return CachedFeatures(matrix, status, entry)
 
-    def _load(self, entry: Path, identity: dict[str, Any], candles: pd.DataFrame) -> FeatureMatrix:
+    def _load(
+        self, entry: Path, identity: dict[str, Any], candles: pd.DataFrame, config: FeatureConfig
+    ) -> FeatureMatrix:
         try:
             header = json.loads((entry / HEADER_FILE).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -201,6 +204,7 @@ class FeatureCache:
             timestamps=np.asarray(arrays["timestamps"]),
             atr=arrays["atr"],
             names=tuple(header["names"]),
+            max_gap_minutes=config.max_gap_minutes,
         )
 
     def _store(self, entry: Path, identity: dict[str, Any], matrix: FeatureMatrix) -> None:
@@ -240,5 +244,5 @@ def feature_matrix(
 ) -> FeatureMatrix:
     """`FeatureMatrix.from_frame(compute_features(candles, config))`, through the cache in `cache_dir` if given."""
     if cache_dir is None:
-        return FeatureMatrix.from_frame(compute_features(candles, config))
+        return FeatureMatrix.from_frame(compute_features(candles, config), config.max_gap_minutes)
     return FeatureCache(cache_dir).features(candles, config, symbol=symbol).matrix

@@ -5,10 +5,11 @@ value with the row before it), so features never look ahead. Recursive indicator
 depend, fading geometrically, on where the history starts; the first `warmup_minutes` rows are therefore
 dropped, never used as model input or targets, and nothing is back-filled.
 
-Gaps (missing minutes) are not filled: windows count rows (minutes of data), as the seed did. Right after a
-270-minute gap a 600-minute SMA spans 870 minutes of clock time, and the `*_pct` of the first candle after the
-gap compares it with the last candle before the gap (the jump across the gap is one percentage change). A gap
-does not restart the warm-up, since the indicators carry on through it.
+Gaps (missing minutes) are never filled (DESIGN.md, "Gaps"). One longer than `max_gap_minutes` (default 60)
+splits the history into segments: the indicators restart at each segment's first candle and its warm-up is
+dropped again, so the first minute after a four-month gap is not a -31 % `close_pct` with stops 60 % too wide
+from an ATR carried across it. Shorter gaps carry through: windows count rows (minutes of data), as the seed
+did, and the `*_pct` of the first candle after a short gap is the change over the gap.
 
 `write_features` is the one piece of I/O here: a CSV or Parquet file for a user to inspect.
 """
@@ -25,7 +26,7 @@ import talib
 from lstm_trading.core.atomic import write_with
 from lstm_trading.core.config import FeatureConfig
 from lstm_trading.core.errors import ConfigError, DataError
-from lstm_trading.core.timeutil import format_time
+from lstm_trading.core.timeutil import MINUTE, format_time
 
 FEATURE_NAMES: tuple[str, ...] = (
     "open_pct",
@@ -147,6 +148,25 @@ def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfi
     longer than that gives an empty frame with the same columns.
     """
     timestamps, c = candle_arrays(candles)
+    bounds = segment_bounds(timestamps, config.max_gap_minutes)
+    if len(bounds) > 1:
+        parts = [_segment_features(timestamps[a:b], {k: v[a:b] for k, v in c.items()}, config) for a, b in bounds]
+        return pd.concat(parts) if parts else _segment_features(timestamps, c, config)
+    return _segment_features(timestamps, c, config)
+
+
+def segment_bounds(timestamps: np.ndarray, max_gap_minutes: int) -> list[tuple[int, int]]:
+    """Row ranges `[start, end)` of the segments: runs of candles no more than `max_gap_minutes` missing
+    minutes apart (a gap of G missing minutes puts consecutive open times (G + 1) * 60 seconds apart)."""
+    if len(timestamps) == 0:
+        return [(0, 0)]
+    cuts = np.flatnonzero(np.diff(timestamps) > (max_gap_minutes + 1) * MINUTE) + 1
+    edges = [0, *cuts.tolist(), len(timestamps)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _segment_features(timestamps: np.ndarray, c: dict[str, np.ndarray], config: FeatureConfig) -> pd.DataFrame:
+    """`compute_features` for one segment: indicators from its first candle, its own warm-up dropped."""
     levels = _levels(c, config)
     first = first_feature_row(levels, config) if len(timestamps) else 0
     keep = slice(first, None)

@@ -19,9 +19,12 @@ class FeatureMatrix:
     timestamps: np.ndarray
     atr: np.ndarray
     names: tuple[str, ...]
+    # Rows more than this many missing minutes apart lie in different segments (DESIGN.md, "Gaps"): no window
+    # spans two. None: one segment (a matrix built by hand).
+    max_gap_minutes: int | None = None
 
     @classmethod
-    def from_frame(cls, features: pd.DataFrame) -> FeatureMatrix:
+    def from_frame(cls, features: pd.DataFrame, max_gap_minutes: int | None = None) -> FeatureMatrix:
         """From `compute_features`' frame: the feature columns in order, then `atr`."""
         names = tuple(str(c) for c in features.columns if c != "atr")
         return cls(
@@ -29,10 +32,11 @@ class FeatureMatrix:
             timestamps=features.index.to_numpy(dtype=np.int64),
             atr=features["atr"].to_numpy(dtype=np.float64),
             names=names,
+            max_gap_minutes=max_gap_minutes,
         )
 
     def __len__(self) -> int:
         return len(self.timestamps)
 
     def with_values(self, values: np.ndarray) -> FeatureMatrix:
-        return FeatureMatrix(values=values, timestamps=self.timestamps, atr=self.atr, names=self.names)
+        return FeatureMatrix(values, self.timestamps, self.atr, self.names, self.max_gap_minutes)

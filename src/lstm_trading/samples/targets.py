@@ -75,7 +75,7 @@ def build_samples(
     if len(matrix) == 0:
         raise DataError("no feature rows: the candles are shorter than the indicator warm-up")
     moments = trades["start_time"].to_numpy(dtype=np.int64)
-    start, end = window_bounds(matrix.timestamps, moments, config.max_len)
+    start, end = window_bounds(matrix.timestamps, moments, config.max_len, matrix.max_gap_minutes)
     length = end - start
     last_close = int(matrix.timestamps[-1]) + MINUTE
     after_data = moments > last_close

@@ -10,14 +10,27 @@ from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.features.matrix import FeatureMatrix
 
 
-def window_bounds(timestamps: np.ndarray, moments: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def window_bounds(
+    timestamps: np.ndarray, moments: np.ndarray, max_len: int, max_gap_minutes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Row ranges `[start, end)` of the candles closed by each moment, at most `max_len` minutes back.
 
-    Closed by `t` means `s + 60 <= t`; the window reaches back to open times `s >= t - max_len*60`.
+    Closed by `t` means `s + 60 <= t`; the window reaches back to open times `s >= t - max_len*60`. With
+    `max_gap_minutes` (DESIGN.md, "Gaps"), a window never reaches back across a gap longer than that: it is cut
+    at its segment's first usable row; and a moment whose newest usable row is more than that many minutes old
+    (inside a data gap, or inside the warm-up of the segment after one) has no window (length 0).
     """
     moments = np.asarray(moments, dtype=np.int64)
     end = np.searchsorted(timestamps, moments - MINUTE, side="right")
     start = np.searchsorted(timestamps, moments - max_len * MINUTE, side="left")
+    if max_gap_minutes is not None and len(timestamps):
+        limit = (max_gap_minutes + 1) * MINUTE
+        firsts = np.r_[0, np.flatnonzero(np.diff(timestamps) > limit) + 1]  # each segment's first usable row
+        last = np.maximum(end - 1, 0)
+        own_first = firsts[np.searchsorted(firsts, last, side="right") - 1]
+        start = np.maximum(start, own_first)
+        stale = (end == 0) | (moments - MINUTE - timestamps[last] > max_gap_minutes * MINUTE)
+        start = np.where(stale, end, start)
     return start.astype(np.int64), np.maximum(end, start).astype(np.int64)
 
 
@@ -25,7 +38,7 @@ def moment_windows(
     matrix: FeatureMatrix, moments: np.ndarray, max_len: int, *, hint: str = "load more history"
 ) -> tuple[np.ndarray, np.ndarray]:
     """`(end, length)` of each moment's window; a moment with no usable candle closed by it is a `DataError`."""
-    start, end = window_bounds(matrix.timestamps, moments, max_len)
+    start, end = window_bounds(matrix.timestamps, moments, max_len, matrix.max_gap_minutes)
     lengths = end - start
     empty = np.flatnonzero(lengths == 0)
     if len(empty):
