@@ -16,8 +16,9 @@ from conftest import tiny_config
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.models.lstm.batches import Batch, BucketBatchSampler, padding_share
 from lstm_trading.models.lstm.model import ModelOutput
-from lstm_trading.models.lstm.training import LSTMTrainingModule, ResumePoint, class_weights, trading_loss
+from lstm_trading.models.lstm.training import LSTMTrainingModule, ResumePoint, trading_loss
 from lstm_trading.runs.train import prepare, train_run
+from lstm_trading.samples.targets import class_weights
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one() -> None:

@@ -3,11 +3,18 @@
 `bundle.json` carries everything needed to rebuild and use the model from the folder alone: the format
 version, hyperparameters, feature names and indicator parameters, window length, both scalers' numbers,
 class names, the training period, the data fingerprint and validation metrics.
+
+The weights' sha256 is in `bundle.json`, and `bundle.json`'s own numbers are covered by `content_sha256`: the
+sha256 of its canonical JSON without that key and without `training.sources` (where the run's candles and
+journal lie, which a user may point elsewhere after moving them). A bundle written before the key existed
+loads without that check; either way every number must be finite, and the loader refuses it otherwise.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +27,7 @@ from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.features.compute import history_minutes
 from lstm_trading.models.base import Predictor
 from lstm_trading.models.kinds import DEFAULT_KIND, loader_of
-from lstm_trading.models.lstm.predictor import WEIGHTS_FILE
+from lstm_trading.models.lstm.predictor import RUN_FOLDER_HINT, WEIGHTS_FILE, file_problem
 from lstm_trading.models.training_record import TrainingRecord
 from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
 from lstm_trading.samples.targets import CLASS_NAMES
@@ -32,6 +39,9 @@ if TYPE_CHECKING:
 FORMAT = "lstm-trading-bundle"
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
+CHECKSUM_KEY = "content_sha256"
+EDITABLE = ("training", "sources")  # the one part of bundle.json its checksum leaves out
+MAX_DEPTH = 16  # bundle.json nests 4 levels deep; deeper is not a bundle (and recursion would overflow)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,11 @@ class Bundle:
     @property
     def max_len(self) -> int:
         return self.target_config.max_len
+
+    @property
+    def json_path(self) -> Path | str:
+        """Where the bundle came from, for error messages: its `bundle.json`, or a note that it was built here."""
+        return self.path / BUNDLE_FILE if self.path is not None else "the bundle (not loaded from a file)"
 
     @property
     def history_minutes(self) -> int:
@@ -96,8 +111,41 @@ def save_bundle(
         "validation": validation,
         "weights": weights,
     }
+    document = json.loads(json.dumps(document, allow_nan=False))  # as a reader will see it: lists, not tuples
+    document[CHECKSUM_KEY] = content_sha256(document)
     write_text_atomic(directory / BUNDLE_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n")
     return directory
+
+
+def content_sha256(document: dict[str, Any]) -> str:
+    """The sha256 of `document`'s canonical JSON (sorted keys, no spaces), leaving out `content_sha256` itself
+    and `training.sources`."""
+    covered = {key: value for key, value in document.items() if key != CHECKSUM_KEY}
+    section, key = EDITABLE
+    if isinstance(covered.get(section), dict):
+        covered[section] = {k: v for k, v in covered[section].items() if k != key}
+    text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _not_finite_or_too_deep(document: object, where: Path) -> None:
+    """Refuse a number that is NaN or infinite anywhere in the document (Python's JSON reader accepts `NaN`,
+    `Infinity` and `1e999`; a scaler holding one turns every prediction into NaN), and nesting deeper than
+    any bundle's. Iterative, so a deep document cannot overflow the stack here."""
+    stack: list[tuple[str, object, int]] = [("", document, 0)]
+    while stack:
+        name, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ModelFileError(f"{where}: not an lstm-trading bundle (nested more than {MAX_DEPTH} levels deep)")
+        if isinstance(value, dict):
+            stack.extend((f"{name}.{key}" if name else str(key), item, depth + 1) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{name}[{i}]", item, depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ModelFileError(
+                f'{where}: "{name}" is {value}, not a finite number; the file was edited or damaged: '
+                "restore it from a copy or retrain"
+            )
 
 
 def _bundle_dir(path: Path) -> Path:
@@ -120,22 +168,35 @@ def load_bundle(path: Path | str) -> Bundle:
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such run folder")
     directory = _bundle_dir(Path(path))
-    json_path, weights_path = directory / BUNDLE_FILE, directory / WEIGHTS_FILE
-    for needed in (json_path, weights_path):
-        if not needed.exists():
-            raise ModelFileError(f"{needed}: missing; a run folder holds model/{BUNDLE_FILE} and model/{WEIGHTS_FILE}")
+    json_path = directory / BUNDLE_FILE
+    problem = file_problem(json_path)  # before reading: a link to /dev/zero would never end
+    if problem is not None:
+        raise ModelFileError(f"{json_path}: {problem}; {RUN_FOLDER_HINT}")
+    # the model's own files (weights.safetensors for an LSTM) are the kind's loader's to check, the same way
     try:
         document = json.loads(json_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelFileError(f"{json_path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise ModelFileError(f"{json_path}: not an lstm-trading bundle (nested too deeply to read)") from None
+    except OSError as error:
+        raise ModelFileError(f"{json_path}: cannot be read ({error.strerror or error})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ModelFileError(f'{json_path}: not an lstm-trading bundle (no "format": "{FORMAT}")')
     version = _require(document, "format_version", json_path)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ModelFileError(f'{json_path}: "format_version" must be a whole number, not {version!r}')
+    if version < 1:
+        raise ModelFileError(
+            f"{json_path}: format version {version} was never written by lstm-trading (versions run from 1 to "
+            f"{FORMAT_VERSION}); the file was edited or damaged"
+        )
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{json_path}: format version {version} is newer than this lstm-trading reads ({FORMAT_VERSION}); "
             "upgrade lstm-trading"
         )
+    _not_finite_or_too_deep(document, json_path)
     try:
         features = _require(document, "features", json_path)
         # The configuration's own checks: unknown keys, wrong types and out-of-range values are named.
@@ -147,7 +208,10 @@ def load_bundle(path: Path | str) -> Bundle:
             }
         )
         model_config, feature_config, target_config = settings.model, settings.features, settings.targets
-        names = tuple(str(n) for n in _require(features, "names", json_path))
+        listed = _require(features, "names", json_path)
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise ModelFileError(f'{json_path}: "features.names" must be a list of feature names')
+        names = tuple(listed)
     except (TypeError, ConfigError) as error:
         raise ModelFileError(f"{json_path}: malformed settings ({error})") from None
     if len(names) != model_config.input_size:
@@ -163,6 +227,13 @@ def load_bundle(path: Path | str) -> Bundle:
         raise ModelFileError(f'{json_path}: "weights" must be an object with the file\'s sha256')
     model = loader_of(document.get("kind", DEFAULT_KIND), json_path)(directory, model_config, weights_entry)
     training = TrainingRecord.from_json(document.get("training"), json_path)
+    # Last, so that an edit which breaks the structure is named above; one that keeps it (a number changed,
+    # a feature renamed, weights swapped with their sha256 fixed) is caught here.
+    if CHECKSUM_KEY in document and document[CHECKSUM_KEY] != content_sha256(document):
+        raise ModelFileError(
+            f"{json_path}: {CHECKSUM_KEY} differs from the file's contents: bundle.json was edited after training "
+            f"(only {'.'.join(EDITABLE)} may be); restore it from a copy or retrain"
+        )
     meta = {key: document.get(key) for key in ("package_version", "validation", "class_names")}
     return Bundle(
         model=model,

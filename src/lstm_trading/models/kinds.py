@@ -12,6 +12,8 @@ from typing import Any
 from lstm_trading.core.config import ModelConfig
 from lstm_trading.core.errors import ModelFileError
 from lstm_trading.models.base import Predictor
+from lstm_trading.models.gbm.predictor import KIND as GBM_KIND
+from lstm_trading.models.gbm.predictor import load_gbm
 from lstm_trading.models.lstm.predictor import KIND as LSTM_KIND
 from lstm_trading.models.lstm.predictor import load_lstm
 
@@ -19,6 +21,7 @@ Loader = Callable[[Path, ModelConfig, dict[str, Any]], Predictor]
 
 LOADERS: dict[str, Loader] = {
     LSTM_KIND: load_lstm,
+    GBM_KIND: load_gbm,
 }
 DEFAULT_KIND = LSTM_KIND
 

@@ -127,3 +127,12 @@ def build_samples(
         journal_row=row,
     )
     return samples, report
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """Inverse class frequency, normalised so the average weight over the training samples is 1 (every model
+    kind weights its classification loss by these)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    mean = float((weights[labels]).mean()) if len(labels) else 1.0
+    return weights / mean

@@ -41,7 +41,7 @@ from lstm_trading.features.compute import FEATURE_NAMES
 from lstm_trading.models.lstm.batches import Batch, BucketBatchSampler, SampleWindows
 from lstm_trading.models.lstm.model import LSTMModel, ModelOutput
 from lstm_trading.samples.scalers import TargetScaler
-from lstm_trading.samples.targets import CLASS_NAMES, Samples
+from lstm_trading.samples.targets import Samples, class_weights
 
 
 class _DropAdverts(logging.Filter):
@@ -54,14 +54,6 @@ class _DropAdverts(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdverts())
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per fit; nothing for users to change.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-
-
-def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
-    """Inverse class frequency, normalised so the average weight over the training samples is 1."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
-    mean = float((weights[labels]).mean()) if len(labels) else 1.0
-    return weights / mean
 
 
 @dataclass(frozen=True)

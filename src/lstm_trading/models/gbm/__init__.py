@@ -1,0 +1,1 @@
+"""The gradient-boosting baseline (LightGBM): window summaries in, the same outputs as the LSTM's heads out."""
