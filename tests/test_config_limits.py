@@ -129,3 +129,25 @@ def test_resume_after_a_failed_last_checkpoint_says_so(  # type: ignore[no-untyp
         prepared = prepare(tiny_candles, tiny_trades, tiny_config(), symbol="ETHUSDT")
     with pytest.raises(DataError, match="last.ckpt is missing but best.ckpt exists beside it"):
         train_run(prepared, tiny_config(), run, resume=True, accelerator="cpu", progress=False)
+
+
+def test_resume_with_other_model_sizes_is_refused_and_keeps_the_run(tiny_run: Path, tmp_path: Path) -> None:
+    """`train --resume --config other.toml` with another model size rewrote the run's config.toml, then failed
+    with advice that could not work."""
+    from conftest import tiny_config
+    from lstm_trading.core.config import dump_config
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = tmp_path / "other.toml"
+    other.write_text(dump_config(tiny_config().with_overrides("model", hidden_size=32)))
+    before = _digest(run)
+    result = CliRunner().invoke(
+        app, ["train", "--out", str(run), "--resume", "--config", str(other), "--trades", "none.xlsx"]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: --resume {run}: the run was trained with other settings: model.hidden_size = 32 (the run has 16); "
+        "resume without --config (the run's config.toml is used) or train anew with --overwrite\n"
+    )
+    assert _digest(run) == before

@@ -265,6 +265,9 @@ def test_train_killed_at_random_points_is_loadable_or_incomplete_and_resumes_to_
 
         if (after / "checkpoints" / "last.ckpt").exists():
             assert run["resumed"] == 0, (what, run["resume_log"][-2000:])
+        elif (after / "checkpoints" / "best.ckpt").exists():  # killed between the epoch's two checkpoints
+            assert run["resumed"] == 2 and "Copy best.ckpt to last.ckpt" in run["resume_log"], what
+            assert run["restarted"] == 0, what
         else:  # killed before its first checkpoint: --resume says how to start again, and that works
             assert run["resumed"] == 2 and "start it again with --overwrite instead of --resume" in run["resume_log"]
             assert run["restarted"] == 0, what

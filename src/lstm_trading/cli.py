@@ -578,9 +578,12 @@ def train_command(
     """Train a model (the LSTM, or `--model gbm`) on a journal's trades and write the run folder (logs, model
     bundle, and the LSTM's checkpoints)."""
     from lstm_trading.core.config import load_config
+    from lstm_trading.core.run_folder import RunFolder
     from lstm_trading.runs.train import check_training, prepare_journal, train_run
 
-    config = load_config(config_file)
+    recorded = RunFolder(out).config
+    # --resume without --config continues with the run's own settings, not the defaults
+    config = load_config(config_file if config_file is not None or not resume or not recorded.exists() else recorded)
     config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
     config = config.with_overrides(
         "train",

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import csv
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic, write_with
-from lstm_trading.core.config import Config, dump_config
+from lstm_trading.core.config import Config, dump_config, load_config
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.run_folder import LOSS_FIGURE, RunFolder
 from lstm_trading.core.timeutil import format_time
@@ -106,10 +106,35 @@ def check_training(
             f"{run_dir}: already holds a run ({', '.join(p.name for p in used)}); "
             "use --resume to continue it, --overwrite to replace it, or another --out"
         )
+    if resume:
+        check_resumable(config, RunFolder(run_dir))
     if kind == LSTM_KIND:
         from lstm_trading.models.lstm.training import resolve_precision  # imports Lightning: only when needed
 
         resolve_precision(config.train.precision, accelerator)
+
+
+RESUME_FIXED = ("features", "targets", "split", "labels", "model")  # what the checkpoint's weights depend on
+
+
+def check_resumable(config: Config, folder: RunFolder) -> None:
+    """`--resume` continues the run the folder holds: every setting its weights and samples depend on must be
+    the run's own (its `config.toml`); only `[train]` and `[runtime]` may change (more epochs, other devices)."""
+    if not folder.config.exists():
+        return
+    recorded = load_config(folder.config)
+    differing = [
+        f"{section}.{key} = {value!r} (the run has {getattr(getattr(recorded, section), key)!r})"
+        for section in RESUME_FIXED
+        for key, value in asdict(getattr(config, section)).items()
+        if getattr(getattr(recorded, section), key) != value
+    ]
+    if differing:
+        raise ConfigError(
+            f"--resume {folder.root}: the run was trained with other settings: {'; '.join(differing[:3])}"
+            f"{' ...' if len(differing) > 3 else ''}; resume without --config (the run's {folder.config.name} is "
+            "used) or train anew with --overwrite"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,12 +213,16 @@ def train_run(
         for path in folder.trained_parts():  # only with --overwrite: check_training refused otherwise
             shutil.rmtree(path)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder.config, dump_config(config))
+    if not resume:  # a resumed run's config.toml changes only once the resumed training has worked
+        write_text_atomic(folder.config, dump_config(config))
     if kind == GBM_KIND:
         return _train_gbm(prepared, config, folder, sources)
-    return _train_lstm(
+    run = _train_lstm(
         prepared, config, folder, resume=resume, accelerator=accelerator, progress=progress, sources=sources
     )
+    if resume and run.is_global_zero:
+        write_text_atomic(folder.config, dump_config(config))
+    return run
 
 
 def _train_lstm(

@@ -529,9 +529,9 @@ def fit(
         best_path = last.with_name("best.ckpt")
         if best_path.exists():  # last.ckpt's write failed (a full disk) after best.ckpt's succeeded
             raise DataError(
-                f"--resume: {last} is missing but {best_path.name} exists beside it: the last checkpoint's write "
-                f"failed (was the disk full?). Free space, then copy {best_path.name} to {last.name} to resume from "
-                "the best epoch, or start again with --overwrite"
+                f"--resume: {last} is missing but {best_path.name} exists beside it: the run stopped between writing "
+                f"the two (killed, or the disk was full). Copy {best_path.name} to {last.name} to resume from the "
+                "best epoch, or start again with --overwrite"
             )
         raise DataError(
             f"--resume: no checkpoint to resume from at {last} (the run stopped before its first epoch ended); "
