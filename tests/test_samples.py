@@ -183,3 +183,29 @@ def test_target_scaler_ignores_invalid_trades_and_needs_a_trade() -> None:
     samples = _samples(T0 + 60 * np.arange(3), np.array([INVALID] * 3))
     with pytest.raises(DataError, match="no Buy or Sell trade"):
         TargetScaler.fit(samples)
+
+
+def test_trades_inside_a_long_gap_or_its_warm_up_are_counted_not_fatal(binance_gap_csv) -> None:  # type: ignore[no-untyped-def]
+    """A moment with no usable window is counted; the other trades stay (DESIGN.md, "Gaps")."""
+    import warnings
+
+    from lstm_trading.core.config import FeatureConfig
+    from lstm_trading.data.csv import read_candles_csv
+    from lstm_trading.features.compute import compute_features
+    from lstm_trading.features.matrix import FeatureMatrix
+
+    candles = read_candles_csv(binance_gap_csv)
+    stamps = candles["timestamp"].to_numpy()
+    (gap,) = np.flatnonzero(np.diff(stamps) > 60) + 1
+    config = FeatureConfig(warmup_minutes=2_200)
+    matrix = FeatureMatrix.from_frame(compute_features(candles, config), config.max_gap_minutes)
+    moments = [int(stamps[2_300]), int(stamps[gap]) + 600, int(stamps[gap + 2_300])]  # before, in warm-up, after
+    trades = pd.DataFrame(
+        {"start_time": moments, "entry_price": [3000.0] * 3, "label": [2, 2, 2], "side": ["Invalid"] * 3}
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples, report = build_samples(matrix, trades, TargetConfig(max_len=600))
+    assert len(samples) == 2 and report.skipped_in_gap == 1 and report.skipped == 1
+    assert report.long_gaps == 1 and report.longest_gap_minutes == 270 + 2_200
+    assert "1 inside one of 1 long gaps or the warm-up after it" in str(caught[0].message)

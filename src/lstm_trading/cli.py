@@ -510,11 +510,16 @@ def _print_split(prepared: Any) -> None:
             name, str(len(part)), *(str(counts[c]) for c in ("Buy", "Sell", "Invalid")), str(split.purged[name]), *span
         )
     console.print(table)
-    skipped = report.skipped_no_history + report.skipped_short_history + report.skipped_after_data
     console.print(
-        f"skipped trades: {skipped} ({report.skipped_no_history} before the usable candles, "
-        f"{report.skipped_short_history} with too little history, {report.skipped_after_data} after the data)"
+        f"skipped trades: {report.skipped} ({report.skipped_no_history} before the usable candles, "
+        f"{report.skipped_short_history} with too little history, {report.skipped_after_data} after the data, "
+        f"{report.skipped_in_gap} inside a long gap or the warm-up after it)"
     )
+    if report.long_gaps:
+        console.print(
+            f"long gaps: {report.long_gaps} split the candles into segments (the longest "
+            f"{report.longest_gap_minutes:,} minutes with the warm-up after it); indicators restart after each"
+        )
 
 
 CACHE_DIR_OPTION = typer.Option(

@@ -60,6 +60,13 @@ class SampleReport:
     skipped_short_history: int
     skipped_after_data: int
     candle_range: tuple[int, int]
+    skipped_in_gap: int = 0  # inside a gap longer than max_gap_minutes, or the warm-up after one
+    long_gaps: int = 0  # gaps longer than max_gap_minutes among the usable rows
+    longest_gap_minutes: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_no_history + self.skipped_short_history + self.skipped_after_data + self.skipped_in_gap
 
 
 def build_samples(
@@ -79,17 +86,32 @@ def build_samples(
     length = end - start
     last_close = int(matrix.timestamps[-1]) + MINUTE
     after_data = moments > last_close
-    no_history = (length == 0) & ~after_data
+    in_gap = (length == 0) & ~after_data & (moments > int(matrix.timestamps[0]) + MINUTE)
+    no_history = (length == 0) & ~after_data & ~in_gap
     short = (length > 0) & (length < config.min_history) & ~after_data
-    keep = ~(after_data | no_history | short)
+    keep = ~(after_data | no_history | short | in_gap)
     candle_range = (int(matrix.timestamps[0]), int(matrix.timestamps[-1]))
-    report = SampleReport(int(no_history.sum()), int(short.sum()), int(after_data.sum()), candle_range)
+    gaps = long_gaps(matrix)
+    report = SampleReport(
+        int(no_history.sum()),
+        int(short.sum()),
+        int(after_data.sum()),
+        candle_range,
+        skipped_in_gap=int(in_gap.sum()),
+        long_gaps=len(gaps),
+        longest_gap_minutes=max(gaps, default=0),
+    )
     if not keep.all():
         warnings.warn(
             f"skipped {int((~keep).sum())} of {len(trades)} trades outside the usable candles "
             f"({format_time(candle_range[0])} to {format_time(candle_range[1])}, after the indicator warm-up): "
             f"{report.skipped_no_history} with no closed candle before them, {report.skipped_short_history} "
-            f"with fewer than {config.min_history} minutes of history, {report.skipped_after_data} after the data",
+            f"with fewer than {config.min_history} minutes of history, {report.skipped_after_data} after the data"
+            + (
+                f", {report.skipped_in_gap} inside one of {len(gaps)} long gaps or the warm-up after it"
+                if report.skipped_in_gap
+                else ""
+            ),
             stacklevel=2,
         )
     if not keep.any():
@@ -136,3 +158,12 @@ def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.n
     weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
     mean = float((weights[labels]).mean()) if len(labels) else 1.0
     return weights / mean
+
+
+def long_gaps(matrix: FeatureMatrix) -> list[int]:
+    """Missing minutes of each gap between usable rows longer than the matrix's `max_gap_minutes` (the gap
+    itself plus the warm-up dropped after it): what split the history into segments."""
+    if matrix.max_gap_minutes is None or len(matrix) < 2:
+        return []
+    steps = np.diff(matrix.timestamps) // MINUTE - 1
+    return [int(m) for m in steps[steps > matrix.max_gap_minutes]]
