@@ -14,22 +14,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from lstm_trading.core.errors import DataError
+from lstm_trading.core.errors import ConfigError, DataError, ModelFileError
+from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.features.cache import feature_matrix
 from lstm_trading.features.compute import compute_features
 from lstm_trading.features.matrix import FeatureMatrix
-from lstm_trading.samples.targets import INVALID
-from lstm_trading.samples.windows import moment_windows
-
-if TYPE_CHECKING:
-    from lstm_trading.models.bundle import Bundle
-
-
-from typing import TYPE_CHECKING
-
-from lstm_trading.features.cache import feature_matrix
 from lstm_trading.models.base import Progress
-from lstm_trading.samples.targets import BUY, CLASS_NAMES, SELL
+from lstm_trading.samples.targets import BUY, CLASS_NAMES, INVALID, SELL
+from lstm_trading.samples.windows import moment_windows
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
@@ -77,7 +70,51 @@ def predict_windows(
     """
     out = bundle.model.predict_windows(scaled, ends, lengths, batch_size=batch_size, workers=workers, progress=progress)
     sl_pct, tp_pct = bundle.target_scaler.inverse(out.sl, out.tp)
+    _require_finite_outputs(bundle, scaled, ends, lengths, (out.proba, sl_pct, tp_pct))
     return WindowPredictions(out.proba, np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT))
+
+
+def _require_finite_outputs(
+    bundle: Bundle, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, outputs: tuple[np.ndarray, ...]
+) -> None:
+    """NaN probabilities would argmax to Buy and NaN levels never trigger: stop instead, blaming the input rows
+    when they are not finite, else the bundle (its weights or scaler numbers)."""
+    bad = np.zeros(len(ends), dtype=bool)
+    for values in outputs:
+        finite = np.isfinite(values)
+        bad |= ~(finite.all(axis=1) if finite.ndim == 2 else finite)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad))
+    rows = scaled[int(ends[first]) - int(lengths[first]) : int(ends[first])]  # the window: [end - length, end)
+    if not np.isfinite(rows).all():
+        raise DataError(
+            f"{int(bad.sum())} of {len(bad)} windows hold NaN or infinite scaled features (the first ends at "
+            f"feature row {int(ends[first])}); the model cannot predict from them"
+        )
+    raise ModelFileError(
+        f"{bundle.json_path}: the model gave NaN or infinite outputs for {int(bad.sum())} of {len(bad)} windows "
+        "of finite features; its weights or scaler numbers are damaged: retrain, or restore the run from a copy"
+    )
+
+
+def _require_bundle_features(bundle: Bundle, names: Sequence[str]) -> None:
+    """The computed features must be the ones the model was trained on, in order; else the bundle is at fault:
+    its feature configuration computes these names, so different names in it were edited or mismatched."""
+    if tuple(names) == tuple(bundle.feature_names):
+        return
+    renamed = [f"{b!r} (computed: {c!r})" for b, c in zip(bundle.feature_names, names, strict=False) if b != c]
+    raise ModelFileError(
+        f"{bundle.json_path}: its features.names differ from the features its features.config computes "
+        f"({len(bundle.feature_names)} names, {len(names)} computed; differing: {', '.join(renamed) or 'none'}); "
+        "the file was edited or comes from another lstm-trading: restore it or retrain"
+    )
+
+
+def _require_entry_prices(entry: np.ndarray) -> None:
+    bad = ~(np.isfinite(entry) & (entry > 0))
+    if bad.any():
+        raise ConfigError(f"entry price {entry[bad][0]:g} is not a positive, finite price")
 
 
 def levels_from_distances(
@@ -111,9 +148,11 @@ def predict_moments(
         moments = np.array([timestamps[-1] + MINUTE], dtype=np.int64)
     else:
         moments = np.atleast_1d(np.asarray(at, dtype=np.int64))
+    if entry is not None:
+        entry_price = np.broadcast_to(np.asarray(entry, dtype=np.float64), moments.shape).copy()
+        _require_entry_prices(entry_price)
     matrix = feature_matrix(candles, bundle.feature_config, symbol=symbol, cache_dir=cache_dir)
-    if tuple(matrix.names) != tuple(bundle.feature_names):
-        raise DataError(f"features {matrix.names} differ from the bundle's {bundle.feature_names}")
+    _require_bundle_features(bundle, matrix.names)
     if len(matrix) == 0:
         raise DataError(
             f"{len(candles)} candles are fewer than the indicator warm-up of {bundle.feature_config.warmup_minutes} "
@@ -128,8 +167,6 @@ def predict_moments(
     if entry is None:
         last_closed = np.searchsorted(timestamps, moments - MINUTE, side="right") - 1
         entry_price = candles["close"].to_numpy(dtype=np.float64)[last_closed]
-    else:
-        entry_price = np.broadcast_to(np.asarray(entry, dtype=np.float64), moments.shape).copy()
     stop_loss, take_profit = levels_from_distances(side, entry_price, sl_pct, tp_pct)
     return pd.DataFrame(
         {
@@ -150,12 +187,12 @@ def predict_moments(
 
 
 def prediction_record(row: pd.Series) -> dict[str, Any]:
-    """One prediction as plain JSON-ready values (SL/TP prices are null for Invalid)."""
+    """One prediction as plain JSON-ready values (SL/TP prices are null for Invalid): strict JSON, never NaN."""
     trade = row["side"] != "Invalid"
     at = int(row["at"])
     # a moment inside a minute keeps its seconds: they decide which minute the window ends on
     at_utc = format_time(at) if at % 60 == 0 else format_time(at).replace(" UTC", f":{at % 60:02d} UTC")
-    return {
+    record = {
         "at": at,
         "at_utc": at_utc,
         "side": str(row["side"]),
@@ -167,6 +204,7 @@ def prediction_record(row: pd.Series) -> dict[str, Any]:
         "take_profit_pct": float(row["take_profit_pct"]),
         "window_minutes": int(row["window_minutes"]),
     }
+    return json_safe(record)  # NaN never reaches JSON; the checks before it keep NaN out of predictions too
 
 
 # --- batched prediction ---
@@ -201,13 +239,15 @@ def scaled_features(bundle: Bundle, candles: pd.DataFrame) -> Features:
             f"{len(candles):,} candles are fewer than the indicator warm-up of "
             f"{bundle.feature_config.warmup_minutes:,} minutes; load more history"
         )
-    if tuple(matrix.names) != tuple(bundle.feature_names):
-        raise DataError(f"features {matrix.names} differ from the bundle's {bundle.feature_names}")
+    _require_bundle_features(bundle, matrix.names)
     scaled = bundle.feature_scaler.transform(matrix.values)
     bad = ~np.isfinite(scaled)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise DataError(f"non-finite feature {matrix.names[column]} at {format_time(matrix.timestamps[row])}")
+        name, at = matrix.names[column], format_time(matrix.timestamps[row])
+        if np.isfinite(matrix.values[row, column]):  # a finite feature scaled to NaN: the scaler's numbers
+            raise ModelFileError(f"{bundle.json_path}: its feature_scaler turns feature {name} at {at} into NaN")
+        raise DataError(f"non-finite feature {name} at {at}")
     return Features(matrix, scaled)
 
 

@@ -69,15 +69,34 @@ class FeatureScaler:
             scale = np.asarray(data["scale"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"feature_scaler: missing or malformed entry ({error})") from None
-        if any(len(a) != n_features for a in (lower, upper, offset, scale)):
+        if any(a.shape != (n_features,) for a in (lower, upper, offset, scale)):
             raise ModelFileError(f"feature_scaler: expected {n_features} numbers per entry")
-        if kind not in ("standard", "minmax") or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise ModelFileError("feature_scaler: unknown kind or non-positive scale")
+        if kind not in ("standard", "minmax"):
+            raise ModelFileError(f"feature_scaler: unknown kind {kind!r} (standard or minmax)")
+        # the clip bounds may be open (null: no bound), every other number must be finite
+        _require_finite("feature_scaler.lower", lower, allow=-np.inf)
+        _require_finite("feature_scaler.upper", upper, allow=np.inf)
+        _require_finite("feature_scaler.offset", offset)
+        _require_finite("feature_scaler.scale", scale)
+        if np.any(scale <= 0):
+            raise ModelFileError("feature_scaler: non-positive scale")
+        if np.any(lower > upper):
+            raise ModelFileError("feature_scaler: a lower clip bound above its upper bound")
         return cls(kind=kind, lower=lower, upper=upper, offset=offset, scale=scale)
 
 
 def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def _require_finite(name: str, values: np.ndarray, allow: float | None = None) -> None:
+    """A `ModelFileError` naming the entry and position of the first NaN or infinite number (except `allow`)."""
+    bad = ~np.isfinite(values)
+    if allow is not None:
+        bad &= values != allow
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ModelFileError(f"{name}[{i}] is {values[i]}, not a finite number; a scaler holds finite numbers only")
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,10 @@ class TargetScaler:
             data_range = np.asarray(data["data_range"], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelFileError(f"target_scaler: missing or malformed entry ({error})") from None
-        if data_min.shape != (2,) or data_range.shape != (2,) or np.any(data_range <= 0):
+        if data_min.shape != (2,) or data_range.shape != (2,):
+            raise ModelFileError("target_scaler: expected two numbers each, with positive ranges")
+        _require_finite("target_scaler.data_min", data_min)
+        _require_finite("target_scaler.data_range", data_range)
+        if np.any(data_range <= 0):
             raise ModelFileError("target_scaler: expected two numbers each, with positive ranges")
         return cls(data_min=data_min, data_range=data_range)
