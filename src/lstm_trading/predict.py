@@ -6,6 +6,7 @@ feature computation and go through the model in length-bucketed batches.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +15,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from lstm_trading.core.config import FeatureConfig
 from lstm_trading.core.errors import ConfigError, DataError, ModelFileError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.features.cache import feature_matrix
-from lstm_trading.features.compute import compute_features
+from lstm_trading.features.compute import compute_features, rows_dropped, segment_bounds
 from lstm_trading.features.matrix import FeatureMatrix
 from lstm_trading.models.base import Progress
 from lstm_trading.samples.targets import BUY, CLASS_NAMES, INVALID, SELL
-from lstm_trading.samples.windows import moment_windows
+from lstm_trading.samples.windows import moment_windows, window_bounds
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
@@ -154,10 +156,7 @@ def predict_moments(
     matrix = feature_matrix(candles, bundle.feature_config, symbol=symbol, cache_dir=cache_dir)
     _require_bundle_features(bundle, matrix.names)
     if len(matrix) == 0:
-        raise DataError(
-            f"{len(candles)} candles are fewer than the indicator warm-up of {bundle.feature_config.warmup_minutes} "
-            "minutes; load more history"
-        )
+        raise too_short(candles, bundle.feature_config)
     end, lengths = moment_windows(matrix, moments, bundle.max_len)
     scaled = bundle.feature_scaler.transform(matrix.values)
     probabilities, sl_pct, tp_pct = predict_windows(
@@ -231,14 +230,30 @@ class Features:
     scaled: np.ndarray
 
 
+def too_short(candles: pd.DataFrame, config: FeatureConfig) -> DataError:
+    """Why candles gave no feature row: too few for the warm-up, or (after a long gap) too few since the gap."""
+    timestamps = candles["timestamp"].to_numpy(dtype=np.int64)
+    bounds = segment_bounds(timestamps, config.max_gap_minutes)
+    if len(bounds) > 1:
+        first = int(timestamps[bounds[-1][0]])
+        return DataError(
+            f"no usable window: the candles since the last gap longer than {config.max_gap_minutes} minutes (it "
+            f"ended at {format_time(first)}) are {bounds[-1][1] - bounds[-1][0]:,}, fewer than the indicator "
+            f"warm-up of {rows_dropped(config):,} minutes; the first usable moment is "
+            f"{rows_dropped(config):,} candles after {format_time(first)}"
+        )
+    return DataError(
+        f"{len(candles)} candles are fewer than the indicator warm-up of {config.warmup_minutes} minutes; "
+        "load more history"
+    )
+
+
 def scaled_features(bundle: Bundle, candles: pd.DataFrame) -> Features:
     """Features of the whole history (warm-up included), scaled once with the bundle's scaler."""
-    matrix = FeatureMatrix.from_frame(compute_features(candles, bundle.feature_config))
+    config = bundle.feature_config
+    matrix = FeatureMatrix.from_frame(compute_features(candles, config), config.max_gap_minutes)
     if len(matrix) == 0:
-        raise DataError(
-            f"{len(candles):,} candles are fewer than the indicator warm-up of "
-            f"{bundle.feature_config.warmup_minutes:,} minutes; load more history"
-        )
+        raise too_short(candles, config)
     _require_bundle_features(bundle, matrix.names)
     scaled = bundle.feature_scaler.transform(matrix.values)
     bad = ~np.isfinite(scaled)
@@ -266,8 +281,23 @@ def predict_signals(
     `workers=None` is one per core); `progress(done, total)` is called after every batch of windows.
     """
     matrix = features.matrix
-    end, lengths = moment_windows(matrix, moments, bundle.max_len, hint="start the backtest later or load more history")
+    moments = np.asarray(moments, dtype=np.int64)
+    start, end = window_bounds(matrix.timestamps, moments, bundle.max_len, matrix.max_gap_minutes)
+    usable = end > start
+    if not usable.any():  # the error names the first moment and the usable rows
+        moment_windows(matrix, moments, bundle.max_len, hint="start the backtest later or load more history")
+    if not usable.all():
+        warnings.warn(
+            f"{int((~usable).sum()):,} of {len(moments):,} decision moments have no usable window (inside a gap "
+            f"longer than {matrix.max_gap_minutes} minutes or the warm-up after one): no trade is taken there",
+            stacklevel=2,
+        )
     proba, sl_pct, tp_pct = predict_windows(
-        bundle, features.scaled, end, lengths, batch_size=batch_size, workers=workers, progress=progress
-    )
-    return Signals(at=np.asarray(moments, dtype=np.int64), proba=proba, stop_loss_pct=sl_pct, take_profit_pct=tp_pct)
+        bundle, features.scaled, end[usable], (end - start)[usable], batch_size=batch_size, workers=workers,
+        progress=progress,
+    )  # fmt: skip
+    n = len(moments)
+    all_proba = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))  # certain Invalid where no window: never traded
+    all_sl, all_tp = np.full(n, MIN_DISTANCE_PCT), np.full(n, MIN_DISTANCE_PCT)
+    all_proba[usable], all_sl[usable], all_tp[usable] = proba, sl_pct, tp_pct
+    return Signals(at=moments, proba=all_proba, stop_loss_pct=all_sl, take_profit_pct=all_tp)

@@ -54,9 +54,11 @@ def candles_before(db: Path, symbol: str, moment: int | None, history_minutes: i
                 f"--at {format_time(moment)} is after the last {symbol} candle in {db} ({format_time(last)}, "
                 f"closed at {format_time(last + MINUTE)}); ingest newer candles or give an earlier --at"
             )
+        # by rows, not clock time (DESIGN.md, "Gaps"): the last `history_minutes` candles opened before the moment,
+        # so a window after a gap gets its full warm-up when the store holds it
+        candles = store.read_last(symbol, history_minutes, end=moment)
         if moment is None:
-            return store.read_last(symbol, history_minutes)
-        candles = store.read(symbol, start=moment - history_minutes * MINUTE, end=moment)
+            return candles
     if candles.empty:
         raise DataError(
             f"{db}: no {symbol} candles before --at {format_time(moment)}; "

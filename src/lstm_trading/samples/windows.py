@@ -41,6 +41,20 @@ def moment_windows(
     start, end = window_bounds(matrix.timestamps, moments, max_len, matrix.max_gap_minutes)
     lengths = end - start
     empty = np.flatnonzero(lengths == 0)
+    stamps = matrix.timestamps
+    gap_rule = matrix.max_gap_minutes is not None
+    if len(empty) and len(stamps) and gap_rule and moments[empty[0]] > stamps[0] + MINUTE:
+        moment = int(moments[empty[0]])
+        newest = int(stamps[np.searchsorted(stamps, moment - MINUTE, side="right") - 1])
+        following = stamps[stamps >= moment]
+        resume = (
+            f"; the first usable moment after it is {format_time(int(following[0]) + MINUTE)}" if len(following) else ""
+        )
+        raise DataError(
+            f"no usable window at {format_time(moment)}: it lies inside a gap longer than {matrix.max_gap_minutes} "
+            f"minutes or the indicator warm-up after one (the newest usable candle before it opened "
+            f"{format_time(newest)}){resume}"
+        )
     if len(empty):
         raise DataError(
             f"no usable candle closed by {format_time(moments[empty[0]])} (usable feature rows run from "
