@@ -96,3 +96,30 @@ def test_a_backtest_across_a_long_gap_skips_the_warm_up_and_trades_the_rest(tiny
         result = CliRunner().invoke(app, [*args, "--random-runs", "20", "--out", str(tmp_path / "bt")])
     assert result.exit_code == 0, result.output
     assert "decision moments have no usable window (inside a gap longer than 60 minutes" in result.stderr
+
+
+def test_the_replay_across_a_long_gap_pauses_entries_and_equals_the_backtest(tiny_run: Path, gapped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The live loop meets the rule too: entries pause for the new segment's warm-up (logged when it starts and
+    when trading resumes), and the replay's trades still equal the backtest's."""
+    import json
+
+    db, candles = gapped
+    period = ["--db", str(db), "--from", str(_moment(candles, GAP_AT - 300)), "--every", "30m", "--min-prob", "0.34"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backtest = CliRunner().invoke(
+            app, ["backtest", str(tiny_run), *period, "--random-runs", "5", "--no-progress", "--out", str(tmp_path)]
+        )
+        replay = CliRunner().invoke(
+            app, ["live", str(tiny_run), "--replay", *period, "-q", "--workers", "1", "--out", str(tmp_path / "rp")]
+        )
+    assert backtest.exit_code == 0 and replay.exit_code == 0, backtest.output + replay.output
+    assert (tmp_path / "rp" / "trades.csv").read_text() == (tmp_path / "trades.csv").read_text()
+    events = [json.loads(line) for line in (tmp_path / "rp" / "live.jsonl").read_text().splitlines()]
+    guards = [e for e in events if e.get("guard") == "gap_warm_up"]
+    assert [g["paused"] for g in guards] == [True, False]
+    paused_from, resumed_at = guards[0]["at"], guards[1]["at"]
+    assert paused_from > _moment(candles, GAP_AT - 1) and resumed_at > paused_from
+    decisions = [e for e in events if e.get("action") is not None and paused_from <= e.get("at", 0) < resumed_at]
+    assert decisions and {d["reason"] for d in decisions} == {"gap_warm_up"}
+    assert not any(d["action"] == "open" for d in decisions)

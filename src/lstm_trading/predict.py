@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_trading.core.config import FeatureConfig
-from lstm_trading.core.errors import ConfigError, DataError, ModelFileError
+from lstm_trading.core.errors import ConfigError, DataError, ModelFileError, NoWindow
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.features.cache import feature_matrix
@@ -217,6 +217,7 @@ class Signals:
     proba: np.ndarray  # (n, 3): Buy, Sell, Invalid
     stop_loss_pct: np.ndarray
     take_profit_pct: np.ndarray
+    usable: np.ndarray | None = None  # False where a moment had no window (a gap or its warm-up); None: all
 
     def __len__(self) -> int:
         return len(self.at)
@@ -236,7 +237,7 @@ def too_short(candles: pd.DataFrame, config: FeatureConfig) -> DataError:
     bounds = segment_bounds(timestamps, config.max_gap_minutes)
     if len(bounds) > 1:
         first = int(timestamps[bounds[-1][0]])
-        return DataError(
+        return NoWindow(
             f"no usable window: the candles since the last gap longer than {config.max_gap_minutes} minutes (it "
             f"ended at {format_time(first)}) are {bounds[-1][1] - bounds[-1][0]:,}, fewer than the indicator "
             f"warm-up of {rows_dropped(config):,} minutes; the first usable moment is "
@@ -300,4 +301,4 @@ def predict_signals(
     all_proba = np.tile(np.array([0.0, 0.0, 1.0]), (n, 1))  # certain Invalid where no window: never traded
     all_sl, all_tp = np.full(n, MIN_DISTANCE_PCT), np.full(n, MIN_DISTANCE_PCT)
     all_proba[usable], all_sl[usable], all_tp[usable] = proba, sl_pct, tp_pct
-    return Signals(at=moments, proba=all_proba, stop_loss_pct=all_sl, take_profit_pct=all_tp)
+    return Signals(at=moments, proba=all_proba, stop_loss_pct=all_sl, take_profit_pct=all_tp, usable=usable)

@@ -9,6 +9,11 @@ class DataError(LstmTradingError):
     """Bad candles, journal rows or databases."""
 
 
+class NoWindow(DataError):
+    """A moment inside a gap longer than `max_gap_minutes` or the warm-up after one: it has no usable window.
+    A pause for the live loop (no new entries until the warm-up is over), an error for a single prediction."""
+
+
 class ConfigError(LstmTradingError):
     """Unknown keys, wrong types or out-of-range values in a configuration or a command-line option."""
 

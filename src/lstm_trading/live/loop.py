@@ -171,6 +171,7 @@ class LiveLoop:
     signal_count: int = field(init=False)
     position: Position | None = field(init=False)
     errors: int = 0
+    paused: bool = False  # inside the warm-up after a long gap (no new entries)
     kill_switch_day: int | None = None
     attempted: int | None = None  # the last moment stepped, done or skipped after an error
 
@@ -266,7 +267,8 @@ class LiveLoop:
                 orders.append((self.position.client_id, "closed", self._order_row(self.position)))
                 self.position = None
         signal = self.signals.at(at)
-        direction = int(signal_direction(signal.proba, self.config.min_prob)[0])
+        self._pause(at, signal.paused)
+        direction = FLAT if signal.paused else int(signal_direction(signal.proba, self.config.min_prob)[0])
         probability = float(signal.proba.max())
         entry = None
         if direction != FLAT:
@@ -286,6 +288,8 @@ class LiveLoop:
             self.trader.opened()
             self.position = position
             orders.append((client_id, "filled", self._order_row(position)))
+        if signal.paused:
+            reason = "gap_warm_up"
         if reason == "daily_loss_limit":
             self._kill_switch(at)
         record = self._decision_record(at, signal, direction, entry, order, reason, client_id)
@@ -301,6 +305,20 @@ class LiveLoop:
             )
         )
         self.log.write("decision", record, _decision_line(record))
+
+    def _pause(self, at: int, paused: bool) -> None:
+        """Log when new entries stop after a long gap in the candles (the new segment's warm-up; an open
+        position is still managed) and when they resume."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        message = (
+            "new entries paused: a gap longer than features.max_gap_minutes restarted the indicators; trading "
+            "resumes once the warm-up's candles have closed"
+            if paused
+            else "the warm-up after the gap is over: new entries resume"
+        )
+        self.log.write("guard", {"at": at, "guard": "gap_warm_up", "paused": paused}, f"guard: {message}")
 
     def _check_position(self, at: int) -> Fill | None:
         position = self.position
@@ -529,7 +547,9 @@ def replay(
         bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
     )
     period, end, moments, batched = traded.period, traded.end, traded.moments, traded.signals
-    signals = PrecomputedSignals(batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct)
+    signals = PrecomputedSignals(
+        batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct, batched.usable
+    )
     with LiveState(db, settings.account) as state:
         if fresh:
             state.clear()

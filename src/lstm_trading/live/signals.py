@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import pandas as pd
 
-from lstm_trading.core.errors import DataError
+from lstm_trading.core.errors import DataError, NoWindow
 from lstm_trading.core.timeutil import MINUTE, format_time
 
 # --- where signals come from ---
@@ -20,6 +20,10 @@ class Signal(NamedTuple):
     proba: np.ndarray
     stop_loss_pct: float
     take_profit_pct: float
+    paused: bool = False  # the moment has no usable window (a gap or its warm-up): no new entry
+
+
+PAUSED = Signal(np.array([0.0, 0.0, 1.0]), 0.0, 0.0, paused=True)
 
 
 class SignalSource(Protocol):
@@ -49,7 +53,10 @@ class ModelSignals:
                 f"the {self.symbol} minute closed at {format_time(moment)} is not stored (the newest closed at "
                 f"{format_time(last + MINUTE)}): the exchange has not published it; no decision this period"
             )
-        row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
+        try:
+            row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
+        except NoWindow:  # after a long gap in the exchange's candles: wait out the new segment's warm-up
+            return PAUSED
         proba = np.array([row["p_buy"], row["p_sell"], row["p_invalid"]], dtype=np.float64)
         return Signal(proba, float(row["stop_loss_pct"]), float(row["take_profit_pct"]))
 
@@ -57,10 +64,20 @@ class ModelSignals:
 class PrecomputedSignals:
     """The backtest's batched signals, handed out one moment at a time (the replay)."""
 
-    def __init__(self, at: np.ndarray, proba: np.ndarray, stop_loss_pct: np.ndarray, take_profit_pct: np.ndarray):
+    def __init__(
+        self,
+        at: np.ndarray,
+        proba: np.ndarray,
+        stop_loss_pct: np.ndarray,
+        take_profit_pct: np.ndarray,
+        usable: np.ndarray | None = None,
+    ):
         self.index = {int(t): i for i, t in enumerate(at)}
         self.proba, self.sl, self.tp = proba, stop_loss_pct, take_profit_pct
+        self.usable = usable
 
     def at(self, moment: int) -> Signal:
         i = self.index[moment]
+        if self.usable is not None and not self.usable[i]:
+            return PAUSED
         return Signal(self.proba[i], float(self.sl[i]), float(self.tp[i]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstm_trading.core.errors import DataError
+from lstm_trading.core.errors import DataError, NoWindow
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.features.matrix import FeatureMatrix
 
@@ -50,7 +50,7 @@ def moment_windows(
         resume = (
             f"; the first usable moment after it is {format_time(int(following[0]) + MINUTE)}" if len(following) else ""
         )
-        raise DataError(
+        raise NoWindow(
             f"no usable window at {format_time(moment)}: it lies inside a gap longer than {matrix.max_gap_minutes} "
             f"minutes or the indicator warm-up after one (the newest usable candle before it opened "
             f"{format_time(newest)}){resume}"
