@@ -18,10 +18,13 @@ from lstm_trading.backtest.results import run_backtest
 from lstm_trading.backtest.simulation import (
     TRADE_COLUMNS,
     Simulation,
+    account_run,
     buy_and_hold,
     decision_moments,
     equity_curve,
+    moment_exits,
     random_entries,
+    return_pct,
     simulate,
 )
 from lstm_trading.backtest.statistics import MINUTES_PER_YEAR, statistics
@@ -29,7 +32,7 @@ from lstm_trading.cli import app
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.models.bundle import load_bundle
-from lstm_trading.predict import Signals, predict_moments, predict_signals, scaled_features
+from lstm_trading.predict import predict_moments, predict_signals, scaled_features
 from lstm_trading.runs.backtest import write_backtest
 
 runner = CliRunner(env={"COLUMNS": "200"})  # tables on one line each
@@ -155,18 +158,49 @@ def test_buy_and_hold_by_hand() -> None:
     assert [f.reason for f in hold.fills] == ["end_of_data"]
 
 
-def test_random_entries_use_the_same_moments_rate_and_distances(seeded_market: CandleArrays) -> None:
+def test_random_entries_make_the_models_trade_counts_with_its_distances(seeded_market: CandleArrays) -> None:
     at, direction, sl, tp = seeded_signals(seeded_market)
-    signals = Signals(at, np.zeros((len(at), 3)), sl, tp)
-    runs = random_entries(seeded_market, signals, direction, BacktestConfig(), seeds=(0, 1, 2))
-    assert [run.signals for run in runs] == [int(np.count_nonzero(direction))] * 3
+    config = BacktestConfig(max_hold_seconds=6 * 3600)
+    model = simulate(seeded_market, at, direction, sl, tp, config)
+    buys = sum(f.order.direction == 1 for f in model.fills)
+    exits = moment_exits(seeded_market, at, sl, tp, config)
+    baseline = random_entries(exits, model.fills, runs=3, seed=0)
+    assert baseline.draws.trades.tolist() == [len(model.fills)] * 3 and baseline.draws.short == 0
     distances = dict(zip(at.tolist(), zip(sl.tolist(), tp.tolist(), strict=True), strict=True))
-    for run in runs:
-        for fill in run.fills:
+    round_trip_pct = 100 * 2 * (config.fee + config.slippage)
+    entries = []
+    for run in range(3):
+        simulation = baseline.simulation(run, seeded_market, config)
+        assert len(simulation.fills) == len(model.fills)
+        assert sum(f.order.direction == 1 for f in simulation.fills) == buys
+        for before, after in zip(simulation.fills, simulation.fills[1:], strict=False):
+            assert after.entry_time >= before.exit_time  # one position at a time
+        for fill in simulation.fills:
             assert distances[fill.order.at] == (fill.order.stop_loss_pct, fill.order.take_profit_pct)
-    again = random_entries(seeded_market, signals, direction, BacktestConfig(), seeds=(1,))
-    assert [f.entry_time for f in again[0].fills] == [f.entry_time for f in runs[1].fills]
-    assert [f.entry_time for f in runs[0].fills] != [f.entry_time for f in runs[1].fills]
+            assert fill.order.take_profit_pct > round_trip_pct
+        entries.append([f.entry_time for f in simulation.fills])
+    assert entries[0] != entries[1]
+    again = random_entries(exits, model.fills, runs=2, seed=0).simulation(1, seeded_market, config)
+    assert [f.entry_time for f in again.fills] == entries[1]  # run r is the same whatever the number of runs
+
+
+def test_random_runs_reuse_exits_that_equal_the_models_fills(seeded_market: CandleArrays) -> None:
+    # the random runs book precomputed exits at the account's sizes: traded at the model's own entries they must
+    # give the model's trades exactly, as the backtest's position loop fills them
+    at, direction, sl, tp = seeded_signals(seeded_market)
+    config = BacktestConfig(max_hold_seconds=6 * 3600, risk=0.01, position_share=0.5)
+    model = simulate(seeded_market, at, direction, sl, tp, config)
+    exits = moment_exits(seeded_market, at, sl, tp, config)
+    rows = np.searchsorted(exits.at, [f.entry_time for f in model.fills])
+    sides = np.array([0 if f.order.direction == 1 else 1 for f in model.fills])
+    replayed = account_run(seeded_market, exits, rows, sides, config, name="model again")
+    pd.testing.assert_frame_equal(
+        replayed.trades().drop(columns="probability"), model.trades().drop(columns="probability")
+    )
+    np.testing.assert_array_equal(replayed.equity, model.equity)
+    for fill, row, side in zip(model.fills, rows, sides, strict=True):
+        assert exits.return_pct[row, side] == pytest.approx(return_pct(fill), rel=1e-12)
+        assert exits.exit_time[row, side] == fill.exit_time
 
 
 def test_batched_signals_equal_predict_at_each_moment(tiny_run: Path, tiny_candles: pd.DataFrame) -> None:
@@ -205,9 +239,26 @@ def test_backtest_trades_only_inside_its_period_one_at_a_time(tiny_result) -> No
     assert stats["model"]["trades"] == len(fills)
     assert stats["signals"]["Buy"] + stats["signals"]["Sell"] == tiny_result.model.signals
     assert stats["moments"] == len(tiny_result.signals)
-    assert len(stats["baselines"]["random"]["seeds"]) == 20
+    random = stats["baselines"]["random"]
+    assert random["runs"] == 1000 and random["significance"]["trades_wanted"] == len(fills)
+    assert random["trades"]["mean"] <= len(fills)  # the account may refuse some (daily loss limit), never add
+    assert len(tiny_result.random) == 20  # the equity band's runs
     journal = stats["baselines"]["journal"]
     assert journal["trades"] > 0 and journal["win_rate"] > 0.5  # first-touch labels are winners by construction
+    for strategy in (stats["model"], stats["baselines"]["buy_and_hold"], journal):
+        assert strategy["significance"]["trades"] == strategy["trades"]
+        assert strategy["significance"]["verdict"] in {
+            "edge",
+            "timing without profit",
+            "too few trades to judge",
+            "no evidence of an edge",
+        }
+    model = stats["model"]["significance"]
+    returns = [return_pct(f) for f in fills]
+    assert model["expectancy_pct"] == pytest.approx(np.mean(returns))
+    assert model["random_runs"] == 1000 and 1 / 1001 <= model["p_random_entries"] <= 1
+    assert stats["baselines"]["buy_and_hold"]["significance"]["p_random_entries"] is None
+    assert journal["significance"]["p_random_entries"] < 0.05  # hindsight labels time the market
 
 
 def test_backtest_files(tiny_result, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -239,7 +290,7 @@ def test_backtest_command(run_copy: Path, tiny_db: Path, tmp_path: Path) -> None
         app, ["backtest", str(run_copy), "--db", str(tiny_db), "--min-prob", "0.4", "--fee", "0.04%", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
-    for name in ("model", "buy and hold", "random entries"):
+    for name in ("model", "buy and hold", "random entries (1000 runs)", "p vs random", "verdict: "):
         assert name in result.output
     stats = json.loads((run_copy / "backtest" / "stats.json").read_text())
     assert stats["settings"]["fee"] == pytest.approx(0.0004)

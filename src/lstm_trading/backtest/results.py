@@ -1,12 +1,16 @@
 """The whole backtest of a period: the model's simulation next to its baselines, and the frames written out.
 
-Baselines run through the same fills (`execution.py`): buy and hold, random entries at the model's moments and
-rate with its SL/TP distances (several seeds: mean and spread), and, when given, the journal's own trades.
+Baselines run through the same fills (`execution.py`): buy and hold; random entries with the model's Buy and
+Sell counts and its SL/TP distances (R runs: the table's mean and spread, and the null of the model's p-value);
+and, when given, the journal's own trades. Each strategy's stats carry a `significance` block
+(`significance.py`): expectancy per trade with its bootstrap interval, the p-value against random entries,
+daily Sharpe, PSR and DSR, and the verdict. The journal's p-value comes from random runs with its own Buy and
+Sell counts, at the decision moments and with the model's levels there (the one table of exits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,17 +30,22 @@ from lstm_trading.core.timeutil import format_time
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
+from lstm_trading.backtest.significance import null_summary, sharpe_ratio, significance
 from lstm_trading.backtest.simulation import (
-    DEFAULT_SEEDS,
+    BAND_RUNS,
+    DEFAULT_RANDOM_RUNS,
     Progress,
+    RandomBaseline,
     Simulation,
     buy_and_hold,
     journal_signals,
+    moment_exits,
     period_signals,
     random_entries,
+    return_pct,
     simulate,
 )
-from lstm_trading.backtest.statistics import _spread, statistics
+from lstm_trading.backtest.statistics import _spread, daily_returns, statistics
 from lstm_trading.predict import Signals
 
 # --- the whole backtest ---
@@ -53,7 +62,8 @@ class BacktestResult:
     model: Simulation
     optimistic: Simulation
     buy_and_hold: Simulation
-    random: list[Simulation]
+    random: list[Simulation]  # the first `BAND_RUNS` random runs through the account (equity.csv's band)
+    random_entries: RandomBaseline  # all the random runs' entries and the exits they reuse
     journal: Simulation | None
     stats: dict[str, Any]
 
@@ -67,14 +77,25 @@ def run_backtest(
     config: BacktestConfig = BacktestConfig(),
     journal: pd.DataFrame | None = None,
     journal_name: str = "journal",
-    seeds: Sequence[int] = DEFAULT_SEEDS,
+    random_runs: int = DEFAULT_RANDOM_RUNS,
+    seed: int = 0,
+    trials: int = 1,
     batch_size: int = 64,
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> BacktestResult:
-    """Backtest the model on `[start, end)` of `candles` (which must hold the history before `start` too)."""
+    """Backtest the model on `[start, end)` of `candles` (which must hold the history before `start` too).
+
+    `random_runs` random-entry runs (seeded by `seed`, which also seeds the bootstrap) give the random baseline
+    and the p-values; `trials` is how many configurations were tried to find this one (the deflated Sharpe
+    ratio's N; 1 makes the DSR the PSR against 0).
+    """
     if end <= start:
         raise DataError(f"the backtest period is empty: {format_time(start)} is not before {format_time(end)}")
+    if random_runs < 1:
+        raise DataError(f"random_runs must be at least 1, got {random_runs}")
+    if trials < 1:
+        raise DataError(f"trials must be at least 1 (this configuration), got {trials}")
     traded = period_signals(
         bundle, candles, start, end, config.every_seconds, batch_size=batch_size, workers=workers, progress=progress
     )
@@ -85,26 +106,60 @@ def run_backtest(
     model = simulate(*args, probability=top, name="model")
     optimistic = simulate(*args, probability=top, same_candle="target", name="model_optimistic")
     hold = buy_and_hold(period, config)
-    random = random_entries(period, signals, direction, config, seeds)
+    exits = moment_exits(period, signals.at, signals.stop_loss_pct, signals.take_profit_pct, config)
+    random = random_entries(exits, model.fills, runs=random_runs, seed=seed)
     journal_run = None
     if journal is not None:
         inside = journal[(journal["start_time"] >= start) & (journal["start_time"] < end)]
         at, sides, sl, tp = journal_signals(features, inside, bundle)
         journal_run = simulate(period, at, sides, sl, tp, config, name="journal")
+
+    def daily(simulation: Simulation) -> np.ndarray:
+        return daily_returns(period.timestamp[: len(simulation.equity)], simulation.equity, config.initial_equity)
+
+    random_stats, band = [], []
+    for run in range(random.draws.runs):
+        simulation = random.simulation(run, period, config)
+        figures = statistics(simulation, period, config)
+        figures["sharpe_daily"] = sharpe_ratio(daily(simulation))
+        random_stats.append(figures)
+        if run < BAND_RUNS:
+            band.append(simulation)
+    null_sharpes = np.array([r["sharpe_daily"] for r in random_stats], dtype=np.float64)
+    null_sharpes = null_sharpes[np.isfinite(null_sharpes)]
+    sharpe_variance = float(null_sharpes.var(ddof=1)) if len(null_sharpes) > 1 else math.nan
+
+    def returns(simulation: Simulation) -> np.ndarray:
+        return np.array([return_pct(f) for f in simulation.fills], dtype=np.float64)
+
     model_stats = statistics(model, period, config)
+    model_stats["significance"] = significance(
+        returns(model), daily(model), null=random.draws, trials=trials, sharpe_variance=sharpe_variance, seed=seed
+    )
     optimistic_stats = statistics(optimistic, period, config)
     model_stats["optimistic_same_candle"] = {
         "pnl": optimistic_stats["pnl"],
         "total_return": optimistic_stats["total_return"],
         "trades": optimistic_stats["trades"],
     }
-    random_stats = [statistics(run, period, config) for run in random]
+    hold_stats = statistics(hold, period, config)
+    hold_stats["significance"] = significance(returns(hold), daily(hold), seed=seed)
     baselines: dict[str, Any] = {
-        "buy_and_hold": statistics(hold, period, config),
-        "random": {"seeds": list(seeds), **_spread(random_stats)} if random_stats else None,
+        "buy_and_hold": hold_stats,
+        "random": {
+            "runs": random.draws.runs,
+            "seed": seed,
+            **_spread(random_stats),
+            "significance": null_summary(random.draws, int(np.count_nonzero(exits.eligible))),
+        },
     }
     if journal_run is not None:
-        baselines["journal"] = {"name": journal_name, **statistics(journal_run, period, config)}
+        journal_stats = statistics(journal_run, period, config)
+        journal_null = random_entries(exits, journal_run.fills, runs=random_runs, seed=seed).draws
+        journal_stats["significance"] = significance(
+            returns(journal_run), daily(journal_run), null=journal_null, seed=seed
+        )
+        baselines["journal"] = {"name": journal_name, **journal_stats}
     stats = {
         "period": {
             "start": start,
@@ -123,7 +178,7 @@ def run_backtest(
         "model": model_stats,
         "baselines": baselines,
     }
-    return BacktestResult(start, end, period, signals, model, optimistic, hold, random, journal_run, stats)
+    return BacktestResult(start, end, period, signals, model, optimistic, hold, band, random, journal_run, stats)
 
 
 # --- output ---

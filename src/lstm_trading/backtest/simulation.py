@@ -1,8 +1,9 @@
 """The position loop: signals at moments -> fills on 1-minute candles -> trades and equity; and the baselines.
 
 A model is worth what it earns out of sample after costs, next to what simple strategies earn in the same
-period under the same fills (`execution.py`): buy and hold; random entries at the same moments and rate with
-the same SL/TP distances (several seeds: mean and spread); and, when given, the journal's own trades.
+period under the same fills (`execution.py`): buy and hold; random entries with the model's trade counts and
+SL/TP distances (`significance.py` draws them, over exits computed here once per moment and side); and, when
+given, the journal's own trades.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from lstm_trading.backtest.execution import (
     CandleArrays,
     Costs,
     Fill,
+    Order,
     SameCandle,
     Trader,
+    book_fill,
+    bracket_prices,
     simulate_fill,
 )
+from lstm_trading.backtest.significance import BUY, RandomEntries, draw_random_entries, entry_rate
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
@@ -36,7 +41,8 @@ if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
 from lstm_trading.predict import Features, Signals, predict_signals, scaled_features
 
-DEFAULT_SEEDS = tuple(range(20))
+DEFAULT_RANDOM_RUNS = 1_000  # random-entry runs: a p-value resolves down to 1 / 1,001
+BAND_RUNS = 20  # random runs whose equity curves equity.csv keeps (mean and 5-95 % band), like 20 seeds did
 Progress = Callable[[float, int], None]
 
 TRADE_COLUMNS = (
@@ -167,37 +173,151 @@ def buy_and_hold(candles: CandleArrays, config: BacktestConfig) -> Simulation:
     )
 
 
-def random_entries(
+@dataclass(frozen=True)
+class MomentExits:
+    """Where one unit bought (column `BUY`) or sold (`SELL`) at each decision moment would exit, with the moment's
+    SL/TP distances and the fill rules of `execution.simulate_fill`: computed once, reused by every random run.
+
+    Moments without a candle to enter at are left out. A trade's return in % of entry notional does not depend on
+    its quantity, so these exits give every run's returns; `account_run` books them at the account's sizes.
+    """
+
+    at: np.ndarray  # (M,) moments with a candle opening at them
+    stop_loss_pct: np.ndarray  # (M,)
+    take_profit_pct: np.ndarray  # (M,)
+    fills: list[tuple[Fill, Fill]]  # per moment: the Buy's and the Sell's fill, quantity 1
+    exit_time: np.ndarray  # (M, 2) when each is flat again
+    return_pct: np.ndarray  # (M, 2) net return in % of entry notional
+    eligible: np.ndarray  # (M,) take profit above the round-trip costs: where random entries may enter
+
+
+def return_pct(fill: Fill) -> float:
+    """Net return of a closed trade in % of its entry notional (what trades.csv's `return_pct` holds)."""
+    notional = fill.order.quantity * fill.entry_executed
+    return 100 * fill.pnl / notional if notional else math.nan
+
+
+def moment_exits(
     candles: CandleArrays,
-    signals: Signals,
-    direction: np.ndarray,
+    at: np.ndarray,
+    stop_loss_pct: np.ndarray,
+    take_profit_pct: np.ndarray,
     config: BacktestConfig,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
-) -> list[Simulation]:
-    """Per seed: as many signals as the model gave, at moments drawn from the same moments, sides drawn with
-    the model's Buy share, and the model's predicted SL/TP distances at the drawn moments."""
-    count = int(np.count_nonzero(direction))
-    buys = int(np.count_nonzero(direction == LONG))
-    buy_share = buys / count if count else 0.5
-    runs = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        drawn = np.sort(rng.choice(len(signals), size=count, replace=False)) if count else np.zeros(0, np.int64)
-        sides = np.where(rng.random(count) < buy_share, LONG, SHORT)
-        chosen = np.zeros(len(signals), dtype=np.int64)
-        chosen[drawn] = sides
-        runs.append(
-            simulate(
-                candles,
-                signals.at,
-                chosen,
-                signals.stop_loss_pct,
-                signals.take_profit_pct,
-                config,
-                name=f"random_seed{seed}",
+    *,
+    same_candle: SameCandle = "stop",
+) -> MomentExits:
+    """Each moment's Buy and Sell exit with its own SL/TP distances (see `MomentExits`)."""
+    costs = Costs(config.fee, config.slippage)
+    round_trip_pct = 100 * 2 * (config.fee + config.slippage)
+    kept, fills = [], []
+    for i in np.argsort(at, kind="stable"):
+        row = candles.index_at(int(at[i]))
+        if row is None:
+            continue
+        entry, sl, tp = float(candles.open[row]), float(stop_loss_pct[i]), float(take_profit_pct[i])
+        pair = []
+        for direction in (LONG, SHORT):
+            stop, target = bracket_prices(direction, entry, sl, tp)  # as `Trader.consider` places them
+            order = Order(int(at[i]), direction, 1.0, entry, stop, target, sl, tp, math.nan)
+            pair.append(
+                simulate_fill(
+                    candles, row, order, max_hold_seconds=config.max_hold_seconds, costs=costs, same_candle=same_candle
+                )
             )
+        kept.append(i)
+        fills.append((pair[0], pair[1]))
+    rows = np.asarray(kept, dtype=np.int64)
+    exit_time = np.array([[f.exit_time for f in pair] for pair in fills], dtype=np.int64).reshape(len(rows), 2)
+    returns = np.array([[return_pct(f) for f in pair] for pair in fills], dtype=np.float64).reshape(len(rows), 2)
+    take_profit = np.asarray(take_profit_pct, dtype=np.float64)[rows]
+    return MomentExits(
+        at=np.asarray(at, dtype=np.int64)[rows],
+        stop_loss_pct=np.asarray(stop_loss_pct, dtype=np.float64)[rows],
+        take_profit_pct=take_profit,
+        fills=fills,
+        exit_time=exit_time,
+        return_pct=returns,
+        eligible=take_profit > round_trip_pct,
+    )
+
+
+@dataclass(frozen=True)
+class RandomBaseline:
+    """The random-entry runs over one set of moment exits; `draws` picks rows of the eligible moments."""
+
+    exits: MomentExits
+    draws: RandomEntries
+
+    @property
+    def rows(self) -> np.ndarray:
+        """Rows of `exits` the draws' picks refer to (the eligible moments)."""
+        return np.flatnonzero(self.exits.eligible)
+
+    def simulation(self, run: int, candles: CandleArrays, config: BacktestConfig) -> Simulation:
+        """Run `run` traded through the account (sizing, daily loss limit), its equity marked at each close."""
+        rows = self.rows[self.draws.picks[run]]
+        return account_run(candles, self.exits, rows, self.draws.sides[run], config, name=f"random_run{run}")
+
+
+def random_entries(
+    exits: MomentExits, fills: Sequence[Fill], *, runs: int = DEFAULT_RANDOM_RUNS, seed: int = 0
+) -> RandomBaseline:
+    """`runs` random-entry runs with exactly the Buy and Sell counts of `fills` (a strategy's executed trades),
+    entered at eligible moments where the run is flat, at the strategy's own entry rate per flat moment
+    (`significance.draw_random_entries`)."""
+    buys = sum(f.order.direction == LONG for f in fills)
+    eligible = exits.eligible
+    starts = exits.at[eligible]
+    rate = entry_rate(starts, np.array([f.entry_time for f in fills]), np.array([f.exit_time for f in fills]))
+    draws = draw_random_entries(
+        starts,
+        exits.exit_time[eligible],
+        exits.return_pct[eligible],
+        buys=buys,
+        sells=len(fills) - buys,
+        runs=runs,
+        rate=rate,
+        seed=seed,
+    )
+    return RandomBaseline(exits, draws)
+
+
+def account_run(
+    candles: CandleArrays,
+    exits: MomentExits,
+    rows: np.ndarray,
+    sides: np.ndarray,
+    config: BacktestConfig,
+    *,
+    name: str,
+) -> Simulation:
+    """Trade entries chosen in advance (rows of `exits`, in time order, on sides `BUY` / `SELL`) through
+    `execution.Trader`: the exits are the precomputed ones, booked at the quantity the account sizes."""
+    trader = Trader(config)
+    costs = Costs(config.fee, config.slippage)
+    booked: list[Fill] = []
+    for row, side in zip(rows.tolist(), sides.tolist(), strict=True):
+        unit = exits.fills[row][side]
+        direction = LONG if side == BUY else SHORT
+        order = trader.consider(
+            unit.order.at, direction, unit.order.entry, unit.order.stop_loss_pct, unit.order.take_profit_pct
+        ).order
+        if order is None:
+            continue
+        fill = book_fill(
+            order,
+            costs,
+            entry_index=unit.entry_index,
+            exit_index=unit.exit_index,
+            exit_time=unit.exit_time,
+            exit_price=unit.exit_price,
+            reason=unit.reason,
+            same_candle=unit.same_candle,
         )
-    return runs
+        trader.settle(fill)
+        booked.append(fill)
+    equity, position = equity_curve(candles, booked, config.initial_equity)
+    return Simulation(name, booked, equity, position, len(rows), dict(trader.skipped))
 
 
 def journal_signals(features: Features, trades: pd.DataFrame, bundle: Bundle) -> tuple[np.ndarray, ...]:
@@ -254,7 +374,6 @@ def trades_frame(fills: Sequence[Fill]) -> pd.DataFrame:
     rows = []
     for f in fills:
         o = f.order
-        notional = o.quantity * f.entry_executed
         rows.append(
             (
                 f.entry_time,
@@ -276,7 +395,7 @@ def trades_frame(fills: Sequence[Fill]) -> pd.DataFrame:
                 f.same_candle,
                 f.fees,
                 f.pnl,
-                100 * f.pnl / notional if notional else math.nan,
+                return_pct(f),
                 (f.exit_time - f.entry_time) // MINUTE,
             )
         )

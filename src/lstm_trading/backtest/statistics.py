@@ -104,10 +104,11 @@ SUMMARY_KEYS = ("total_return", "annualised_return", "sharpe", "sortino", "max_d
 
 
 def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, standard deviation, min and max over the random runs of each summary figure."""
+    """Mean, standard deviation, min and max over the random runs of each summary figure (where defined)."""
     spread: dict[str, Any] = {}
-    for key in (*SUMMARY_KEYS, "trades", "exposure", "fees_paid"):
-        values = np.array([r[key] for r in runs if r[key] is not None], dtype=np.float64)
+    for key in (*SUMMARY_KEYS, "trades", "exposure", "fees_paid", "average_minutes_held", "sharpe_daily"):
+        values = np.array([r[key] for r in runs if r.get(key) is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
         if not len(values):
             spread[key] = None
             continue

@@ -33,7 +33,7 @@ from lstm_trading.report.figures import (
     plot_confusion,
     plot_loss_curves,
 )
-from lstm_trading.report.tables import _utc, detail_rows
+from lstm_trading.report.tables import SIGNIFICANCE_HEADER, _utc, detail_rows, significance_rows, verdict_line
 
 # --- the HTML report ---
 
@@ -126,6 +126,21 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
             f"({stats['model']['same_candle']} such trades).</p>"
         )
         sections.append(_table(SUMMARY_HEADER, summary_rows(stats)))
+        verdict = verdict_line(stats)
+        if verdict is not None:
+            random = stats["baselines"]["random"]["significance"]
+            sections.append(
+                f"<h3>Is it more than luck?</h3><p><strong>{html.escape(verdict)}</strong></p>"
+                "<p>Net return per trade in % of entry notional, after fees and slippage, with a 95 % interval "
+                "from a stationary bootstrap over the time-ordered trades; p: the share of "
+                f"{random['runs']:,} random-entry runs (the model's Buy and Sell counts, entered where flat and "
+                "where the take profit exceeds the costs, the model's levels and maximum hold; "
+                f"{_hours(random['average_minutes_held'])} held on average) doing at least as well per trade. "
+                "Sharpe ratios from daily equity returns (UTC days, flat days included), not annualised; PSR "
+                "against 0, DSR against the expected best of the trials. Verdict: edge when the interval lies "
+                "above 0 and p &lt; 0.05; timing without profit when only p &lt; 0.05; under 30 trades, too few "
+                "to judge.</p>" + _table(SIGNIFICANCE_HEADER, significance_rows(stats))
+            )
         model = stats["model"]
         sections.append(_table(("model", ""), detail_rows(model)))
     figures: dict[str, Path] = {}
@@ -156,6 +171,10 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
     path = RunFolder(run_dir).report
     write_text_atomic(path, page)
     return Report(path, figures, missing)
+
+
+def _hours(minutes: float | None) -> str:
+    return "-" if minutes is None else f"{minutes / 60:.1f} h"
 
 
 _STYLE = (

@@ -96,7 +96,7 @@ SUMMARY_HEADER = ("strategy", "return", "Sharpe", "max drawdown", "trades", "win
 def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     """The model against each baseline as text cells (`SUMMARY_HEADER`): what `backtest` and the demo print.
 
-    Random entries show the mean and standard deviation over their seeds; the model's second row is its return
+    Random entries show the mean and standard deviation over their runs; the model's second row is its return
     under optimistic fills (target first when stop and target fall in one candle).
     """
 
@@ -132,7 +132,7 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
 
         rows.append(
             (
-                f"random entries ({len(random['seeds'])} seeds)",
+                f"random entries ({_random_runs(random)} runs)",
                 spread("total_return"),
                 spread("sharpe", False),
                 spread("max_drawdown"),
@@ -147,8 +147,100 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+def _random_runs(random: dict[str, Any]) -> int:
+    """How many random runs a stats.json's random baseline has (`seeds`: one written before `runs`)."""
+    return int(random.get("runs") or len(random.get("seeds", [])))
+
+
 def _maybe(value: float | None, text: str) -> str:
     return "-" if value is None else text.format(value)
+
+
+SIGNIFICANCE_HEADER = (
+    "strategy",
+    "trades",
+    "net / trade",
+    "95 % interval",
+    "p vs random",
+    "daily Sharpe",
+    "PSR",
+    "DSR",
+    "verdict",
+)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f} %"
+
+
+def _interval(bounds: Sequence[float | None] | None) -> str:
+    if not bounds or bounds[0] is None or bounds[1] is None:
+        return "-"
+    return f"{bounds[0]:+.3f} to {bounds[1]:+.3f} %"
+
+
+def significance_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per strategy (`SIGNIFICANCE_HEADER`): net return per trade in % of entry notional with its bootstrap
+    interval, the p-value against random entries, daily Sharpe (not annualised), PSR, DSR and the verdict.
+
+    The random entries' row shows the runs' mean and the central 95 % of their means per trade: the null the
+    p-values are read against. Empty for a stats.json written before these statistics.
+    """
+
+    def row(name: str, s: dict[str, Any]) -> tuple[str, ...] | None:
+        sig = s.get("significance")
+        if not sig:
+            return None
+        return (
+            name,
+            str(sig["trades"]),
+            _pct(sig["expectancy_pct"]),
+            _interval(sig["interval_pct"]),
+            _maybe(sig["p_random_entries"], "{:.3f}"),
+            _maybe(sig["sharpe_daily"], "{:.3f}"),
+            _maybe(sig["psr"], "{:.2f}"),
+            _maybe(sig["dsr"], "{:.2f}"),
+            sig["verdict"],
+        )
+
+    baselines = stats["baselines"]
+    rows = [row("model", stats["model"]), row("buy and hold", baselines["buy_and_hold"])]
+    random = baselines.get("random")
+    if random and random.get("significance"):
+        null = random["significance"]
+        sharpe = random.get("sharpe_daily")
+        rows.append(
+            (
+                f"random entries ({null['runs']} runs)",
+                _maybe(null["trades_per_run"]["mean"], "{:.1f}"),
+                _pct(null["expectancy_pct"]["mean"]),
+                "runs: " + _interval([null["expectancy_pct"]["p2_5"], null["expectancy_pct"]["p97_5"]]),
+                "-",
+                "-" if not sharpe else f"{sharpe['mean']:.3f} ± {sharpe['std']:.3f}",
+                "-",
+                "-",
+                "(the null)",
+            )
+        )
+    journal = baselines.get("journal")
+    if journal:
+        rows.append(row(journal.get("name", "journal"), journal))
+    return [r for r in rows if r is not None]
+
+
+def verdict_line(stats: dict[str, Any]) -> str | None:
+    """The model's verdict in one sentence with the figures it rests on (None before these statistics)."""
+    sig = stats["model"].get("significance")
+    if not sig:
+        return None
+    parts = [f"{sig['trades']} trades"]
+    if sig["expectancy_pct"] is not None:
+        interval = sig["interval_pct"]
+        within = f" (95 % interval {_interval(interval)})" if interval else ""
+        parts.append(f"{sig['expectancy_pct']:+.3f} % net per trade{within}")
+    if sig["p_random_entries"] is not None:
+        parts.append(f"p = {sig['p_random_entries']:.3f} against {sig['random_runs']:,} random-entry runs")
+    return f"verdict: {sig['verdict']}: " + ", ".join(parts)
 
 
 def detail_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
@@ -163,6 +255,24 @@ def detail_rows(model: dict[str, Any]) -> list[tuple[str, str]]:
         ("same-candle SL/TP (stop assumed first)", str(model["same_candle"])),
         ("P&L with optimistic same-candle fills", f"{model['optimistic_same_candle']['pnl']:.2f}"),
         ("exits", ", ".join(f"{k} {v}" for k, v in model["exits"].items())),
+        *_significance_details(model.get("significance")),
+    ]
+
+
+def _significance_details(sig: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if not sig:
+        return []
+    variance, best = _maybe(sig["sharpe_variance"], "{:.2e}"), _maybe(sig["expected_max_sharpe"], "{:.3f}")
+    return [
+        ("bootstrap block length (trades)", _maybe(sig["block_length"], "{:.1f}")),
+        (
+            "daily returns: days, skewness, kurtosis (raw)",
+            f"{sig['days']}, {_maybe(sig['skewness'], '{:.2f}')}, {_maybe(sig['kurtosis'], '{:.2f}')}",
+        ),
+        (
+            "DSR: trials, variance of null Sharpe, expected max Sharpe",
+            f"{sig['trials']}, {variance}, {best}",
+        ),
     ]
 
 

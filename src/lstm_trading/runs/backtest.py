@@ -6,7 +6,6 @@ The period defaults to the run's test split to the end of the data; its candles 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ from lstm_trading.runs.candles import candles_for_moments, period_end
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
 from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
-from lstm_trading.backtest.simulation import DEFAULT_SEEDS, Progress
+from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, Progress
 
 
 def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
@@ -67,13 +66,15 @@ def backtest_run(
     trades: Path | None = None,
     sheet: str | None = None,
     out_dir: Path | None = None,
-    seeds: Sequence[int] = DEFAULT_SEEDS,
+    random_runs: int = DEFAULT_RANDOM_RUNS,
+    seed: int = 0,
+    trials: int = 1,
     batch_size: int = 64,
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> tuple[BacktestResult, Path]:
     """Backtest a run folder's model and write its files (default period: the run's test period to the end of
-    the data; default folder: RUN/backtest)."""
+    the data; default folder: RUN/backtest). `random_runs`, `seed` and `trials` as in `run_backtest`."""
     from lstm_trading.data.journal import JOURNAL_SHEET, read_journal
     from lstm_trading.models.bundle import load_bundle
     from lstm_trading.runs.evaluate import run_sources
@@ -101,7 +102,9 @@ def backtest_run(
         config=config,
         journal=journal,
         journal_name=name,
-        seeds=seeds,
+        random_runs=random_runs,
+        seed=seed,
+        trials=trials,
         batch_size=batch_size,
         workers=workers,
         progress=progress,
