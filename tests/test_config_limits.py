@@ -151,3 +151,31 @@ def test_resume_with_other_model_sizes_is_refused_and_keeps_the_run(tiny_run: Pa
         "resume without --config (the run's config.toml is used) or train anew with --overwrite\n"
     )
     assert _digest(run) == before
+
+
+def test_a_backtest_that_cannot_write_its_files_leaves_none_of_them(  # type: ignore[no-untyped-def]
+    tiny_run: Path, tiny_db: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`backtest` never leaves trades.csv without equity.csv and stats.json: a full disk at the last of the
+    three keeps the folder as it was."""
+    import errno
+    import os
+
+    from lstm_trading.core import atomic
+
+    out = tmp_path / "bt"
+    out.mkdir()
+    (out / "trades.csv").write_text("old\n")
+    real = os.replace
+
+    def full_at_stats(source: str, target: str) -> None:
+        if Path(target).name == "stats.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", full_at_stats)
+    args = ["backtest", str(tiny_run), "--db", str(tiny_db), "--random-runs", "5", "--no-progress", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "cannot write (No space left on device)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["trades.csv"] and (out / "trades.csv").read_text() == "old\n"

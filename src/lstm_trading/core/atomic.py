@@ -63,26 +63,44 @@ def write_with(target: Path | str, writer: Callable[[Path], object], suffix: str
 
 
 def write_texts_atomic(files: dict[Path, str]) -> None:
-    """Write a set of files that belong together (a backtest's trades, equity and stats) all or not at all:
-    every temporary file is written and flushed first, then all are renamed into place."""
-    written: list[tuple[Path, Path]] = []
+    """Write a set of files that belong together (a backtest's trades, equity and stats) all or not at all.
+
+    Every new file is written and flushed under a temporary name first; then each target's old file (if any) is
+    moved aside and the new one renamed in. If any step fails, the files already renamed are put back as they
+    were, so the folder holds the old set or the new one, never a mix.
+    """
+    staged: list[tuple[Path, Path]] = []  # (temporary, target)
+    swapped: list[tuple[Path, Path | None]] = []  # (target, its old file moved aside, or None)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         for target, text in files.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            written.append((Path(name), target))
+            staged.append((Path(name), target))
             with os.fdopen(handle, "wb") as out:
                 out.write(text.encode("utf-8"))
                 out.flush()
                 os.fsync(out.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
             os.chmod(name, 0o666 & ~umask)
-        for temporary, target in written:
+        for temporary, target in staged:
+            old: Path | None = None
+            if target.exists():
+                old = target.with_name(f".{target.name}.old")
+                os.replace(target, old)
+            swapped.append((target, old))
             os.replace(temporary, target)
     except OSError as error:
-        failed = written[-1][1] if written else next(iter(files))
+        failed = swapped[-1][0] if swapped else (staged[-1][1] if staged else next(iter(files)))
+        for target, old in reversed(swapped):  # put the old set back
+            if old is not None:
+                os.replace(old, target)
+            else:
+                target.unlink(missing_ok=True)
         raise _write_error(failed, error) from None
     finally:
-        for temporary, _ in written:
+        for temporary, _ in staged:
             temporary.unlink(missing_ok=True)
+    for _, old in swapped:
+        if old is not None:
+            old.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from lstm_trading.core.atomic import write_text_atomic
+from lstm_trading.core.atomic import write_texts_atomic
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
@@ -28,13 +28,17 @@ def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
     """trades.csv, equity.csv, stats.json and the backtest's figures into `out_dir`."""
     from lstm_trading.report.figures import backtest_figures
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     trades = result.model.trades()
     equity = equity_frame(result)
-    write_text_atomic(out_dir / TRADES_FILE, trades.to_csv(index=False))
-    write_text_atomic(out_dir / EQUITY_FILE, equity.to_csv(index=False))
-    write_text_atomic(out_dir / STATS_FILE, json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n")
-    paths = [out_dir / TRADES_FILE, out_dir / EQUITY_FILE, out_dir / STATS_FILE]
+    # the three belong together: written all or not at all, so a full disk never leaves trades.csv of this
+    # backtest beside stats.json of another
+    files = {
+        out_dir / TRADES_FILE: trades.to_csv(index=False),
+        out_dir / EQUITY_FILE: equity.to_csv(index=False),
+        out_dir / STATS_FILE: json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n",
+    }
+    write_texts_atomic(files)
+    paths = list(files)
     return paths + backtest_figures(equity, trades, out_dir)
 
 
