@@ -78,6 +78,11 @@ def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices
     ]
     (note,) = [line for line in lines if line.startswith("Sharpe and Sortino ('-')")]
     assert note.endswith("days") and "of 30 days or more; this one has " in note  # the test period is days long
+    (verdict,) = [line for line in lines if line.startswith("verdict: ")]  # the backtest ends in a verdict
+    import re
+
+    verdicts = "edge|timing without profit|too few trades to judge|no evidence of an edge"
+    assert re.match(rf"verdict: ({verdicts}): \d+ trades", verdict), verdict
     (latest,) = [line for line in lines if line.startswith("latest moment ")]
     assert " entry " in latest
     if ": Buy (" in latest or ": Sell (" in latest:

@@ -28,7 +28,7 @@ from lstm_trading.models.bundle import load_bundle
 from lstm_trading.models.training_record import Sources
 from lstm_trading.predict import predict_moments
 from lstm_trading.report.document import write_report
-from lstm_trading.report.tables import SUMMARY_HEADER, summary_rows, text_table
+from lstm_trading.report.tables import SUMMARY_HEADER, summary_rows, text_table, verdict_line
 from lstm_trading.runs.backtest import write_backtest
 from lstm_trading.runs.evaluate import evaluate_run
 from lstm_trading.runs.train import prepare, train_run
@@ -140,6 +140,9 @@ def run_demo(
     note = short_period_note(backtest.stats)
     if note is not None:
         echo(note)
+    judged = verdict_line(backtest.stats)
+    if judged is not None:
+        echo(judged)
     echo("7/7 report")
     report = write_report(run_dir)
     echo(f"report: {report.path}")

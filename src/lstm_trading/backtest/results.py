@@ -11,6 +11,7 @@ Sell counts, at the decision moments and with the model's levels there (the one 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -117,20 +118,7 @@ def run_backtest(
     def daily(simulation: Simulation) -> np.ndarray:
         return daily_returns(period.timestamp[: len(simulation.equity)], simulation.equity, config.initial_equity)
 
-    random_stats, band = [], []
-    for run in range(random.draws.runs):
-        simulation = random.simulation(run, period, config)
-        figures = statistics(simulation, period, config)
-        figures["sharpe_daily"] = sharpe_ratio(daily(simulation))
-        random_stats.append(figures)
-        if run < BAND_RUNS:
-            band.append(simulation)
-    null_sharpes = np.array([r["sharpe_daily"] for r in random_stats], dtype=np.float64)
-    null_sharpes = null_sharpes[np.isfinite(null_sharpes)]
-    sharpe_variance = float(null_sharpes.var(ddof=1)) if len(null_sharpes) > 1 else math.nan
-
-    def returns(simulation: Simulation) -> np.ndarray:
-        return np.array([return_pct(f) for f in simulation.fills], dtype=np.float64)
+    random_stats, band, sharpe_variance = _random_baseline(random, period, config, daily)
 
     model_stats = statistics(model, period, config)
     model_stats["significance"] = significance(
@@ -160,24 +148,8 @@ def run_backtest(
             returns(journal_run), daily(journal_run), null=journal_null, seed=seed
         )
         baselines["journal"] = {"name": journal_name, **journal_stats}
-    stats = {
-        "period": {
-            "start": start,
-            "end": end,
-            "start_utc": format_time(start),
-            "end_utc": format_time(end),
-            "minutes": len(period),
-        },
-        "settings": asdict(config),
-        "moments": len(moments),
-        "signals": {
-            "Buy": int(np.count_nonzero(direction == LONG)),
-            "Sell": int(np.count_nonzero(direction == SHORT)),
-            "none": int(np.count_nonzero(direction == FLAT)),
-        },
-        "model": model_stats,
-        "baselines": baselines,
-    }
+    stats = {**_period_record(start, end, period, config, moments, direction), "model": model_stats}
+    stats["baselines"] = baselines
     return BacktestResult(start, end, period, signals, model, optimistic, hold, band, random, journal_run, stats)
 
 
@@ -204,3 +176,52 @@ def equity_frame(result: BacktestResult) -> pd.DataFrame:
     if result.journal is not None:
         frame["journal"] = result.journal.equity
     return frame
+
+
+def returns(simulation: Simulation) -> np.ndarray:
+    """Each trade's net return in % of its entry notional, in time order (as trades.csv's `return_pct`)."""
+    return np.array([return_pct(f) for f in simulation.fills], dtype=np.float64)
+
+
+def _random_baseline(
+    random: RandomBaseline,
+    period: CandleArrays,
+    config: BacktestConfig,
+    daily: Callable[[Simulation], np.ndarray],
+) -> tuple[list[dict[str, Any]], list[Simulation], float]:
+    """Every random run through the account rules: their statistics (the baseline row's mean and spread), the
+    first `BAND_RUNS` for the equity band, and the variance of their daily Sharpe ratios (the DSR's V)."""
+    random_stats, band = [], []
+    for run in range(random.draws.runs):
+        simulation = random.simulation(run, period, config)
+        figures = statistics(simulation, period, config)
+        figures["sharpe_daily"] = sharpe_ratio(daily(simulation))
+        random_stats.append(figures)
+        if run < BAND_RUNS:
+            band.append(simulation)
+    null_sharpes = np.array([r["sharpe_daily"] for r in random_stats], dtype=np.float64)
+    null_sharpes = null_sharpes[np.isfinite(null_sharpes)]
+    sharpe_variance = float(null_sharpes.var(ddof=1)) if len(null_sharpes) > 1 else math.nan
+    return random_stats, band, sharpe_variance
+
+
+def _period_record(
+    start: int, end: int, period: CandleArrays, config: BacktestConfig, moments: np.ndarray, direction: np.ndarray
+) -> dict[str, Any]:
+    """stats.json's description of what was backtested: the period, the settings, the moments and signals."""
+    return {
+        "period": {
+            "start": start,
+            "end": end,
+            "start_utc": format_time(start),
+            "end_utc": format_time(end),
+            "minutes": len(period),
+        },
+        "settings": asdict(config),
+        "moments": len(moments),
+        "signals": {
+            "Buy": int(np.count_nonzero(direction == LONG)),
+            "Sell": int(np.count_nonzero(direction == SHORT)),
+            "none": int(np.count_nonzero(direction == FLAT)),
+        },
+    }
