@@ -69,6 +69,8 @@ def _digest(folder: Path) -> dict[str, str]:
         (["--seed", "-1"], "error: --seed: must be in 0..4294967295"),
         (["--devices", "abc"], "error: --devices: expected 'auto' or a positive number of devices, got 'abc'"),
         (["--max-len", "1e20"], "error: Invalid value for '--max-len'"),
+        (["--accelerator", "tpu9"], "error: --accelerator: must be one of auto, cpu, cuda, gpu, got 'tpu9'"),
+        (["--strategy", "dddp"], "error: train.strategy: unknown Lightning strategy 'dddp'"),
     ],
 )
 def test_overwrite_with_a_bad_setting_keeps_the_finished_run(tiny_run: Path, tmp_path: Path, flags, message) -> None:  # type: ignore[no-untyped-def]
@@ -179,3 +181,18 @@ def test_a_backtest_that_cannot_write_its_files_leaves_none_of_them(  # type: ig
     assert result.exit_code == 2
     assert "cannot write (No space left on device)" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["trades.csv"] and (out / "trades.csv").read_text() == "old\n"
+
+
+def test_cuda_is_refused_before_any_write_where_the_machine_has_none() -> None:
+    import torch
+
+    from lstm_trading.core.config import TrainConfig
+    from lstm_trading.models.lstm.training import check_trainer
+
+    if torch.cuda.is_available():  # a GPU machine: the check lets it through, and more GPUs than it has are refused
+        check_trainer(TrainConfig(precision="32-true"), "cuda")
+        with pytest.raises(ConfigError, match="GPUs asked for"):
+            check_trainer(TrainConfig(devices=str(torch.cuda.device_count() + 1)), "cuda")
+        return
+    with pytest.raises(ConfigError, match="^--accelerator cuda: this machine has no CUDA device; use cpu or auto$"):
+        check_trainer(TrainConfig(), "cuda")

@@ -109,9 +109,9 @@ def check_training(
     if resume:
         check_resumable(config, RunFolder(run_dir))
     if kind == LSTM_KIND:
-        from lstm_trading.models.lstm.training import resolve_precision  # imports Lightning: only when needed
+        from lstm_trading.models.lstm.training import check_trainer  # imports Lightning: only when needed
 
-        resolve_precision(config.train.precision, accelerator)
+        check_trainer(config.train, accelerator)
 
 
 RESUME_FIXED = ("features", "targets", "split", "labels", "model")  # what the checkpoint's weights depend on

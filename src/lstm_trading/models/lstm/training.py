@@ -296,6 +296,32 @@ def cpu_runs_bf16_lstm() -> bool:
     return True
 
 
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
+
+
+def check_trainer(train_config: TrainConfig, accelerator: str) -> None:
+    """What Lightning would refuse only after the run folder was cleared for `--overwrite`: the accelerator, a
+    CUDA device that is not there, the strategy's name, more GPUs than the machine has, and the precision."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"--accelerator: must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
+    cuda = torch.cuda.is_available()
+    if accelerator in ("cuda", "gpu") and not cuda:
+        raise ConfigError(f"--accelerator {accelerator}: this machine has no CUDA device; use cpu or auto")
+    strategy = train_config.strategy
+    if strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
+        known = ", ".join(s for s in sorted(StrategyRegistry.available_strategies()) if "_find_unused" not in s)
+        raise ConfigError(f"train.strategy: unknown Lightning strategy {strategy!r} (known: auto, {known})")
+    on_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and cuda)
+    devices = parse_devices(train_config.devices)
+    if on_cuda and isinstance(devices, int) and devices > torch.cuda.device_count():
+        raise ConfigError(
+            f"train.devices: {devices} GPUs asked for, this machine has {torch.cuda.device_count()}; give fewer"
+        )
+    resolve_precision(train_config.precision, accelerator)
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """`auto`: bf16-mixed on CUDA cards that have it, else 16-mixed with gradient scaling; fp32 on CPU.
 
