@@ -73,6 +73,16 @@ def dump_tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
         connection.close()
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` with its bytes (SQLite's -wal/-shm side files aside: they come and go), to
+    show that a refused command left a folder as it found it."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(("-wal", "-shm"))
+    }
+
+
 @pytest.fixture
 def one_torch_thread():  # type: ignore[no-untyped-def]
     """One torch thread: on 2 cores shared with other test runs, every step of a 2-thread LSTM waits at a barrier."""

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import dump_tables, tiny_config
+from conftest import dump_tables, snapshot, tiny_config
 from lstm_trading.cli import app
 from lstm_trading.core.config import dump_config
 from lstm_trading.core.errors import DataError, ModelFileError
@@ -51,15 +51,6 @@ def with_line(lines: list[str], line: int, text: str) -> list[str]:
     changed = list(lines)
     changed[line - 2] = text + "\n"
     return changed
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file below `folder` with its bytes (SQLite's -wal/-shm side files aside: they come and go)."""
-    return {
-        str(path.relative_to(folder)): path.read_bytes()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.endswith(("-wal", "-shm"))
-    }
 
 
 @dataclass

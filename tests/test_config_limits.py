@@ -3,13 +3,13 @@ boundary, naming the key and the file; a refused `train` leaves an existing run 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import snapshot
 from lstm_trading.cli import app
 from lstm_trading.core.config import Config, load_config
 from lstm_trading.core.errors import ConfigError
@@ -55,14 +55,6 @@ def test_flags_out_of_range_are_named_as_typed() -> None:
         Config().with_overrides("train", seed=-1)
 
 
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -77,11 +69,11 @@ def test_overwrite_with_a_bad_setting_keeps_the_finished_run(tiny_run: Path, tmp
     """`train --overwrite` used to delete model/, checkpoints/ and logs/ before rejecting the seed."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    before = _digest(run)
+    before = snapshot(run)
     result = CliRunner().invoke(app, ["train", "--out", str(run), "--overwrite", "--trades", "none.xlsx", *flags])
     assert result.exit_code == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
-    assert _digest(run) == before
+    assert snapshot(run) == before
 
 
 def test_a_full_disk_while_evaluating_is_one_line_and_keeps_the_old_metrics(  # type: ignore[no-untyped-def]
@@ -143,7 +135,7 @@ def test_resume_with_other_model_sizes_is_refused_and_keeps_the_run(tiny_run: Pa
     shutil.copytree(tiny_run, run)
     other = tmp_path / "other.toml"
     other.write_text(dump_config(tiny_config().with_overrides("model", hidden_size=32)))
-    before = _digest(run)
+    before = snapshot(run)
     result = CliRunner().invoke(
         app, ["train", "--out", str(run), "--resume", "--config", str(other), "--trades", "none.xlsx"]
     )
@@ -152,7 +144,7 @@ def test_resume_with_other_model_sizes_is_refused_and_keeps_the_run(tiny_run: Pa
         f"error: --resume {run}: the run was trained with other settings: model.hidden_size = 32 (the run has 16); "
         "resume without --config (the run's config.toml is used) or train anew with --overwrite\n"
     )
-    assert _digest(run) == before
+    assert snapshot(run) == before
 
 
 def test_a_backtest_that_cannot_write_its_files_leaves_none_of_them(  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ segment's first candle."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def test_predict_inside_the_warm_up_after_a_long_gap_says_so_and_names_the_first
     tiny_run: Path, gapped
 ) -> None:  # type: ignore[no-untyped-def]
     db, candles = gapped
-    first_after = int(tiny_candles_row(candles, GAP_AT))
+    first_after = _moment(candles, GAP_AT)
     moment = first_after + 30 * 60
     result = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(db), "--at", str(moment)])
     assert result.exit_code == 2
@@ -51,10 +52,6 @@ def test_predict_inside_the_warm_up_after_a_long_gap_says_so_and_names_the_first
         f"indicator warm-up after one (the newest usable candle before it opened "
         f"{format_time(_moment(candles, GAP_AT - 1))})\n"
     )
-
-
-def tiny_candles_row(candles: pd.DataFrame, row: int) -> int:
-    return int(candles["timestamp"].iloc[row])
 
 
 def test_a_moment_after_the_warm_up_gets_the_same_window_from_predict_and_from_the_whole_history(
@@ -74,8 +71,6 @@ def test_a_moment_after_the_warm_up_gets_the_same_window_from_predict_and_from_t
     for moment, expected in zip((after_long, after_short), whole.itertuples(), strict=True):
         result = CliRunner().invoke(app, ["predict", str(tiny_run), "--db", str(db), "--at", str(moment), "--json"])
         assert result.exit_code == 0, result.output
-        import json
-
         got = json.loads(result.stdout)
         assert got["window_minutes"] == expected.window_minutes
         # a window spans max_len minutes of clock time: the 20 missing minutes of the short gap are not in it
@@ -101,7 +96,6 @@ def test_a_backtest_across_a_long_gap_skips_the_warm_up_and_trades_the_rest(tiny
 def test_the_replay_across_a_long_gap_pauses_entries_and_equals_the_backtest(tiny_run: Path, gapped, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The live loop meets the rule too: entries pause for the new segment's warm-up (logged when it starts and
     when trading resumes), and the replay's trades still equal the backtest's."""
-    import json
 
     db, candles = gapped
     period = ["--db", str(db), "--from", str(_moment(candles, GAP_AT - 300)), "--every", "30m", "--min-prob", "0.34"]

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from lstm_trading.cli import app
 from lstm_trading.core.errors import ConfigError
-from lstm_trading.live.settings import DAY, LiveSettings
+from lstm_trading.core.timeutil import DAY
+from lstm_trading.live.settings import LiveSettings
 
 DB = Path("candles.db")
 DEFAULTS = {f.name: f.default for f in fields(LiveSettings)}

@@ -202,7 +202,6 @@ def ingest_exchange(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary: only warnings and errors (cron)."),
 ) -> None:
     """Download 1-minute candles with ccxt: incremental, resumable, safe to run every minute from cron."""
-    from lstm_trading.core.timeutil import format_time
 
     # ccxt takes half a second to import: only this command pays for it.
     from lstm_trading.data import exchange
@@ -277,7 +276,6 @@ def ingest_csv(
 ) -> None:
     """Import 1-minute candles from a CSV file: idempotent, one transaction per file."""
     from lstm_trading.core.errors import ConfigError
-    from lstm_trading.core.timeutil import format_time
     from lstm_trading.data.candles import describe_gaps
     from lstm_trading.data.csv import read_candles_csv
     from lstm_trading.data.store import CandleStore
@@ -355,7 +353,6 @@ def gaps_command(
     from rich.table import Table
 
     from lstm_trading.core.errors import DataError
-    from lstm_trading.core.timeutil import format_time
     from lstm_trading.data.store import CandleStore
 
     first = _moment(start, "--from")
@@ -381,7 +378,7 @@ def gaps_command(
     console.print(table)
 
 
-# --- features.py, labels.py: features, label ---
+# --- features, label (runs/features.py, samples/labels.py) ---
 
 
 @app.command("features")
@@ -395,7 +392,6 @@ def features_command(
 ) -> None:
     """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
     from lstm_trading.core.errors import DataError
-    from lstm_trading.core.timeutil import format_time
     from lstm_trading.features.compute import FEATURE_NAMES, features_file_format, write_features
     from lstm_trading.runs.features import candles_and_features
 
@@ -436,7 +432,7 @@ def label_command(
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
     from lstm_trading.core.config import Config
     from lstm_trading.core.errors import ConfigError, DataError
-    from lstm_trading.core.timeutil import format_time, parse_fraction
+    from lstm_trading.core.timeutil import parse_fraction
     from lstm_trading.data.journal import write_journal
     from lstm_trading.runs.features import candles_and_features
     from lstm_trading.samples.labels import cost_warning, label_first_touch
@@ -492,7 +488,7 @@ def label_command(
     say(f"journal written to {out}")
 
 
-# --- training, prediction, demo (pipeline.py, predict.py, demo.py) ---
+# --- training, prediction, demo (runs/train.py, runs/predict.py, demo.py) ---
 
 
 def _print_split(prepared: Any) -> None:
@@ -738,7 +734,7 @@ def demo_command(
         _echo_plain(f"report: {result.report}")
 
 
-# --- evaluation, backtest, report (evaluate.py, backtest.py, report.py) ---
+# --- evaluation, backtest, report (runs/evaluate.py, runs/backtest.py, report/) ---
 
 
 def _print_table(title: str, header: Any, rows: Any) -> None:
@@ -904,7 +900,7 @@ def report_command(
     )
 
 
-# --- automatic trading (live.py, broker.py, live_state.py) ---
+# --- automatic trading (runs/live.py, live/) ---
 
 
 def _echo_plain(text: str) -> None:

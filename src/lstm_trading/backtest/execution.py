@@ -24,11 +24,10 @@ import pandas as pd
 
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
-from lstm_trading.core.timeutil import MINUTE
+from lstm_trading.core.timeutil import DAY, MINUTE
 
 LONG, SHORT, FLAT = 1, -1, 0
 SIDE_NAMES = {LONG: "Buy", SHORT: "Sell"}
-DAY = 86_400
 
 SameCandle = Literal["stop", "target"]
 ExitReason = Literal["stop_loss", "take_profit", "max_hold", "end_of_data"]

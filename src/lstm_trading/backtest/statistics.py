@@ -15,7 +15,7 @@ from lstm_trading.backtest.execution import (
     CandleArrays,
 )
 from lstm_trading.core.config import BacktestConfig
-from lstm_trading.core.timeutil import MINUTE
+from lstm_trading.core.timeutil import DAY, MINUTE
 
 if TYPE_CHECKING:
     pass
@@ -41,7 +41,7 @@ def daily_returns(timestamps: np.ndarray, equity: np.ndarray, initial: float) ->
     """
     if not len(equity):
         return np.empty(0)
-    day = timestamps // 86_400
+    day = timestamps // DAY
     last = np.flatnonzero(np.r_[day[1:] != day[:-1], True])  # each day's last candle
     closes = np.concatenate([[initial], equity[last]])
     return closes[1:] / closes[:-1] - 1

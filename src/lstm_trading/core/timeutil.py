@@ -18,6 +18,7 @@ import pandas as pd
 from lstm_trading.core.errors import ConfigError
 
 MINUTE = 60
+DAY = 86_400  # a UTC day: daily loss limits, daily returns and model ages count in them
 # Unix seconds stay below 1e11 until the year 5138; milliseconds pass 1e11 in 1973.
 _MILLISECONDS_ABOVE = 1e11
 

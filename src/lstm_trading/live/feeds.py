@@ -1,4 +1,5 @@
-"""feeds: split from lstm_trading.live."""
+"""Where the live loop's candles and time come from: the wall clock or a simulated one, the exchange (ingested
+into the candle store each period) or stored candles (the replay)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from lstm_trading.backtest.execution import (
-    CandleArrays,
-)
+from lstm_trading.backtest.execution import CandleArrays
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.live.brokers import ExchangeUnavailable, Retry, redact, redacted
-
-# --- time ---
 
 LATE_GRACE_S = 30  # a loop that starts this soon after a boundary still acts on it
 

@@ -3,21 +3,21 @@
 One loop serves three modes. At each moment `t` (a multiple of `every`):
 
 1. the feed brings the candles closed by `t` (live and paper: `data.exchange.ingest` into the candle store);
-2. an open position is checked on the candles closed since the last check (paper: `execution.PositionWatch`,
+2. an open position is checked on the candles closed since the last check (paper: `backtest.execution.PositionWatch`,
    the backtest's fill code; live: the exchange's position), and closed at market once the maximum holding
    time is over;
-3. the model's signal at `t` goes through `execution.Trader.consider` (one position at a time, threshold,
+3. the model's signal at `t` goes through `backtest.execution.Trader.consider` (one position at a time, threshold,
    SL and TP as prices from the open of the candle opening at `t`, sizing, maximum position, daily loss limit),
    the backtest's decision step;
-4. the order goes to the broker (`broker.PaperBroker` or `broker.CcxtBroker`), and everything the period
-   changed is committed to the state (`live_state.py`) in one transaction, with one JSON line in the log.
+4. the order goes to the broker (`live.brokers.PaperBroker` or `CcxtBroker`), and everything the period
+   changed is committed to the state (`live/state.py`) in one transaction, with one JSON line in the log.
 
 `replay` runs this loop over stored candles with no network and no clock. Its signals come from one batched
-pass (`backtest.predict_signals`, the backtest's own call: the window at each moment holds only candles closed
-by it), because a batch of one can differ from a batch of 64 in the last bits of float32; everything after the
-model (candles arriving period by period, decisions, fills, state, restarts) is the live loop's code. So the
-replay's `trades.csv` equals `lstm-trading backtest`'s for the same bundle, candles and settings
-(`tests/test_live.py`).
+pass (`predict.predict_signals` through `backtest.simulation.period_signals`, the backtest's own call: the
+window at each moment holds only candles closed by it), because a batch of one can differ from a batch of 64 in
+the last bits of float32; everything after the model (candles arriving period by period, decisions, fills,
+state, restarts) is the live loop's code. So the replay's `trades.csv` equals `lstm-trading backtest`'s for the
+same bundle, candles and settings (`tests/test_live.py`).
 """
 
 from __future__ import annotations
@@ -47,13 +47,12 @@ from lstm_trading.backtest.execution import (
 )
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
-from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.core.timeutil import DAY, MINUTE, format_time
 from lstm_trading.live.brokers import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
 from lstm_trading.live.feeds import Clock, ExchangeFeed, Feed, ReplayFeed, next_moment
 from lstm_trading.live.signals import PrecomputedSignals, Signal, SignalSource
 from lstm_trading.live.state import LiveState, Position, Step, fill_record
 
-DAY = 86_400
 SETTLE_S = 5  # wait this long after a boundary: the exchange has closed the minute (ingest keeps a 3 s margin)
 LOG_FILE = "live.jsonl"
 
@@ -583,12 +582,10 @@ def _settings_record(settings: LoopSettings, mode: str) -> dict[str, Any]:
 
 
 def run_live(
-    bundle: Any,
     *,
     db: Path,
     settings: LoopSettings,
     mode: str,
-    exchange: Any,
     source: Any,
     broker: Broker,
     signals: SignalSource,

@@ -13,8 +13,8 @@ from typing import Any
 
 from lstm_trading.core.errors import ConfigError
 from lstm_trading.core.run_folder import RunFolder
+from lstm_trading.core.timeutil import DAY
 
-DAY = 86_400
 MODES = ("paper", "live")
 
 

@@ -1,4 +1,5 @@
-"""signals: split from lstm_trading.live."""
+"""The model's signal at each moment for the live loop: predicted from the stored candles (live, paper), or
+handed out from the backtest's batched pass (the replay); a moment without a usable window pauses entries."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import pandas as pd
 
 from lstm_trading.core.errors import DataError, NoWindow
 from lstm_trading.core.timeutil import MINUTE, format_time
-
-# --- where signals come from ---
 
 
 class Signal(NamedTuple):

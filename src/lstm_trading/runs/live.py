@@ -122,11 +122,9 @@ def live_run(
     _check_candles(db, symbol, bundle.history_minutes)
     market = _connect(settings, symbol, credentials, Costs(config.fee, config.slippage), clock, echo)
     return run_live(
-        bundle,
         db=db,
         settings=loop_settings(settings, symbol, config),
         mode=settings.mode,
-        exchange=market.exchange,
         source=market.source,
         broker=market.broker,
         signals=ModelSignals(
@@ -182,7 +180,6 @@ def _check_candles(db: Path, symbol: str, history_minutes: int) -> None:
 class _Market:
     """The exchange the loop talks to: candles through `source`, orders through `broker`, both with `retry`."""
 
-    exchange: Any
     source: CcxtSource
     retry: brokers.Retry
     broker: brokers.Broker
@@ -203,9 +200,9 @@ def _connect(
     source = CcxtSource(exchange, settings.market)
     unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
     if not settings.live:
-        return _Market(exchange, source, retry, brokers.PaperBroker(), None)
+        return _Market(source, retry, brokers.PaperBroker(), None)
     broker = brokers.CcxtBroker(exchange, unified, costs, retry)
-    return _Market(exchange, source, retry, broker, broker.balance())
+    return _Market(source, retry, broker, broker.balance())
 
 
 # --- live-status ---
