@@ -158,6 +158,18 @@ def test_buy_and_hold_by_hand() -> None:
     assert [f.reason for f in hold.fills] == ["end_of_data"]
 
 
+def test_moments_without_a_window_never_become_random_entries(seeded_market: CandleArrays) -> None:
+    """Inside a gap or its warm-up the model cannot trade (its placeholder take profit is tiny, but a zero-fee
+    backtest would count it as paying the costs): such moments are left out of the random runs' candidates."""
+    at, _, sl, tp = seeded_signals(seeded_market)
+    config = BacktestConfig(fee=0.0, slippage=0.0)
+    usable = np.arange(len(at)) % 3 != 0
+    exits = moment_exits(seeded_market, at, sl, tp, config, usable=usable)
+    every = moment_exits(seeded_market, at, sl, tp, config)
+    assert set(exits.at.tolist()) == set(every.at.tolist()) - set(at[~usable].tolist())
+    assert exits.eligible.all() and len(exits.at) < len(every.at)
+
+
 def test_random_entries_make_the_models_trade_counts_with_its_distances(seeded_market: CandleArrays) -> None:
     at, direction, sl, tp = seeded_signals(seeded_market)
     config = BacktestConfig(max_hold_seconds=6 * 3600)

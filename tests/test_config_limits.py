@@ -188,3 +188,15 @@ def test_cuda_is_refused_before_any_write_where_the_machine_has_none() -> None:
         return
     with pytest.raises(ConfigError, match="^--accelerator cuda: this machine has no CUDA device; use cpu or auto$"):
         check_trainer(TrainConfig(), "cuda")
+
+
+def test_gpu_and_cuda_mean_the_same_accelerator_everywhere() -> None:
+    """`--accelerator gpu` was CUDA to the device check but CPU to the precision choice."""
+    import torch
+
+    from lstm_trading.models.lstm.training import on_cuda, resolve_precision
+
+    assert on_cuda("gpu") and on_cuda("cuda") and not on_cuda("cpu")
+    assert on_cuda("auto") == torch.cuda.is_available()
+    if not torch.cuda.is_available():  # bf16 for a GPU is not judged by this CPU's kernels
+        assert resolve_precision("bf16-mixed", "gpu") == resolve_precision("bf16-mixed", "cuda") == "bf16-mixed"

@@ -107,7 +107,9 @@ def run_backtest(
     model = simulate(*args, probability=top, name="model")
     optimistic = simulate(*args, probability=top, same_candle="target", name="model_optimistic")
     hold = buy_and_hold(period, config)
-    exits = moment_exits(period, signals.at, signals.stop_loss_pct, signals.take_profit_pct, config)
+    exits = moment_exits(
+        period, signals.at, signals.stop_loss_pct, signals.take_profit_pct, config, usable=signals.usable
+    )
     random = random_entries(exits, model.fills, runs=random_runs, seed=seed)
     journal_run = None
     if journal is not None:

@@ -205,14 +205,17 @@ def moment_exits(
     config: BacktestConfig,
     *,
     same_candle: SameCandle = "stop",
+    usable: np.ndarray | None = None,
 ) -> MomentExits:
-    """Each moment's Buy and Sell exit with its own SL/TP distances (see `MomentExits`)."""
+    """Each moment's Buy and Sell exit with its own SL/TP distances (see `MomentExits`). Moments without a
+    usable window (`Signals.usable`: inside a gap or the warm-up after one) are left out: no strategy can trade
+    there, so no random run may either."""
     costs = Costs(config.fee, config.slippage)
     round_trip_pct = 100 * 2 * (config.fee + config.slippage)
     kept, fills = [], []
     for i in np.argsort(at, kind="stable"):
         row = candles.index_at(int(at[i]))
-        if row is None:
+        if row is None or (usable is not None and not usable[i]):
             continue
         entry, sl, tp = float(candles.open[row]), float(stop_loss_pct[i]), float(take_profit_pct[i])
         pair = []

@@ -113,7 +113,6 @@ def _context() -> Any:
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def run_windows(
     model: LSTMModel,
     scaled: np.ndarray,

@@ -299,6 +299,11 @@ def cpu_runs_bf16_lstm() -> bool:
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
 
 
+def on_cuda(accelerator: str) -> bool:
+    """Whether Lightning will train on CUDA: asked for by name (`cuda` or `gpu`), or `auto` with a CUDA device."""
+    return accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def check_trainer(train_config: TrainConfig, accelerator: str) -> None:
     """What Lightning would refuse only after the run folder was cleared for `--overwrite`: the accelerator, a
     CUDA device that is not there, the strategy's name, more GPUs than the machine has, and the precision."""
@@ -306,16 +311,14 @@ def check_trainer(train_config: TrainConfig, accelerator: str) -> None:
 
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"--accelerator: must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
-    cuda = torch.cuda.is_available()
-    if accelerator in ("cuda", "gpu") and not cuda:
+    if accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
         raise ConfigError(f"--accelerator {accelerator}: this machine has no CUDA device; use cpu or auto")
     strategy = train_config.strategy
     if strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
         known = ", ".join(s for s in sorted(StrategyRegistry.available_strategies()) if "_find_unused" not in s)
         raise ConfigError(f"train.strategy: unknown Lightning strategy {strategy!r} (known: auto, {known})")
-    on_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and cuda)
     devices = parse_devices(train_config.devices)
-    if on_cuda and isinstance(devices, int) and devices > torch.cuda.device_count():
+    if on_cuda(accelerator) and isinstance(devices, int) and devices > torch.cuda.device_count():
         raise ConfigError(
             f"train.devices: {devices} GPUs asked for, this machine has {torch.cuda.device_count()}; give fewer"
         )
@@ -328,12 +331,12 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     `bf16-mixed` on a CPU without bf16 LSTM kernels is refused here, before a run folder is touched, rather
     than as oneDNN's traceback in the first training step.
     """
-    on_cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    cuda = on_cuda(accelerator)
     if precision == "auto":
-        if on_cuda:
+        if cuda:
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         return "32-true"
-    if precision == "bf16-mixed" and not on_cuda and not cpu_runs_bf16_lstm():
+    if precision == "bf16-mixed" and not cuda and not cpu_runs_bf16_lstm():
         raise ConfigError(
             "train.precision = bf16-mixed: this CPU has no bf16 LSTM kernels (oneDNN needs AVX-512 bf16 or AMX); "
             "use --precision 32-true, which is as fast on CPU (benchmarks/README.md)"
@@ -528,7 +531,7 @@ def fit(
         print(note, file=sys.stderr, flush=True)
     # Without a progress bar, stay quiet too: no "GPU available" lines (warnings still show).
     logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress else logging.WARNING)
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = not on_cuda(accelerator)
     if not on_cpu:
         torch.backends.cudnn.enabled = True
     checkpoints = RunFolder(run_dir).checkpoints
