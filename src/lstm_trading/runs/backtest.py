@@ -9,17 +9,15 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from lstm_trading.core.atomic import write_texts_atomic
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
-from lstm_trading.runs.candles import candles_for_moments, period_end
+from lstm_trading.runs.candles import period_candles, run_sources
 
 if TYPE_CHECKING:
-    from lstm_trading.models.bundle import Bundle
+    pass
 from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
 from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, Progress
 
@@ -50,15 +48,6 @@ def run_config(run_dir: Path) -> BacktestConfig:
     return load_config(path).backtest if path.exists() else BacktestConfig()
 
 
-def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: int | None) -> tuple[int, pd.DataFrame]:
-    """The end of the period [start, end) (default: the end of the stored data) and the candles a backtest or a
-    replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
-    end = period_end(db_path, symbol, start, end)
-    return end, candles_for_moments(
-        db_path, symbol, start, end, bundle.history_minutes, needed_by="the backtest period"
-    )
-
-
 def backtest_run(
     run_dir: Path,
     *,
@@ -81,7 +70,6 @@ def backtest_run(
     the data; default folder: RUN/backtest). `random_runs`, `seed` and `trials` as in `run_backtest`."""
     from lstm_trading.data.journal import JOURNAL_SHEET, read_journal
     from lstm_trading.models.bundle import load_bundle
-    from lstm_trading.runs.evaluate import run_sources
 
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, db, symbol)

@@ -8,12 +8,16 @@ which candles a window may see (such as the one for gaps) changes in this module
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.data.store import CandleStore
+
+if TYPE_CHECKING:
+    from lstm_trading.models.bundle import Bundle
 
 
 def _holdings(store: CandleStore, symbol: str) -> str:
@@ -102,3 +106,21 @@ def period_end(db: Path, symbol: str, start: int, end: int | None) -> int:
     if end <= start:
         raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
     return end
+
+
+def run_sources(bundle: Bundle, db: Path | None, symbol: str | None) -> tuple[Path, str]:
+    """The database and symbol to read: the ones given, else the ones the run recorded at training."""
+    sources = bundle.training.sources
+    chosen_db = db if db is not None else sources.db
+    if chosen_db is None:
+        raise DataError(f"{bundle.path}: the run records no candle database; give one with --db")
+    return Path(chosen_db), symbol or sources.symbol or "ETHUSDT"
+
+
+def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: int | None) -> tuple[int, pd.DataFrame]:
+    """The end of the period [start, end) (default: the end of the stored data) and the candles a backtest or a
+    replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
+    end = period_end(db_path, symbol, start, end)
+    return end, candles_for_moments(
+        db_path, symbol, start, end, bundle.history_minutes, needed_by="the backtest period"
+    )

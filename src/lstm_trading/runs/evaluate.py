@@ -22,10 +22,10 @@ from lstm_trading.core.run_folder import CALIBRATION_FIGURE, CONFUSION_FIGURE, R
 from lstm_trading.core.timeutil import format_time
 from lstm_trading.evaluate.metrics import evaluate_bundle
 from lstm_trading.report.figures import plot_calibration, plot_confusion
-from lstm_trading.runs.candles import candles_for_moments
+from lstm_trading.runs.candles import candles_for_moments, run_sources
 
 if TYPE_CHECKING:
-    from lstm_trading.models.bundle import Bundle
+    pass
 
 
 # --- evaluating a run on its test split (or another journal) ---
@@ -58,18 +58,6 @@ def write_evaluation(run_dir: Path, document: dict[str, Any]) -> list[Path]:
         calibration_data["table"], calibration_data["ece"], folder.figure(CALIBRATION_FIGURE)
     )
     return [path, confusion, calibration]
-
-
-# --- the run folder, its recorded sources, and the candles they name ---
-
-
-def run_sources(bundle: Bundle, db: Path | None, symbol: str | None) -> tuple[Path, str]:
-    """The database and symbol to read: the ones given, else the ones the run recorded at training."""
-    sources = bundle.training.sources
-    chosen_db = db if db is not None else sources.db
-    if chosen_db is None:
-        raise DataError(f"{bundle.path}: the run records no candle database; give one with --db")
-    return Path(chosen_db), symbol or sources.symbol or "ETHUSDT"
 
 
 def evaluate_run(

@@ -70,8 +70,7 @@ def replay_run(
     `fresh` forgets the account's earlier state first; without it a stopped replay resumes where it stopped.
     """
     from lstm_trading.models.bundle import load_bundle
-    from lstm_trading.runs.backtest import period_candles
-    from lstm_trading.runs.evaluate import run_sources
+    from lstm_trading.runs.candles import period_candles, run_sources
 
     start = settings.start
     if not settings.replay or start is None:  # LiveSettings refuses a replay without --from

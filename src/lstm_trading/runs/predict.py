@@ -11,8 +11,7 @@ from lstm_trading.core.errors import ConfigError
 from lstm_trading.features.cache import cache_folder
 from lstm_trading.models.bundle import load_bundle
 from lstm_trading.predict import predict_moments, prediction_record
-from lstm_trading.runs.candles import candles_before
-from lstm_trading.runs.evaluate import run_sources
+from lstm_trading.runs.candles import candles_before, run_sources
 
 
 def predict_run(
