@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
@@ -24,13 +23,10 @@ from lstm_trading.core.errors import DataError
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
 from lstm_trading.report.figures import (
     BACKTEST_FIGURES,
-    CALIBRATION_FIGURE,
-    CONFUSION_FIGURE,
     FIGURES,
     LOSS_FIGURE,
     backtest_figures,
-    plot_calibration,
-    plot_confusion,
+    evaluation_figures,
     plot_loss_curves,
 )
 from lstm_trading.report.tables import SIGNIFICANCE_HEADER, _utc, detail_rows, significance_rows, verdict_line
@@ -66,12 +62,8 @@ def _draw_missing(run_dir: Path, backtest_dir: Path) -> None:
     if not (run_dir / LOSS_FIGURE).exists():
         plot_loss_curves(RunFolder(run_dir).metrics_csv, run_dir / LOSS_FIGURE)
     metrics = _read_json(RunFolder(run_dir).metrics)
-    if metrics and not (run_dir / CONFUSION_FIGURE).exists() and "confusion" in metrics.get("model", {}):
-        plot_confusion(
-            np.asarray(metrics["model"]["confusion"]), list(metrics["model"]["per_class"]), run_dir / CONFUSION_FIGURE
-        )
-    if metrics and not (run_dir / CALIBRATION_FIGURE).exists() and metrics.get("calibration"):
-        plot_calibration(metrics["calibration"]["table"], metrics["calibration"]["ece"], run_dir / CALIBRATION_FIGURE)
+    if metrics:
+        evaluation_figures(metrics, run_dir, missing_only=True)
     equity_csv, trades_csv = backtest_dir / EQUITY_FILE, backtest_dir / TRADES_FILE
     drawn = all((backtest_dir / name).exists() for name in BACKTEST_FIGURES)
     if equity_csv.exists() and trades_csv.exists() and not drawn:

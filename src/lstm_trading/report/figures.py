@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,3 +225,16 @@ def backtest_figures(equity: pd.DataFrame, trades: pd.DataFrame, out_dir: Path) 
         plot_pnl_distribution(trades, out_dir / PNL_FIGURE),
         plot_price(equity, trades, out_dir / PRICE_FIGURE),
     ]
+
+
+def evaluation_figures(document: dict[str, Any], out_dir: Path, *, missing_only: bool = False) -> list[Path]:
+    """The confusion matrix and the reliability diagram of a metrics.json document into `out_dir` (with
+    `missing_only`, only those whose PNG is not there yet, as `report` draws them on the way)."""
+    drawn = []
+    model, calibration = document.get("model") or {}, document.get("calibration")
+    confusion_path, calibration_path = out_dir / CONFUSION_FIGURE, out_dir / CALIBRATION_FIGURE
+    if "confusion" in model and not (missing_only and confusion_path.exists()):
+        drawn.append(plot_confusion(np.asarray(model["confusion"]), list(model["per_class"]), confusion_path))
+    if calibration and not (missing_only and calibration_path.exists()):
+        drawn.append(plot_calibration(calibration["table"], calibration["ece"], calibration_path))
+    return drawn

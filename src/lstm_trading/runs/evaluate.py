@@ -18,10 +18,10 @@ import pandas as pd
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
-from lstm_trading.core.run_folder import CALIBRATION_FIGURE, CONFUSION_FIGURE, RunFolder
+from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.core.timeutil import format_time
 from lstm_trading.evaluate.metrics import evaluate_bundle
-from lstm_trading.report.figures import plot_calibration, plot_confusion
+from lstm_trading.report.figures import evaluation_figures
 from lstm_trading.runs.candles import candles_for_moments, run_sources
 
 if TYPE_CHECKING:
@@ -47,17 +47,9 @@ def select_test_trades(trades: pd.DataFrame, test_start_times: Sequence[int]) ->
 def write_evaluation(run_dir: Path, document: dict[str, Any]) -> list[Path]:
     """metrics.json and the confusion-matrix and calibration figures, into the run folder."""
     folder = RunFolder(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = folder.metrics
     write_text_atomic(path, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
-    model, calibration_data = document["model"], document["calibration"]
-    confusion = plot_confusion(
-        np.asarray(model["confusion"]), list(model["per_class"]), folder.figure(CONFUSION_FIGURE)
-    )
-    calibration = plot_calibration(
-        calibration_data["table"], calibration_data["ece"], folder.figure(CALIBRATION_FIGURE)
-    )
-    return [path, confusion, calibration]
+    return [path, *evaluation_figures(document, folder.root)]
 
 
 def evaluate_run(
