@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 from lstm_trading.predict import Features, Signals, predict_signals, scaled_features
 
 DEFAULT_RANDOM_RUNS = 1_000  # random-entry runs: a p-value resolves down to 1 / 1,001
-BAND_RUNS = 20  # random runs whose equity curves equity.csv keeps (mean and 5-95 % band), like 20 seeds did
+BAND_RUNS = 20  # random runs whose equity curves equity.csv keeps (mean and 5-95 % band)
 Progress = Callable[[float, int], None]
 
 TRADE_COLUMNS = (

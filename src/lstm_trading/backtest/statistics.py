@@ -11,15 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstm_trading.backtest.execution import (
-    CandleArrays,
-)
+from lstm_trading.backtest.execution import CandleArrays
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.timeutil import DAY, MINUTE
 
 if TYPE_CHECKING:
-    pass
-from lstm_trading.backtest.simulation import Simulation
+    from lstm_trading.backtest.simulation import Simulation
 
 MINUTES_PER_YEAR = 525_960  # 365.25 days: the annualised return compounds over it
 DAYS_PER_YEAR = 365.25  # crypto trades every day: daily Sharpe and Sortino are annualised with its square root

@@ -10,7 +10,7 @@ Any change to the candles (new candles, a repaired row) is a different key, so a
 The header records each array file's shape, dtype and CRC-32; an entry whose header cannot be read, whose
 files are missing, truncated or changed (corrupt), or whose header describes other candles or settings than
 its name says (stale) is never used: a warning names it, and it is rebuilt. Every file is written atomically
-(`lstm_trading.atomic`), so a crash leaves an old entry, no entry, or a new one.
+(`core.atomic`), so a crash leaves an old entry, no entry, or a new one.
 
 New candles are not appended to an entry: TA-Lib's recursive indicators (EMA, MACD, RSI, ATR) cannot resume
 from a saved state, so extending the matrix would mean recomputing the whole history anyway.

@@ -144,14 +144,14 @@ def compute_features(candles: pd.DataFrame, config: FeatureConfig = FeatureConfi
     -------
     DataFrame indexed by int64 open timestamps (`timestamp`), columns `FEATURE_NAMES` (float32, in that order)
     then `atr` (float64, the ATR_14h level in price units, for targets and the labeller). The first
-    `config.warmup_minutes` rows (more if an indicator's own look-back is longer) are dropped, so a history no
-    longer than that gives an empty frame with the same columns.
+    `config.warmup_minutes` rows of every segment (more if an indicator's own look-back is longer) are dropped,
+    so a history, or a segment after a long gap, no longer than that gives no rows.
     """
     timestamps, c = candle_arrays(candles)
     bounds = segment_bounds(timestamps, config.max_gap_minutes)
     if len(bounds) > 1:
         parts = [_segment_features(timestamps[a:b], {k: v[a:b] for k, v in c.items()}, config) for a, b in bounds]
-        return pd.concat(parts) if parts else _segment_features(timestamps, c, config)
+        return pd.concat(parts)
     return _segment_features(timestamps, c, config)
 
 

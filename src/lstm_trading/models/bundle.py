@@ -1,4 +1,5 @@
-"""The model bundle: `weights.safetensors` + `bundle.json`. Loading never unpickles anything.
+"""The model bundle: `bundle.json` + the model kind's files (`weights.safetensors` for the LSTM, LightGBM's text
+trees for gbm). Loading never unpickles anything.
 
 `bundle.json` carries everything needed to rebuild and use the model from the folder alone: the format
 version, hyperparameters, feature names and indicator parameters, window length, both scalers' numbers,

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
+from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, Progress
 from lstm_trading.core.atomic import write_texts_atomic
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
 from lstm_trading.runs.candles import period_candles, run_sources
-
-if TYPE_CHECKING:
-    pass
-from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
-from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, Progress
 
 
 def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:

@@ -10,7 +10,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,6 @@ from lstm_trading.core.timeutil import format_time
 from lstm_trading.evaluate.metrics import evaluate_bundle
 from lstm_trading.report.figures import evaluation_figures
 from lstm_trading.runs.candles import candles_for_moments, run_sources
-
-if TYPE_CHECKING:
-    pass
-
 
 # --- evaluating a run on its test split (or another journal) ---
 

@@ -16,7 +16,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from lstm_trading.core.atomic import write_text_atomic
+from lstm_trading.core.atomic import write_bytes_atomic
 from lstm_trading.core.config import ModelConfig
 from lstm_trading.core.errors import ModelFileError
 from lstm_trading.models.base import Progress, WindowOutputs
@@ -31,10 +31,6 @@ MODEL_FILES = {
     "take_profit": "gbm_take_profit.txt",
 }
 TEXT_HEADER = "tree\n"  # how every LightGBM text model file begins
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -88,8 +84,9 @@ class GbmPredictor:
         files: dict[str, dict[str, str]] = {}
         for role, booster in self.boosters().items():
             path = directory / MODEL_FILES[role]
-            write_text_atomic(path, booster.model_to_string())
-            files[role] = {"file": path.name, "sha256": sha256_of(path)}
+            data = booster.model_to_string().encode("utf-8")
+            write_bytes_atomic(path, data)
+            files[role] = {"file": path.name, "sha256": hashlib.sha256(data).hexdigest()}  # of what was written
         return {
             "format": "lightgbm-text",
             "files": files,
@@ -117,10 +114,11 @@ def _read_booster(directory: Path, role: str, files: dict[str, Any], where: Path
         raise ModelFileError(f"{path}: missing; a gbm bundle holds bundle.json and {', '.join(MODEL_FILES.values())}")
     if not path.is_file():  # checked before hashing: a link to a device such as /dev/zero never ends
         raise ModelFileError(f"{path}: not a regular file; a gbm model file is LightGBM's text")
-    if sha256_of(path) != recorded["sha256"]:
+    data = path.read_bytes()  # read once: hashed, then parsed
+    if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
         raise ModelFileError(f"{path}: checksum differs from bundle.json; the model file is truncated or was replaced")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = ""
     if not text.startswith(TEXT_HEADER):
