@@ -29,6 +29,15 @@ def test_demo_leaves_a_usable_run_folder(demo) -> None:  # type: ignore[no-untyp
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["samples"] == demo.split_sizes["test"]
     assert set(metrics["baselines"]) == {"majority", "always_invalid", "stratified_random"}
+    assert metrics["baselines"]["stratified_random"]["draws"] == 2_000  # the expectation, not one draw
+    # the gbm baseline, trained on the same samples, evaluated on the same test trades beside the LSTM
+    assert demo.gbm_dir is not None and (demo.gbm_dir / "model" / "bundle.json").exists()
+    assert (metrics["kind"], metrics["against"]["kind"]) == ("lstm", "gbm") and demo.gbm_metrics is not None
+    assert demo.gbm_metrics["samples"] == metrics["samples"]
+    for part in (metrics, demo.gbm_metrics):
+        above = part["model"]["log_loss"] > part["class_prior"]["log_loss"]
+        assert (part["no_information"] is not None) == above
+        assert any(part["no_information"] in line for line in demo.no_information) == above
     assert (demo.out_dir / "demo.db").exists() and (demo.out_dir / "val.xlsx").exists()
     latest = demo.latest.iloc[0]
     assert latest["side"] in ("Buy", "Sell", "Invalid")
@@ -83,6 +92,9 @@ def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices
 
     verdicts = "edge|timing without profit|too few trades to judge|no evidence of an edge"
     assert re.match(rf"verdict: ({verdicts}): \d+ trades", verdict), verdict
+    (random,) = [line for line in lines if line.startswith("stratified random ")]  # the lstm-gbm comparison
+    assert " ± " in random
+    assert any(" lstm " in line for line in lines) and any(" gbm " in line for line in lines)
     (latest,) = [line for line in lines if line.startswith("latest moment ")]
     assert " entry " in latest
     if ": Buy (" in latest or ": Sell (" in latest:

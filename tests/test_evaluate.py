@@ -159,8 +159,14 @@ def test_evaluate_command_on_the_recorded_test_split(recorded_run: Path) -> None
     assert result.exit_code == 0, result.output
     for text in ("macro-F1", "majority", "always invalid", "stratified random", "ECE", "confusion", "k * ATR rule"):
         assert text in result.output, text
+    assert " ± " in result.output  # stratified random as mean ± std over its draws, not one draw
     metrics = json.loads((recorded_run / "metrics.json").read_text())
     assert metrics["split"] == "test"
+    prior = metrics["class_prior"]["log_loss"]
+    assert prior == metrics["baselines"]["stratified_random"]["log_loss"]
+    assert (metrics["no_information"] is not None) == (metrics["model"]["log_loss"] > prior)
+    if metrics["no_information"] is not None:
+        assert metrics["no_information"] in result.output
     assert metrics["samples"] == len(load_bundle(recorded_run).training.test_start_times)
     assert metrics["calibration"]["table"] and 0 <= metrics["calibration"]["ece"] <= 1
     assert (recorded_run / "confusion_matrix.png").exists() and (recorded_run / "calibration.png").exists()

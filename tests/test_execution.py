@@ -15,7 +15,10 @@ from lstm_trading.backtest.execution import (
     Trader,
     bracket_prices,
     position_quantity,
-    signal_direction,
+    decide,
+    decision_text,
+    expected_value_pct,
+    round_trip_pct,
     simulate_fill,
 )
 from lstm_trading.backtest.simulation import simulate
@@ -157,10 +160,43 @@ def test_risk_sizing_loses_the_budget_at_the_stop_and_stays_under_the_cap() -> N
     assert position_quantity(0.0, LONG, 100.0, 98.0, config) == 0.0
 
 
-def test_signal_direction_takes_the_top_class_at_or_above_the_threshold() -> None:
-    proba = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.45, 0.1, 0.45], [0.2, 0.2, 0.6], [0.49, 0.41, 0.1]])
-    assert signal_direction(proba, 0.5).tolist() == [1, -1, 1 * 0, 0, 0]
-    assert signal_direction(proba, 0.0).tolist() == [1, -1, 1, 0, 1]  # a tie goes to the first class
+def test_the_ev_rule_by_hand() -> None:
+    """EV = p TP - (1 - p) SL - c: p 0.5, TP 0.6 %, SL 0.3 %, costs 2 x (0.05 % + 0.01 %) = 0.12 % -> +0.03 %."""
+    config = BacktestConfig(fee=0.0005, slippage=0.0001, min_prob=0.0, min_ev=0.0)
+    assert round_trip_pct(config) == pytest.approx(0.12)
+    assert expected_value_pct(np.array(0.5), np.array(0.3), np.array(0.6), 0.12) == pytest.approx(0.03)
+    proba = np.array([[0.5, 0.2, 0.3], [0.2, 0.5, 0.3], [0.4, 0.1, 0.5]])
+    decided = decide(proba, np.full(3, 0.3), np.full(3, 0.6), config)
+    assert decided.direction.tolist() == [1, -1, 0]  # 0.4 * 0.6 - 0.6 * 0.3 - 0.12 = -0.06: no trade
+    np.testing.assert_allclose(decided.ev_pct, [0.03, 0.03, -0.06])
+    assert decided.reason.tolist() == ["trade", "trade", "ev_below_min"]
+    assert decision_text(decided, 2, config, 0.6) == "no trade: EV -0.060 % <= min-ev 0 %"
+
+
+def test_a_take_profit_that_does_not_pay_the_costs_is_never_traded() -> None:
+    """The labeller refuses such moments; so does the rule, whatever min-ev and min-prob allow."""
+    config = BacktestConfig(fee=0.00055, slippage=0.0001, min_prob=0.0, min_ev=-50.0)
+    decided = decide(np.array([[0.99, 0.0, 0.01]]), np.array([0.103]), np.array([0.028]), config)
+    assert decided.direction.tolist() == [0]
+    assert decided.reason.tolist() == ["tp_below_costs"]
+    assert "does not pay the costs 0.130 %" in decision_text(decided, 0, config, 0.028)
+
+
+def test_min_prob_and_no_window_refuse_with_their_reasons_in_order() -> None:
+    config = BacktestConfig(fee=0.0, slippage=0.0, min_prob=0.5)
+    proba = np.array([[0.34, 0.33, 0.33], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05]])
+    decided = decide(proba, np.full(3, 0.2), np.full(3, 0.6), config, usable=np.array([True, True, False]))
+    assert decided.reason.tolist() == ["prob_below_min", "trade", "no_window"]
+    assert decision_text(decided, 0, config, 0.6) == "no trade: P 0.34 < min-prob 0.5"
+    assert decided.skipped() == {"no_window": 1, "tp_below_costs": 0, "ev_below_min": 0, "prob_below_min": 1}
+
+
+def test_the_side_with_the_larger_ev_is_considered() -> None:
+    """Sell's p is larger, so Sell is traded although Buy's p also passes min-prob and its EV is positive."""
+    config = BacktestConfig(fee=0.0, slippage=0.0, min_prob=0.3)
+    decided = decide(np.array([[0.4, 0.55, 0.05]]), np.array([0.2]), np.array([0.4]), config)
+    assert decided.direction.tolist() == [-1]
+    assert decided.probability[0] == pytest.approx(0.55)
 
 
 def test_daily_loss_limit_blocks_entries_until_the_next_utc_day() -> None:

@@ -109,7 +109,7 @@ def replaying(db: Path, start: int, end: int, **settings: Any) -> LiveSettings:
     return LiveSettings(replay=True, db=db, start=start, end=end, workers=1, **settings)
 
 
-SETTINGS = ["--every", "10m", "--min-prob", "0.4", "--max-hold", "20m", "--risk", "1%", "--daily-loss-limit", "2%"]
+SETTINGS = ["--every", "10m", "--min-prob", "0.4", "--min-ev", "-1", "--max-hold", "20m", "--risk", "1%", "--daily-loss-limit", "2%"]
 
 
 def test_replay_trades_equal_backtest_trades_on_real_candles_through_both_commands(
@@ -141,7 +141,7 @@ def test_replay_stopped_and_resumed_ends_with_the_uninterrupted_trades(
     tiny_run: Path, real_db: Path, tmp_path: Path
 ) -> None:
     start, end = real_period(real_db)
-    config = BacktestConfig(min_prob=0.4, every_seconds=600, max_hold_seconds=3600)
+    config = BacktestConfig(min_prob=0.0, min_ev=-1.0, every_seconds=600, max_hold_seconds=3600)
     whole = replay_run(tiny_run, replaying(real_db, start, end, account="whole", out_dir=tmp_path), config=config)
     assert whole.trades_path is not None
     parts = [150, 1, 200, None]  # stops after 150 periods, then 1, then 200, then the rest
@@ -161,7 +161,7 @@ def test_replay_stopped_and_resumed_ends_with_the_uninterrupted_trades(
 def test_kill_switch_is_printed_once_a_day_when_it_fires(tiny_run: Path, real_db: Path, tmp_path: Path) -> None:
     start, end = real_period(real_db)
     lines: list[str] = []
-    config = BacktestConfig(min_prob=0.4, daily_loss_limit=0.001)
+    config = BacktestConfig(min_prob=0.0, min_ev=-1.0, daily_loss_limit=0.001)
     replay_run(tiny_run, replaying(real_db, start, end, out_dir=tmp_path), config=config, echo=lines.append)
     fired = [line for line in lines if line.startswith("kill switch: daily loss limit of 0.1% reached")]
     days = {line.rsplit("until ", 1)[1] for line in fired}
@@ -196,7 +196,7 @@ def test_a_failed_period_loses_no_fill_and_counts_nothing(real_db: Path, tmp_pat
     with CandleStore(real_db) as store:
         candles = store.read("ETHUSDT")
     period = CandleArrays.from_frame(candles).between(*real_period(real_db))
-    config = BacktestConfig(every_seconds=300, max_hold_seconds=3600)
+    config = BacktestConfig(every_seconds=300, max_hold_seconds=3600, fee=0.0, slippage=0.0)  # TP 0.08 % pays no fees
     moments = [int(t) for t in period.timestamp[::5][:200]]
     failing = set(moments[3::4])  # every fourth period fails after its position check
     settings_ = LoopSettings(
@@ -251,7 +251,7 @@ def exchange(tiny_market: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_pat
     return {"db": db, "clock": clock, "fake": fake, "made": made, "start": start}
 
 
-PAPER = BacktestConfig(every_seconds=1800, min_prob=0.4, max_hold_seconds=4 * 3600)
+PAPER = BacktestConfig(every_seconds=1800, min_prob=0.0, min_ev=-1.0, max_hold_seconds=4 * 3600)
 
 
 def paper(
@@ -300,7 +300,7 @@ def test_paper_mode_runs_three_days_on_the_fake_exchange_and_logs_every_decision
 def test_paper_restart_resumes_the_open_position_and_ends_as_an_uninterrupted_run(
     tiny_run: Path, exchange: dict[str, Any], tiny_market: pd.DataFrame, tmp_path: Path
 ) -> None:
-    config = BacktestConfig(every_seconds=300, min_prob=0.4, max_hold_seconds=3600)
+    config = BacktestConfig(every_seconds=300, min_prob=0.0, min_ev=-1.0, max_hold_seconds=3600)
     paper(exchange, 100, run=tiny_run, account="whole", config=config)
     with LiveState(exchange["db"], "whole") as state:
         whole = state.fills()
@@ -503,7 +503,7 @@ def test_live_mode_places_bracket_orders_and_the_secret_is_in_no_output_log_or_f
     fake: FakeCcxt = exchange["fake"]
     echoed = ccxt.ExchangeNotAvailable(f"bybit GET /v5/market/kline?api_key={KEY}&sign={SECRET} 503")
     fake.faults["fetch_ohlcv"] = [echoed]  # an error that echoes the request: logged with the keys blanked out
-    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.4")
+    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.0", "--min-ev", "-1")
     env = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
     options = ["--periods", "96", "--out", str(out), "--max-qty", "1.5", "--retries", "0"]
     result = runner.invoke(app, [*args, *options], env=env)

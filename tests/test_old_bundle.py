@@ -10,6 +10,7 @@ import numpy as np
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.models.bundle import load_bundle
 from lstm_trading.predict import predict_moments
+from lstm_trading.samples.targets import class_weights_from_counts, prior_corrected
 
 OLD_BUNDLE = Path(__file__).resolve().parent / "data" / "bundle_v1"
 
@@ -21,8 +22,15 @@ def test_a_bundle_from_before_the_layout_predicts_what_it_predicted_then() -> No
     expected = stored["predictions"]
     bundle = load_bundle(OLD_BUNDLE)
     got = predict_moments(bundle, candles, at=[row["at"] for row in expected])
-    assert list(got["side"]) == [row["side"] for row in expected]
     assert list(got["window_minutes"]) == [row["window_minutes"] for row in expected]
-    for column in ("p_buy", "p_sell", "p_invalid", "stop_loss_pct", "take_profit_pct", "entry"):
+    # It stored the raw softmax; probabilities are now corrected for the class weights, which an old bundle
+    # recomputes from its class counts (inverse frequency, the only weighting it knew).
+    counts = json.loads((OLD_BUNDLE / "bundle.json").read_text())["training"]["class_counts"]
+    weights = class_weights_from_counts(np.array([counts[name] for name in ("Buy", "Sell", "Invalid")]))
+    raw = np.array([[row["p_buy"], row["p_sell"], row["p_invalid"]] for row in expected])
+    corrected = prior_corrected(raw, weights)
+    np.testing.assert_allclose(got[["p_buy", "p_sell", "p_invalid"]].to_numpy(), corrected, rtol=0, atol=1e-5)
+    assert list(got["side"]) == [("Buy", "Sell", "Invalid")[k] for k in corrected.argmax(axis=1)]
+    for column in ("stop_loss_pct", "take_profit_pct", "entry"):
         np.testing.assert_allclose(got[column], [row[column] for row in expected], rtol=0, atol=1e-5, err_msg=column)
     assert bundle.kind == "lstm"  # written before bundles recorded a kind

@@ -66,7 +66,15 @@ DB_OPTION = typer.Option(Path("bybit1min.db"), "--db", help="SQLite candle datab
 SYMBOL_OPTION = typer.Option("ETHUSDT", "--symbol", help="Symbol name in the store.")
 # The trading flags `backtest` and `live` share (read by `_trading_settings`): one declaration each.
 EVERY_OPTION = typer.Option(None, "--every", help="Decision interval, e.g. 15m (default from the run).")
-MIN_PROB_OPTION = typer.Option(None, "--min-prob", help="Trade when the top class is at least this.")
+MIN_PROB_OPTION = typer.Option(None, "--min-prob", help="Trade only where the side's probability is at least this.")
+MIN_EV_OPTION = typer.Option(
+    None,
+    "--min-ev",
+    help="Trade only where EV = p TP - (1 - p) SL - costs exceeds this, in % of entry (default 0).",
+)
+LEVELS_OPTION = typer.Option(
+    None, "--levels", help="Stop loss and take profit from the model's heads (model) or k x ATR (atr)."
+)
 FEE_OPTION = typer.Option(None, "--fee", help="Taker fee per side, e.g. 0.055%.")
 SLIPPAGE_OPTION = typer.Option(None, "--slippage", help="Slippage per side, e.g. 0.01%.")
 MAX_HOLD_OPTION = typer.Option(None, "--max-hold", help="Close a position after this, e.g. 24h.")
@@ -78,6 +86,12 @@ POSITION_SHARE_OPTION = typer.Option(
 )
 DAILY_LOSS_LIMIT_OPTION = typer.Option(
     None, "--daily-loss-limit", help="Kill switch: no new entries for the UTC day after losing this share, e.g. 3%."
+)
+FUNDING_OPTION = typer.Option(
+    None,
+    "--funding",
+    help="Perpetuals: funding per 8 h, longs pay when positive, e.g. 0.01% (the default); 0 turns it off. "
+    "Stored rates (ingest funding) replace it; spot symbols pay none.",
 )
 
 
@@ -116,9 +130,13 @@ def _trading_settings(
     risk: str | None,
     position_share: str | None,
     daily_loss_limit: str | None,
+    funding: str | None,
+    min_ev: float | None = None,
+    levels: str | None = None,
+    base: BacktestConfig | None = None,
 ) -> BacktestConfig:
-    """The run's backtest settings with the flags `backtest` and `live` share applied: one reading of them, so
-    a replay and a backtest given the same flags trade with the same settings."""
+    """The run's backtest settings (or `base`) with the flags `backtest` and `live` share applied: one reading of
+    them, so a replay and a backtest given the same flags trade with the same settings."""
     from lstm_trading.core.config import Config
     from lstm_trading.core.timeutil import parse_fraction
     from lstm_trading.runs.backtest import run_config
@@ -126,18 +144,26 @@ def _trading_settings(
     def fraction(text: str | None, option: str) -> float | None:
         return None if text is None else parse_fraction(text, option=option)
 
+    def signed(text: str | None, option: str) -> float | None:  # a funding rate may be negative
+        if text is None or not text.strip().startswith("-"):
+            return fraction(text, option)
+        return -parse_fraction(text.strip()[1:], option=option)
+
     return (
-        Config(backtest=run_config(run))
+        Config(backtest=run_config(run) if base is None else base)
         .with_overrides(
             "backtest",
             every_seconds=_duration(every, "--every"),
             min_prob=min_prob,
+            min_ev=min_ev,
+            levels=levels,
             fee=fraction(fee, "--fee"),
             slippage=fraction(slippage, "--slippage"),
             max_hold_seconds=_duration(max_hold, "--max-hold"),
             risk=fraction(risk, "--risk"),
             position_share=fraction(position_share, "--position-share"),
             daily_loss_limit=fraction(daily_loss_limit, "--daily-loss-limit"),
+            funding=signed(funding, "--funding"),
         )
         .backtest
     )
@@ -251,6 +277,55 @@ def ingest_exchange(
     if result.gaps:
         gaps += f" (`lstm-trading gaps --db {db} --symbol {symbol}` lists them; --since fetches them again)"
     console.print(gaps, markup=False, highlight=False, soft_wrap=True)
+
+
+@ingest_app.command("funding")
+def ingest_funding_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    exchange_id: str = typer.Option("bybit", "--exchange", help="The perpetual's exchange (ccxt.exchanges)."),
+    since: str | None = typer.Option(
+        None, "--from", "--since", help="Download the rates from here on (default: after the last stored)."
+    ),
+    until: str | None = typer.Option(None, "--to", "--until", help="Stop before this moment (default: now)."),
+    retries: int = typer.Option(5, "--retries", min=0, help="Retries after a network error or rate limit, then stop."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0.0, help="Seconds before the first retry; doubles each time."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary: only warnings and errors (cron)."),
+) -> None:
+    """Download a perpetual's historical funding rates with ccxt; backtests and replays charge them instead of
+    the constant --funding."""
+    from lstm_trading.data import exchange
+    from lstm_trading.data.store import CandleStore
+
+    source = exchange.funding_source_factory(exchange_id)
+    with warnings.catch_warnings(record=True) as caught, CandleStore(db, create=True) as store:
+        warnings.simplefilter("always")
+        try:
+            result = exchange.ingest_funding(
+                store,
+                source,
+                symbol,
+                since=_moment(since, "--from"),
+                until=_moment(until, "--to"),
+                retries=retries,
+                backoff_s=backoff,
+            )
+        finally:
+            _show_warnings(caught)
+    if quiet or result.pages == 0:
+        return
+    _echo_plain(
+        f"{symbol} funding ({source.exchange_id}, {result.exchange_symbol}): {result.added:,} rates added from "
+        f"{result.pages:,} request{'s' if result.pages != 1 else ''}"
+    )
+    if result.held is not None:
+        first, last, count = result.held
+        _echo_plain(f"held: {format_time(first)} to {format_time(last)}, {count:,} rates")
+    if result.market is None:
+        _echo_plain(
+            f"note: {db} records no market for {symbol}: backtests charge funding only to symbols recorded as "
+            f"perpetuals (`lstm-trading ingest exchange --db {db} --symbol {symbol} --market linear` records it)"
+        )
 
 
 # --- data/csv.py, data/store.py: ingest csv, db migrate, gaps ---
@@ -575,12 +650,24 @@ def train_command(
     model_kind: str = typer.Option(
         "lstm", "--model", help="Model kind: lstm (default) or gbm (a LightGBM baseline on window summaries)."
     ),
+    checkpoint_criterion: str | None = typer.Option(
+        None,
+        "--checkpoint-criterion",
+        help="What picks the best epoch, stops early and halves the rate: val_class_loss (default, the "
+        "classification log-loss) or val_loss (classification + SL/TP regression, the seed's).",
+    ),
+    n_seeds: int = typer.Option(
+        1,
+        "--n-seeds",
+        help="Train seeds --seed .. --seed+N-1 (into RUN/seeds/seed-S), print test metrics as mean ± std, keep "
+        "the best-validation seed as RUN's model.",
+    ),
 ) -> None:
     """Train a model (the LSTM, or `--model gbm`) on a journal's trades and write the run folder (logs, model
     bundle, and the LSTM's checkpoints)."""
     from lstm_trading.core.config import load_config
     from lstm_trading.core.run_folder import RunFolder
-    from lstm_trading.runs.train import check_training, prepare_journal, train_run
+    from lstm_trading.runs.train import check_training, prepare_journal, train_run, train_seeds
 
     recorded = RunFolder(out).config
     # --resume without --config continues with the run's own settings, not the defaults
@@ -596,11 +683,14 @@ def train_command(
         devices=devices,
         strategy=strategy,
         chunk_len=None if chunk_len is None else _chunk_len(chunk_len),
+        checkpoint_criterion=checkpoint_criterion,
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides("split", scaler=scaler, purge_seconds=_duration(purge or None, "--purge"))
     # refuse first: before the journal is read and the samples built
-    check_training(config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=model_kind)
+    check_training(
+        config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=model_kind, n_seeds=n_seeds
+    )
     journal_run = prepare_journal(config, db=db, symbol=symbol, trades=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
     if journal_run.moved_to_boundary:
         err_console.print(
@@ -609,6 +699,21 @@ def train_command(
     for message in journal_run.warnings:
         err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
     _print_split(journal_run.prepared)
+    if n_seeds > 1:
+        seeds_run = train_seeds(
+            journal_run.prepared,
+            config,
+            out,
+            n_seeds=n_seeds,
+            overwrite=overwrite,
+            accelerator=accelerator,
+            progress=progress,
+            sources=journal_run.sources,
+            kind=model_kind,
+        )
+        if seeds_run.is_global_zero:
+            _print_seeds(seeds_run)
+        return
     run = train_run(
         journal_run.prepared,
         config,
@@ -623,7 +728,40 @@ def train_command(
     if run.is_global_zero:
         unit = "epoch" if run.kind == "lstm" else "boosting round"
         trained = f"{run.epochs_run} {unit}{'' if run.epochs_run == 1 else 's'}"
-        console.print(f"best validation loss {run.best_val_loss:.4f} after {trained}; model: {out / 'model'}")
+        console.print(
+            f"best validation loss ({run.criterion}) {run.best_val_loss:.4f} after {trained}; model: {out / 'model'}"
+        )
+
+
+def _print_seeds(seeds_run: Any) -> None:
+    """Each seed's validation and test figures, their mean ± std, and the seed kept as the run's model."""
+    from lstm_trading.runs.train import TEST_METRICS
+
+    chosen = seeds_run.chosen
+    criterion = chosen.run.criterion
+    unit = "epochs" if chosen.run.kind == "lstm" else "rounds"
+    header = ("seed", f"best {criterion}", unit, *TEST_METRICS)
+    rows = [
+        (
+            f"{r.seed}{' (kept)' if r is chosen else ''}",
+            f"{r.run.best_val_loss:.4f}",
+            r.run.epochs_run,
+            *(f"{r.test[m]:.4f}" if r.test else "-" for m in TEST_METRICS),
+        )
+        for r in seeds_run.seeds
+    ]
+    spread = seeds_run.summary
+    means = (f"{spread[m]['mean']:.4f} ± {spread[m]['std']:.4f}" if spread else "-" for m in TEST_METRICS)
+    rows.append(("mean ± std", "", "", *means))
+    _print_table(f"{len(seeds_run.seeds)} seeds, test split ({seeds_run.test_samples} samples)", header, rows)
+    folder = seeds_run.run_dir
+    console.print(
+        f"kept seed {chosen.seed} (best validation {criterion} {chosen.run.best_val_loss:.4f}); "
+        f"model: {folder / 'model'}; per seed: {folder / 'seeds.json'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("predict")
@@ -641,8 +779,14 @@ def predict_command(
     ),
     cache_dir: Path | None = CACHE_DIR_OPTION,
     cache: bool | None = CACHE_OPTION,
+    min_prob: float | None = MIN_PROB_OPTION,
+    min_ev: float | None = MIN_EV_OPTION,
+    levels: str | None = LEVELS_OPTION,
+    fee: str | None = FEE_OPTION,
+    slippage: str | None = SLIPPAGE_OPTION,
 ) -> None:
-    """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment."""
+    """Predict Buy / Sell / Invalid with stop loss and take profit prices at one moment, and the decision the
+    backtest and the live loop would take there (expected value after costs, the run's settings)."""
     import json
     import os
     import sys
@@ -656,20 +800,38 @@ def predict_command(
     if sys.stdout is None:
         raise LstmTradingError("stdout is closed, so the prediction would be lost; redirect it to a file instead")
     runtime = _runtime_overrides(Config(), cache=cache, cache_dir=cache_dir, workers=workers).runtime
-    result = predict_run(run, db=db_given, symbol=symbol_given, at=_moment(at, "--at"), entry=entry, runtime=runtime)
+    trading = None
+    if any(value is not None for value in (min_prob, min_ev, levels, fee, slippage)):
+        trading = _trading_settings(
+            run,
+            every=None,
+            min_prob=min_prob,
+            min_ev=min_ev,
+            levels=levels,
+            fee=fee,
+            slippage=slippage,
+            max_hold=None,
+            risk=None,
+            position_share=None,
+            daily_loss_limit=None,
+            funding=None,
+        )
+    result = predict_run(
+        run, db=db_given, symbol=symbol_given, at=_moment(at, "--at"), entry=entry, runtime=runtime, trading=trading
+    )
     if as_json:
         lines = [json.dumps(json_safe(result), allow_nan=False)]
     else:
         lines = [
             f"at {result['at_utc']} ({result['window_minutes']} minutes of history)",
-            "P(Buy) {Buy:.3f}  P(Sell) {Sell:.3f}  P(Invalid) {Invalid:.3f}".format(**result["probabilities"]),
-            f"decision: {result['side']}  entry {result['entry']:.2f}",
+            "P(Buy) {Buy:.3f}  P(Sell) {Sell:.3f}  P(Invalid) {Invalid:.3f}".format(**result["probabilities"])
+            + f"  (most likely: {result['side']})",
+            f"decision: {result['reason']}",
+            f"entry {result['entry']:.2f}  stop loss {result['stop_loss_pct']:.3f} %  take profit "
+            f"{result['take_profit_pct']:.3f} % ({result['levels']} levels)",
         ]
-        if result["side"] != "Invalid":
-            lines.append(
-                f"stop loss {result['stop_loss']:.2f} ({result['stop_loss_pct']:.3f} %)  "
-                f"take profit {result['take_profit']:.2f} ({result['take_profit_pct']:.3f} %)"
-            )
+        if result["decision"] != "no trade":
+            lines.append(f"stop loss {result['stop_loss']:.2f}  take profit {result['take_profit']:.2f}")
     try:  # plain echo, not rich: rich exits 1 without a word on a broken pipe
         typer.echo("\n".join(lines))
         sys.stdout.flush()
@@ -757,18 +919,39 @@ def evaluate_command(
         None, "--trades", help="Evaluate on every trade of this journal instead of the run's test split."
     ),
     sheet: str | None = typer.Option(None, "--sheet", help="Journal sheet (default tradesmain)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random baseline."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the stratified-random baseline's draws."),
+    against: Path | None = typer.Option(
+        None,
+        "--against",
+        help="Another run folder (trained on the same candles and split) to evaluate on the same trades beside RUN.",
+    ),
 ) -> None:
     """Test metrics next to baselines, SL/TP errors and calibration; writes metrics.json and figures into RUN."""
-    from lstm_trading.report.tables import level_rows, metric_rows
+    from lstm_trading.report.tables import (
+        COMPARISON_HEADER,
+        comparison_rows,
+        level_rows,
+        metric_rows,
+        no_information_lines,
+        stratified_note,
+    )
     from lstm_trading.runs.evaluate import evaluate_run
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        document, paths = evaluate_run(run, db=db, symbol=symbol, trades=trades, sheet=sheet, seed=seed)
+        document, paths = evaluate_run(
+            run, db=db, symbol=symbol, trades=trades, sheet=sheet, seed=seed, against=against
+        )
     _show_warnings(caught)
     header, rows = metric_rows(document)
     _print_table(f"{document['split']}: {document['samples']} samples, model against baselines", header, rows)
+    note = stratified_note(document)
+    if note is not None:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    if against is not None:
+        _print_table(f"{document['split']}: {run} against {against}", COMPARISON_HEADER, comparison_rows(document))
+    for line in no_information_lines(document):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     labels = ("Buy", "Sell", "Invalid")
     confusion = document["model"]["confusion"]
     _print_table("confusion matrix (rows: true, columns: predicted)", ("true", *labels), [
@@ -797,12 +980,15 @@ def backtest_command(
     end: str | None = typer.Option(None, "--to", help="End of the period, exclusive (default: the end of the data)."),
     every: str | None = EVERY_OPTION,
     min_prob: float | None = MIN_PROB_OPTION,
+    min_ev: float | None = MIN_EV_OPTION,
+    levels: str | None = LEVELS_OPTION,
     fee: str | None = FEE_OPTION,
     slippage: str | None = SLIPPAGE_OPTION,
     max_hold: str | None = MAX_HOLD_OPTION,
     risk: str | None = RISK_OPTION,
     position_share: str | None = POSITION_SHARE_OPTION,
     daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
+    funding: str | None = FUNDING_OPTION,
     trades: Path | None = typer.Option(None, "--trades", help="A journal whose own trades run as a baseline."),
     random_runs: int = typer.Option(
         1000, "--random-runs", "--seeds", min=1, help="Random-entry runs: the random baseline and the p-value's null."
@@ -833,12 +1019,15 @@ def backtest_command(
         run,
         every=every,
         min_prob=min_prob,
+        min_ev=min_ev,
+        levels=levels,
         fee=fee,
         slippage=slippage,
         max_hold=max_hold,
         risk=risk,
         position_share=position_share,
         daily_loss_limit=daily_loss_limit,
+        funding=funding,
     )
     first = _moment(start, "--from")
     last = _moment(end, "--to")
@@ -875,6 +1064,9 @@ def backtest_command(
     _print_table(title, SUMMARY_HEADER, summary_rows(stats))
     _print_table("per trade, after costs", SIGNIFICANCE_HEADER, significance_rows(stats))
     _print_table("model", ("", ""), detail_rows(stats["model"]))
+    charged = stats["funding"]
+    paid = f"; the model paid {charged['model_paid']:,.2f}" if charged["rate"] is not None else ""
+    _echo_plain(f"funding: {charged['description']}{paid}")
     verdict = verdict_line(stats)
     if verdict is not None:
         _echo_plain(verdict)
@@ -900,6 +1092,178 @@ def report_command(
     )
 
 
+# --- walk-forward (runs/walkforward.py) ---
+
+
+@app.command("walkforward")
+def walkforward_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    trades: Path | None = typer.Option(
+        None, "--trades", help="Trade journal (.xlsx); without it the candles are labelled (first touch)."
+    ),
+    sheet: str = typer.Option("tradesmain", "--sheet", help="Journal sheet."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Warn about bad journal rows and skip them."),
+    label_every: str | None = typer.Option(
+        None, "--label-every", help="Without --trades: time between labelled moments (default 60m)."
+    ),
+    horizon: str | None = typer.Option(
+        None, "--horizon", help="Without --trades: how long a labelled trade may run (default 24h; the purge)."
+    ),
+    k_sl: float | None = typer.Option(None, "--k-sl", help="Without --trades: stop loss distance in ATR_14h."),
+    k_tp: float | None = typer.Option(None, "--k-tp", help="Without --trades: take profit distance in ATR_14h."),
+    train_span: str = typer.Option(..., "--train-span", help="Training period of each fold, e.g. 60d."),
+    test_span: str = typer.Option(..., "--test-span", help="Out-of-sample period of each fold, e.g. 14d."),
+    step: str | None = typer.Option(None, "--step", help="Between fold starts (default: the test span; not shorter)."),
+    scheme: str = typer.Option("sliding", "--scheme", help="sliding (the last --train-span) or expanding (all)."),
+    val: float = typer.Option(0.15, "--val", help="Share of a fold's training trades, the latest, for validation."),
+    purge: str | None = typer.Option(None, "--purge", help="Label horizon for the purge (default: the journal's)."),
+    out: Path = typer.Option(Path("wf"), "--out", help="Walk-forward folder (folds/, oos/, folds.csv, ...)."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML configuration; flags override it."),
+    max_len: int | None = typer.Option(None, "--max-len", help="Window length in minutes (default 129600)."),
+    min_history: int | None = typer.Option(None, "--min-history", help="Shortest usable window in minutes."),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed; each fold's comes from it and its start."),
+    scaler: str | None = typer.Option(None, "--scaler", help="standard (default) or minmax (the seed's)."),
+    precision: str | None = typer.Option(None, "--precision", help="auto, 32-true, 16-mixed or bf16-mixed."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or cuda."),
+    model_kind: str = typer.Option("lstm", "--model", help="Model kind: lstm (default) or gbm."),
+    baseline: str = typer.Option(
+        "gbm", "--baseline", help="gbm (default): a LightGBM fold beside each fold, its own oos/gbm/; none: off."
+    ),
+    every: str | None = EVERY_OPTION,
+    min_prob: float | None = MIN_PROB_OPTION,
+    min_ev: float | None = MIN_EV_OPTION,
+    levels: str | None = LEVELS_OPTION,
+    fee: str | None = FEE_OPTION,
+    slippage: str | None = SLIPPAGE_OPTION,
+    max_hold: str | None = MAX_HOLD_OPTION,
+    risk: str | None = RISK_OPTION,
+    position_share: str | None = POSITION_SHARE_OPTION,
+    daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
+    funding: str | None = FUNDING_OPTION,
+    random_runs: int = typer.Option(
+        1000, "--random-runs", min=1, help="Random-entry runs: the stitched backtest's baseline and p-value's null."
+    ),
+    trials: int = typer.Option(1, "--trials", min=1, help="Configurations tried (the deflated Sharpe ratio's N)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Inference processes of a fold (with --fold-workers 1; else one)."
+    ),
+    fold_workers: int | None = typer.Option(
+        None, "--fold-workers", help="Folds trained at once, one process each (default: one per core)."
+    ),
+    executor: str = typer.Option("local", "--executor", help="local (processes) or ray (tasks on a Ray cluster)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --executor ray: the head's HOST:PORT (default: a local Ray for the run)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Train every fold again (clears --out's folds)."),
+    cache_dir: Path | None = CACHE_DIR_OPTION,
+    cache: bool | None = CACHE_OPTION,
+) -> None:
+    """Retrain on rolling periods, decide each out-of-sample moment with its fold's model in one stitched
+    backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from lstm_trading.core.config import load_config
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.core.timeutil import parse_fraction
+    from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
+
+    labelling = {"--label-every": label_every, "--horizon": horizon, "--k-sl": k_sl, "--k-tp": k_tp}
+    given = [flag for flag, value in labelling.items() if value is not None]
+    if trades is not None and given:
+        raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
+    config = load_config(config_file)
+    config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
+    config = config.with_overrides(
+        "train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+    )
+    config = config.with_overrides("split", scaler=scaler)
+    config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir, workers=workers)
+    backtest = _trading_settings(
+        out,
+        every=every,
+        min_prob=min_prob,
+        fee=fee,
+        slippage=slippage,
+        max_hold=max_hold,
+        risk=risk,
+        position_share=position_share,
+        daily_loss_limit=daily_loss_limit,
+        funding=funding,
+        min_ev=min_ev,
+        levels=levels,
+        base=config.backtest,
+    )
+    config = replace(config, backtest=backtest)
+    config = config.with_overrides(
+        "labels",
+        every_seconds=_duration(label_every, "--label-every"),
+        horizon_seconds=_duration(horizon, "--horizon"),
+        k_sl=k_sl,
+        k_tp=k_tp,
+        fee=None if fee is None else parse_fraction(fee, option="--fee"),
+        slippage=None if slippage is None else parse_fraction(slippage, option="--slippage"),
+    )
+    settings = WalkForwardSettings(
+        train_span=_duration(train_span, "--train-span"),
+        test_span=_duration(test_span, "--test-span"),
+        step=_duration(step, "--step"),
+        scheme=scheme,
+        val=val,
+        purge_seconds=_duration(purge, "--purge"),
+        model=model_kind,
+        baseline=baseline,
+        fold_workers=fold_workers,
+        executor=executor,
+        ray_address=ray_address,
+        accelerator=accelerator,
+        random_runs=random_runs,
+        trials=trials,
+        overwrite=overwrite,
+    )
+    source = TradeSource(journal=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
+    result = walkforward_run(config, settings, db=db, symbol=symbol, source=source, out=out, echo=_echo_plain)
+    for message in result.warnings:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    if result.failures:
+        names = ", ".join(failure.run for failure in result.failures)
+        err_console.print(
+            f"error: {len(result.failures)} fold(s) failed ({names}); no summary.json written; the finished folds "
+            "are kept: run the same command again to retry the failed ones",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    table = Table(title=f"Walk-forward folds ({result.trained} trained now, {result.reused} kept)")
+    columns = ("model", "fold", "test_from", "train_trades", "test_trades", "best_epoch", "log_loss",
+               "prior_log_loss", "macro_f1", "trades", "expectancy_pct", "return_pct")  # fmt: skip
+    for column in columns:
+        left = column in ("model", "fold", "test_from")
+        table.add_column(column.replace("_", " "), justify="left" if left else "right")
+
+    def cell(value: Any) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "-"
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for row in result.rows:
+        if row["status"] == "trained":
+            table.add_row(*(cell(row[column]) for column in columns))
+    console.print(table)
+    _echo_plain(f"wrote {out / 'folds.csv'}, {out / 'oos'}, {out / 'summary.json'} and {result.report}")
+    main = model_kind
+    for kind, figures in result.verdicts.items():  # the main model's verdict last
+        if kind != main:
+            _echo_plain(f"{kind} (baseline): {figures['sentence']}")
+    _echo_plain(f"verdict: {result.verdicts[main]['sentence']}")
+
+
 # --- automatic trading (runs/live.py, live/) ---
 
 
@@ -920,12 +1284,15 @@ def live_command(
     mode: str | None = typer.Option(None, "--mode", help="paper (simulated fills, the default) or live (real orders)."),
     every: str | None = EVERY_OPTION,
     min_prob: float | None = MIN_PROB_OPTION,
+    min_ev: float | None = MIN_EV_OPTION,
+    levels: str | None = LEVELS_OPTION,
     fee: str | None = FEE_OPTION,
     slippage: str | None = SLIPPAGE_OPTION,
     max_hold: str | None = MAX_HOLD_OPTION,
     risk: str | None = RISK_OPTION,
     position_share: str | None = POSITION_SHARE_OPTION,
     daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
+    funding: str | None = FUNDING_OPTION,
     qty: float | None = typer.Option(None, "--qty", min=0.0, help="Units per order instead of the sizing rule."),
     max_qty: float | None = typer.Option(None, "--max-qty", min=0.0, help="Largest order in units (cut to it)."),
     max_errors: int | None = typer.Option(
@@ -969,12 +1336,15 @@ def live_command(
         run,
         every=every,
         min_prob=min_prob,
+        min_ev=min_ev,
+        levels=levels,
         fee=fee,
         slippage=slippage,
         max_hold=max_hold,
         risk=risk,
         position_share=position_share,
         daily_loss_limit=daily_loss_limit,
+        funding=funding,
     )
     settings = LiveSettings.from_flags(
         replay=replay_mode,

@@ -1,8 +1,9 @@
 """The main job on built-in data: a synthetic market, a labelled journal, a small model, its test metrics.
 
-Everything lands in one folder (`demo.db`, `val.xlsx`, `run/`); running it again into the same folder starts
-over. The configuration is small on purpose (short windows, few epochs) so it finishes in minutes on a laptop
-CPU; real runs use the defaults (90-day windows).
+Everything lands in one folder (`demo.db`, `val.xlsx`, `run/`, and `gbm/`: a gradient-boosting baseline trained
+on the same samples in seconds, shown beside the LSTM); running it again into the same folder starts over. The
+configuration is small on purpose (short windows, few epochs) so it finishes in minutes on a laptop CPU; real runs
+use the defaults (90-day windows).
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from lstm_trading.models.bundle import load_bundle
 from lstm_trading.models.training_record import Sources
 from lstm_trading.predict import predict_moments
 from lstm_trading.report.document import write_report
-from lstm_trading.report.tables import SUMMARY_HEADER, summary_rows, text_table, verdict_line
+from lstm_trading.report.tables import (
+    COMPARISON_HEADER,
+    SUMMARY_HEADER,
+    comparison_rows,
+    no_information_lines,
+    summary_rows,
+    text_table,
+    verdict_line,
+)
 from lstm_trading.runs.backtest import write_backtest
 from lstm_trading.runs.evaluate import evaluate_run
 from lstm_trading.runs.train import prepare, train_run
@@ -78,6 +87,9 @@ class DemoResult:
     latest: pd.DataFrame
     backtest: dict[str, Any] | None = None  # stats.json of the backtest over the test period
     report: Path | None = None
+    gbm_dir: Path | None = None
+    gbm_metrics: dict[str, Any] | None = None  # the gbm run's evaluation on the same test trades
+    no_information: tuple[str, ...] = ()  # the evaluation's "no information" lines, as printed
 
 
 def run_demo(
@@ -93,6 +105,7 @@ def run_demo(
         raise ConfigError(f"--out {out_dir}: is a file, not a folder; choose a folder for the demo's files")
     out_dir.mkdir(parents=True, exist_ok=True)
     db, journal_path, run_dir = out_dir / "demo.db", out_dir / "val.xlsx", out_dir / "run"
+    gbm_dir = out_dir / "gbm"
     echo(f"1/7 synthetic market: {settings.days:g} days of 1-minute candles (seed {settings.seed}) -> {db}")
     market = synthetic_candles(settings.days, seed=settings.seed)
     with CandleStore(db, create=True) as store:
@@ -116,9 +129,17 @@ def run_demo(
         )
     sources = Sources(db=str(db.resolve()), symbol=SYMBOL, journal=str(journal_path.resolve()), sheet="tradesmain")
     train_run(prepared, config, run_dir, progress=progress, overwrite=True, sources=sources)
-    echo("4/7 evaluating on the test split (trades after every training and validation trade)")
-    evaluation, _ = evaluate_run(run_dir, seed=settings.seed)  # what `lstm-trading evaluate` computes and writes
+    echo(f"    and a gradient-boosting baseline (LightGBM) on the same samples, split and scalers -> {gbm_dir}")
+    train_run(prepared, config, gbm_dir, overwrite=True, sources=sources, kind="gbm")
+    echo("4/7 evaluating on the test split (trades after every training and validation trade), the gbm beside it")
+    # what `lstm-trading evaluate run --against gbm` computes, writes and prints
+    evaluation, _ = evaluate_run(run_dir, seed=settings.seed, against=gbm_dir)
     metrics, baselines = evaluation["model"], evaluation["baselines"]
+    for line in text_table(COMPARISON_HEADER, comparison_rows(evaluation)):
+        echo(line)
+    uninformed = tuple(no_information_lines(evaluation))
+    for line in uninformed:
+        echo(line)
     bundle = load_bundle(run_dir)
     test = prepared.split.test
     echo("5/7 predicting the moment after the last candle")
@@ -156,4 +177,7 @@ def run_demo(
         latest=latest,
         backtest=backtest.stats,
         report=report.path,
+        gbm_dir=gbm_dir,
+        gbm_metrics=evaluation["against"],
+        no_information=uninformed,
     )

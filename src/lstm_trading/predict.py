@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from lstm_trading.core.config import FeatureConfig
+from lstm_trading.core.config import FeatureConfig, TargetConfig
 from lstm_trading.core.errors import ConfigError, DataError, ModelFileError, NoWindow
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.timeutil import MINUTE, format_time
@@ -23,7 +23,7 @@ from lstm_trading.features.cache import feature_matrix
 from lstm_trading.features.compute import compute_features, rows_dropped, segment_bounds
 from lstm_trading.features.matrix import FeatureMatrix
 from lstm_trading.models.base import Progress
-from lstm_trading.samples.targets import BUY, CLASS_NAMES, INVALID, SELL
+from lstm_trading.samples.targets import BUY, CLASS_NAMES, INVALID, SELL, prior_corrected
 from lstm_trading.samples.windows import moment_windows, window_bounds
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ PREDICTION_COLUMNS = (
 
 
 class WindowPredictions(NamedTuple):
-    """One row per window: prior-free class probabilities (n, 3) and SL/TP distances in % of entry (floored)."""
+    """One row per window: prior-corrected class probabilities (n, 3), SL/TP distances in % of entry (floored)."""
 
     proba: np.ndarray
     stop_loss_pct: np.ndarray
@@ -65,7 +65,9 @@ def predict_windows(
     progress: Progress | None = None,
 ) -> WindowPredictions:
     """The one way from a bundle to its outputs, for every command: the model kind's forward pass over windows
-    `[end - length, end)` of `scaled`, the target scaler's inverse, and the `MIN_DISTANCE_PCT` floor.
+    `[end - length, end)` of `scaled`, the probabilities corrected for the training's class weights (so that
+    they estimate the label frequencies: DESIGN.md "Probabilities"), the target scaler's inverse, and the
+    `MIN_DISTANCE_PCT` floor.
 
     `workers`: one-thread processes (`None`: one per core when the work is worth it; 1: this process only);
     every worker count gives the same predictions (`models/lstm/inference.py`).
@@ -73,7 +75,8 @@ def predict_windows(
     out = bundle.model.predict_windows(scaled, ends, lengths, batch_size=batch_size, workers=workers, progress=progress)
     sl_pct, tp_pct = bundle.target_scaler.inverse(out.sl, out.tp)
     _require_finite_outputs(bundle, scaled, ends, lengths, (out.proba, sl_pct, tp_pct))
-    return WindowPredictions(out.proba, np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT))
+    proba = prior_corrected(out.proba, bundle.class_weights)
+    return WindowPredictions(proba, np.maximum(sl_pct, MIN_DISTANCE_PCT), np.maximum(tp_pct, MIN_DISTANCE_PCT))
 
 
 def _require_finite_outputs(
@@ -137,11 +140,13 @@ def predict_moments(
     workers: int | None = None,
     cache_dir: Path | None = None,
     symbol: str = "",
+    levels: str = "model",
 ) -> pd.DataFrame:
     """One row per moment with the columns of `PREDICTION_COLUMNS`.
 
     `entry` defaults to the close of the last candle closed by the moment (predict cannot know the next open).
-    `workers` as in `predict_windows`; `cache_dir` (with `symbol`) reads and keeps the features in the cache.
+    `workers` as in `predict_windows`; `cache_dir` (with `symbol`) reads and keeps the features in the cache;
+    `levels` as `Signals.with_levels` (`atr`: k x ATR instead of the heads' distances).
     """
     if len(candles) == 0:
         raise DataError("no candles to predict from")
@@ -162,6 +167,10 @@ def predict_moments(
     probabilities, sl_pct, tp_pct = predict_windows(
         bundle, scaled, end, lengths, batch_size=batch_size, workers=workers
     )
+    if levels == "atr":
+        sl_pct, tp_pct = atr_levels(matrix, candles, moments, bundle.target_config)
+    elif levels != "model":
+        raise ConfigError(f"levels must be 'model' or 'atr', got {levels!r}")
     side = probabilities.argmax(axis=1)
     if entry is None:
         last_closed = np.searchsorted(timestamps, moments - MINUTE, side="right") - 1
@@ -218,9 +227,65 @@ class Signals:
     stop_loss_pct: np.ndarray
     take_profit_pct: np.ndarray
     usable: np.ndarray | None = None  # False where a moment had no window (a gap or its warm-up); None: all
+    # k_sl / k_tp x ATR at each moment (`atr_levels`), the levels `backtest.levels = "atr"` trades; None: not known
+    atr_stop_loss_pct: np.ndarray | None = None
+    atr_take_profit_pct: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.at)
+
+    def with_levels(self, levels: str) -> Signals:
+        """These signals with the SL/TP distances `levels` names: `model` (the heads, as predicted) or `atr`."""
+        if levels == "model":
+            return self
+        if levels != "atr":
+            raise ConfigError(f"levels must be 'model' or 'atr', got {levels!r}")
+        if self.atr_stop_loss_pct is None or self.atr_take_profit_pct is None:
+            raise DataError("these signals carry no ATR levels (computed without the candles)")
+        return replace(self, stop_loss_pct=self.atr_stop_loss_pct, take_profit_pct=self.atr_take_profit_pct)
+
+    def concatenated(self, other: Signals) -> Signals:
+        """Both signals' moments in one (a walk-forward's folds, in time order)."""
+
+        def join(a: np.ndarray | None, b: np.ndarray | None, fill: bool = False) -> np.ndarray | None:
+            if a is None and b is None:
+                return None
+            if fill:
+                a = np.ones(len(self), dtype=bool) if a is None else a
+                b = np.ones(len(other), dtype=bool) if b is None else b
+            if a is None or b is None:
+                return None
+            return np.concatenate([a, b])
+
+        return Signals(
+            at=np.concatenate([self.at, other.at]),
+            proba=np.concatenate([self.proba, other.proba]),
+            stop_loss_pct=np.concatenate([self.stop_loss_pct, other.stop_loss_pct]),
+            take_profit_pct=np.concatenate([self.take_profit_pct, other.take_profit_pct]),
+            usable=join(self.usable, other.usable, fill=True),
+            atr_stop_loss_pct=join(self.atr_stop_loss_pct, other.atr_stop_loss_pct),
+            atr_take_profit_pct=join(self.atr_take_profit_pct, other.atr_take_profit_pct),
+        )
+
+
+def atr_levels(
+    matrix: FeatureMatrix, candles: pd.DataFrame, moments: np.ndarray, config: TargetConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """`k_sl` and `k_tp` times the ATR of the last candle closed by each moment, in % of that candle's close (the
+    labeller's levels, DESIGN.md "Targets"; the close stands in for the entry, which is not known yet);
+    floored at `MIN_DISTANCE_PCT`, and at it where no feature row is closed by the moment."""
+    moments = np.asarray(moments, dtype=np.int64)
+    row = np.searchsorted(matrix.timestamps, moments - MINUTE, side="right") - 1
+    timestamps = candles["timestamp"].to_numpy(dtype=np.int64)
+    closes = candles["close"].to_numpy(dtype=np.float64)
+    last = np.searchsorted(timestamps, moments - MINUTE, side="right") - 1
+    known = (row >= 0) & (last >= 0)
+    atr_share = np.zeros(len(moments))
+    atr_share[known] = matrix.atr[row[known]] / closes[last[known]]
+    atr_share = np.where(np.isfinite(atr_share), atr_share, 0.0)
+    sl = np.maximum(100 * config.k_sl * atr_share, MIN_DISTANCE_PCT)
+    tp = np.maximum(100 * config.k_tp * atr_share, MIN_DISTANCE_PCT)
+    return sl, tp
 
 
 @dataclass(frozen=True)

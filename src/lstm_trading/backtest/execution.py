@@ -10,7 +10,9 @@ does. Fills follow DESIGN.md "Backtest fills", pessimistic wherever the candles 
 - a candle that opens beyond the stop fills at its open (the worse price); one that opens beyond the take
   profit fills at the take-profit price (a resting limit order, never better than its limit);
 - otherwise the position is closed at the close of the last candle opened before `t + max_hold`;
-- taker fee and slippage on both sides; one position at a time; no candle after the exit is read.
+- taker fee and slippage on both sides; one position at a time; no candle after the exit is read;
+- on perpetuals, funding for every funding time the position was open across (`funding.py`), booked with the
+  fill; spot symbols get no schedule and pay none.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from lstm_trading.backtest.funding import NO_FUNDING, FundingSchedule
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import DAY, MINUTE
@@ -76,16 +79,84 @@ class Costs:
         return price * (1 + self.slippage) if buying else price * (1 - self.slippage)
 
 
-def signal_direction(proba: np.ndarray, min_prob: float) -> np.ndarray:
-    """+1 (Buy) or -1 (Sell) where the top class is Buy or Sell with probability at least `min_prob`, else 0.
+def round_trip_pct(config: BacktestConfig) -> float:
+    """Fees and slippage of entering and leaving, in % of the entry price: what a trade must earn to break even."""
+    return 100 * 2 * (config.fee + config.slippage)
 
-    `proba` is (n, 3) in the model's class order Buy, Sell, Invalid.
-    """
+
+TRADE = "trade"
+# Why a moment's signal was not traded, in the order `decide` checks them (`Trader.skipped` adds the account's).
+DECISION_SKIPS = ("no_window", "tp_below_costs", "ev_below_min", "prob_below_min")
+
+
+class Decisions(NamedTuple):
+    """What `decide` made of each moment's probabilities and levels."""
+
+    direction: np.ndarray  # (n,) LONG, SHORT or FLAT
+    probability: np.ndarray  # (n,) the considered side's label probability (the side with the larger EV)
+    ev_pct: np.ndarray  # (n,) its expected value after costs, in % of entry
+    reason: np.ndarray  # (n,) TRADE or a key of DECISION_SKIPS
+
+    def skipped(self) -> dict[str, int]:
+        return {key: int(np.count_nonzero(self.reason == key)) for key in DECISION_SKIPS}
+
+
+def expected_value_pct(
+    p: np.ndarray, stop_loss_pct: np.ndarray, take_profit_pct: np.ndarray, cost_pct: float
+) -> np.ndarray:
+    """`EV = p * TP - (1 - p) * SL - c` in % of entry (DESIGN.md "Decision"): every non-win counted as a full
+    stop, so a lower bound where p is the probability that the target is touched first within the horizon."""
+    return p * take_profit_pct - (1 - p) * stop_loss_pct - cost_pct
+
+
+def decide(
+    proba: np.ndarray,
+    stop_loss_pct: np.ndarray | float,
+    take_profit_pct: np.ndarray | float,
+    config: BacktestConfig,
+    usable: np.ndarray | None = None,
+) -> Decisions:
+    """The one decision rule, for predict, backtest, replay and live: for each side its (prior-corrected) label
+    probability p (long: P(Buy), short: P(Sell)) and the EV of its levels after the round-trip costs; the side
+    with the larger EV is traded when its take profit pays the costs, its EV exceeds `min_ev` and its p reaches
+    `min_prob`. `proba` is (n, 3) in the class order Buy, Sell, Invalid; `usable` False where a moment had no
+    window (never traded)."""
     proba = np.atleast_2d(np.asarray(proba, dtype=np.float64))
-    top = proba.argmax(axis=1)
-    confident = proba.max(axis=1) >= min_prob
-    direction = np.where(top == 0, LONG, np.where(top == 1, SHORT, FLAT))
-    return np.where(confident, direction, FLAT).astype(np.int64)
+    sl = np.broadcast_to(np.asarray(stop_loss_pct, dtype=np.float64), (len(proba),))
+    tp = np.broadcast_to(np.asarray(take_profit_pct, dtype=np.float64), (len(proba),))
+    cost = round_trip_pct(config)
+    ev_long = expected_value_pct(proba[:, 0], sl, tp, cost)
+    ev_short = expected_value_pct(proba[:, 1], sl, tp, cost)
+    long_better = ev_long >= ev_short
+    side = np.where(long_better, LONG, SHORT)
+    p = np.where(long_better, proba[:, 0], proba[:, 1])
+    ev = np.where(long_better, ev_long, ev_short)
+    reason = np.full(len(proba), TRADE, dtype=object)
+    checks = (
+        ("prob_below_min", p < config.min_prob),
+        ("ev_below_min", ev <= config.min_ev),
+        ("tp_below_costs", tp <= cost),
+        ("no_window", np.zeros(len(proba), dtype=bool) if usable is None else ~np.asarray(usable, dtype=bool)),
+    )
+    for key, failed in checks:  # the last assignment wins: the first check in DECISION_SKIPS order is named
+        reason[failed] = key
+    direction = np.where(reason == TRADE, side, FLAT).astype(np.int64)
+    return Decisions(direction, p, ev, reason)
+
+
+def decision_text(decisions: Decisions, i: int, config: BacktestConfig, take_profit_pct: float) -> str:
+    """One moment's decision in words, as `predict` prints it: "Buy: EV 0.12 % > 0 ..." or "no trade: ..."."""
+    reason, p, ev = decisions.reason[i], float(decisions.probability[i]), float(decisions.ev_pct[i])
+    if reason == TRADE:
+        side = SIDE_NAMES[int(decisions.direction[i])]
+        return f"{side}: EV {ev:+.3f} % > {config.min_ev:g} % and P {p:.2f} >= min-prob {config.min_prob:g}"
+    if reason == "no_window":
+        return "no trade: no usable window (inside a gap or the warm-up after one)"
+    if reason == "tp_below_costs":
+        return f"no trade: take profit {take_profit_pct:.3f} % does not pay the costs {round_trip_pct(config):.3f} %"
+    if reason == "ev_below_min":
+        return f"no trade: EV {ev:+.3f} % <= min-ev {config.min_ev:g} %"
+    return f"no trade: P {p:.2f} < min-prob {config.min_prob:g}"
 
 
 def bracket_prices(direction: int, entry: float, stop_loss_pct: float, take_profit_pct: float) -> tuple[float, float]:
@@ -163,7 +234,8 @@ class Fill:
     reason: ExitReason
     same_candle: bool  # stop and target both inside the exit candle (resolved by `same_candle`)
     fees: float
-    pnl: float  # after fees and slippage
+    pnl: float  # after fees, slippage and funding
+    funding: float = 0.0  # funding paid over the holding time (negative: received); 0 on spot
 
     @property
     def slippage_cost(self) -> float:
@@ -224,13 +296,16 @@ def book_fill(
     exit_price: float,
     reason: ExitReason,
     same_candle: bool,
+    funding: FundingSchedule | None = None,
 ) -> Fill:
-    """The closed trade: executed prices after slippage, fees on both sides, P&L."""
+    """The closed trade: executed prices after slippage, fees on both sides, funding (None: a spot symbol,
+    none), P&L. Funding is charged on the notional at entry, `quantity * entry_executed`."""
     direction, quantity = order.direction, order.quantity
     entry_executed = costs.executed(direction, order.entry, opening=True)
     exit_executed = costs.executed(direction, exit_price, opening=False)
     fees = costs.fee * quantity * (entry_executed + exit_executed)
-    pnl = direction * quantity * (exit_executed - entry_executed) - fees
+    paid = 0.0 if funding is None else funding.charge(direction, quantity * entry_executed, order.at, exit_time)
+    pnl = direction * quantity * (exit_executed - entry_executed) - fees - paid
     return Fill(
         order=order,
         entry_index=entry_index,
@@ -244,6 +319,7 @@ def book_fill(
         same_candle=same_candle,
         fees=fees,
         pnl=pnl,
+        funding=paid,
     )
 
 
@@ -254,7 +330,8 @@ class PositionWatch:
     The backtest feeds it the whole holding period at once (`simulate_fill`); the live loop and the replay feed
     it the candles each period brings. Fed the same candles, any cut into pieces gives the same fill
     (`tests/test_live.py` checks it), so a replay's paper fills are the backtest's. Its fields are plain
-    numbers, so the live loop can store it and resume after a restart.
+    numbers, so the live loop can store it and resume after a restart; but `funding`, the symbol's schedule,
+    which the loop attaches again after loading.
     """
 
     order: Order
@@ -265,6 +342,7 @@ class PositionWatch:
     checked: int = 0  # candles checked so far, the entry candle first
     last_time: int = -(2**62)  # open time of the last candle checked
     last_close: float = math.nan
+    funding: FundingSchedule = NO_FUNDING
 
     @property
     def horizon(self) -> int:
@@ -301,6 +379,7 @@ class PositionWatch:
                 exit_price=hit.price,
                 reason=hit.reason,
                 same_candle=hit.same_candle,
+                funding=self.funding,
             )
         self.checked += int(last - first)
         self.last_time = int(ts[last - 1])
@@ -322,6 +401,7 @@ class PositionWatch:
             exit_price=self.last_close,
             reason="end_of_data" if ran_out else "max_hold",
             same_candle=False,
+            funding=self.funding,
         )
 
 
@@ -333,9 +413,12 @@ def simulate_fill(
     max_hold_seconds: int,
     costs: Costs,
     same_candle: SameCandle = "stop",
+    funding: FundingSchedule | None = None,
 ) -> Fill:
     """Walk the candles from the entry candle to the first exit; nothing after the exit candle is read."""
     watch = PositionWatch(order, max_hold_seconds, costs, same_candle, entry_index=entry_index)
+    if funding is not None:
+        watch.funding = funding
     horizon_end = int(np.searchsorted(candles.timestamp, watch.horizon, side="left"))
     held = CandleArrays(*(column[entry_index : max(horizon_end, entry_index + 1)] for column in candles))
     fill = watch.feed(held)

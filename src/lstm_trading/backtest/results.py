@@ -23,8 +23,10 @@ from lstm_trading.backtest.execution import (
     LONG,
     SHORT,
     CandleArrays,
-    signal_direction,
+    Decisions,
+    decide,
 )
+from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import format_time
@@ -35,6 +37,7 @@ from lstm_trading.backtest.significance import null_summary, sharpe_ratio, signi
 from lstm_trading.backtest.simulation import (
     BAND_RUNS,
     DEFAULT_RANDOM_RUNS,
+    PeriodSignals,
     Progress,
     RandomBaseline,
     Simulation,
@@ -46,7 +49,7 @@ from lstm_trading.backtest.simulation import (
     return_pct,
     simulate,
 )
-from lstm_trading.backtest.statistics import _spread, daily_returns, statistics
+from lstm_trading.backtest.statistics import _spread, daily_returns, ev_calibration, statistics
 from lstm_trading.predict import Signals
 
 # --- the whole backtest ---
@@ -84,38 +87,82 @@ def run_backtest(
     batch_size: int = 64,
     workers: int | None = None,
     progress: Progress | None = None,
+    funding: FundingSchedule | None = None,
 ) -> BacktestResult:
     """Backtest the model on `[start, end)` of `candles` (which must hold the history before `start` too).
 
     `random_runs` random-entry runs (seeded by `seed`, which also seeds the bootstrap) give the random baseline
     and the p-values; `trials` is how many configurations were tried to find this one (the deflated Sharpe
-    ratio's N; 1 makes the DSR the PSR against 0).
+    ratio's N; 1 makes the DSR the PSR against 0). `funding` is the symbol's funding schedule, charged to every
+    strategy's fills (None: a spot symbol, no funding).
     """
+    _check_backtest(start, end, random_runs, trials)
+    traded = period_signals(
+        bundle, candles, start, end, config.every_seconds, batch_size=batch_size, workers=workers, progress=progress
+    )
+    return backtest_period(
+        traded,
+        bundle,
+        start=start,
+        config=config,
+        journal=journal,
+        journal_name=journal_name,
+        random_runs=random_runs,
+        seed=seed,
+        trials=trials,
+        funding=funding,
+    )
+
+
+def _check_backtest(start: int, end: int, random_runs: int, trials: int) -> None:
     if end <= start:
         raise DataError(f"the backtest period is empty: {format_time(start)} is not before {format_time(end)}")
     if random_runs < 1:
         raise DataError(f"random_runs must be at least 1, got {random_runs}")
     if trials < 1:
         raise DataError(f"trials must be at least 1 (this configuration), got {trials}")
-    traded = period_signals(
-        bundle, candles, start, end, config.every_seconds, batch_size=batch_size, workers=workers, progress=progress
-    )
-    period, end, moments, features, signals = traded.period, traded.end, traded.moments, traded.features, traded.signals
-    direction = signal_direction(signals.proba, config.min_prob)
-    top = signals.proba.max(axis=1)
+
+
+def backtest_period(
+    traded: PeriodSignals,
+    bundle: Bundle,
+    *,
+    start: int,
+    config: BacktestConfig = BacktestConfig(),
+    journal: pd.DataFrame | None = None,
+    journal_name: str = "journal",
+    random_runs: int = DEFAULT_RANDOM_RUNS,
+    seed: int = 0,
+    trials: int = 1,
+    funding: FundingSchedule | None = None,
+) -> BacktestResult:
+    """The backtest of signals already computed for a period (`period_signals`, or a walk-forward's signals
+    stitched from its folds' models): the decisions, the model's fills, the baselines and the statistics.
+    `bundle` gives the journal's targets (its `target_config`); the signals' levels are `config.levels`'."""
+    _check_backtest(start, traded.end, random_runs, trials)
+    period, end, moments, features = traded.period, traded.end, traded.moments, traded.features
+    signals = traded.signals.with_levels(config.levels)
+    decisions = decide(signals.proba, signals.stop_loss_pct, signals.take_profit_pct, config, signals.usable)
+    direction, top = decisions.direction, decisions.probability
     args = (period, signals.at, direction, signals.stop_loss_pct, signals.take_profit_pct, config)
-    model = simulate(*args, probability=top, name="model")
-    optimistic = simulate(*args, probability=top, same_candle="target", name="model_optimistic")
-    hold = buy_and_hold(period, config)
+    model = simulate(*args, probability=top, name="model", funding=funding)
+    optimistic = simulate(*args, probability=top, same_candle="target", name="model_optimistic", funding=funding)
+    hold = buy_and_hold(period, config, funding)
     exits = moment_exits(
-        period, signals.at, signals.stop_loss_pct, signals.take_profit_pct, config, usable=signals.usable
+        period,
+        signals.at,
+        signals.stop_loss_pct,
+        signals.take_profit_pct,
+        config,
+        usable=signals.usable,
+        funding=funding,
     )
     random = random_entries(exits, model.fills, runs=random_runs, seed=seed)
     journal_run = None
     if journal is not None:
         inside = journal[(journal["start_time"] >= start) & (journal["start_time"] < end)]
         at, sides, sl, tp = journal_signals(features, inside, bundle)
-        journal_run = simulate(period, at, sides, sl, tp, config, name="journal")
+        journal_run = simulate(period, at, sides, sl, tp, config, name="journal", funding=funding)
 
     def daily(simulation: Simulation) -> np.ndarray:
         return daily_returns(period.timestamp[: len(simulation.equity)], simulation.equity, config.initial_equity)
@@ -132,6 +179,9 @@ def run_backtest(
         "total_return": optimistic_stats["total_return"],
         "trades": optimistic_stats["trades"],
     }
+    model_stats["ev_calibration"] = ev_calibration(
+        _entry_values(model, signals.at, decisions.ev_pct), returns(model)
+    )
     hold_stats = statistics(hold, period, config)
     hold_stats["significance"] = significance(returns(hold), daily(hold), seed=seed)
     baselines: dict[str, Any] = {
@@ -150,7 +200,9 @@ def run_backtest(
             returns(journal_run), daily(journal_run), null=journal_null, seed=seed
         )
         baselines["journal"] = {"name": journal_name, **journal_stats}
-    stats = {**_period_record(start, end, period, config, moments, direction), "model": model_stats}
+    if config.levels == "model" and signals.atr_stop_loss_pct is not None:
+        baselines["atr_levels"] = _atr_levels_baseline(period, signals, decisions, config, funding, daily, seed)
+    stats = {**_period_record(start, end, period, config, moments, decisions), "model": model_stats}
     stats["baselines"] = baselines
     return BacktestResult(start, end, period, signals, model, optimistic, hold, band, random, journal_run, stats)
 
@@ -207,10 +259,47 @@ def _random_baseline(
     return random_stats, band, sharpe_variance
 
 
-def _period_record(
-    start: int, end: int, period: CandleArrays, config: BacktestConfig, moments: np.ndarray, direction: np.ndarray
+def _entry_values(simulation: Simulation, at: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The per-moment `values` at each of the simulation's trades' entry moments."""
+    index = {int(t): i for i, t in enumerate(at)}
+    return np.array([values[index[fill.entry_time]] for fill in simulation.fills], dtype=np.float64)
+
+
+def _atr_levels_baseline(
+    period: CandleArrays,
+    signals: Signals,
+    decisions: Decisions,
+    config: BacktestConfig,
+    funding: FundingSchedule | None,
+    daily: Callable[[Simulation], np.ndarray],
+    seed: int,
 ) -> dict[str, Any]:
-    """stats.json's description of what was backtested: the period, the settings, the moments and signals."""
+    """The model's own signals (the same moments and sides) traded at k x ATR levels instead of its heads'
+    distances: whether the heads place stops and targets better than the rule that made the labels."""
+    atr = signals.with_levels("atr")
+    run = simulate(
+        period,
+        atr.at,
+        decisions.direction,
+        atr.stop_loss_pct,
+        atr.take_profit_pct,
+        config,
+        probability=decisions.probability,
+        name="atr_levels",
+        funding=funding,
+    )
+    figures = statistics(run, period, config)
+    figures["significance"] = significance(returns(run), daily(run), seed=seed)
+    return figures
+
+
+def _period_record(
+    start: int, end: int, period: CandleArrays, config: BacktestConfig, moments: np.ndarray, decisions: Decisions
+) -> dict[str, Any]:
+    """stats.json's description of what was backtested: the period, the settings, the moments, the signals and
+    why the other moments were not traded (the decision rule's reasons; the account's are the model's
+    `skipped`)."""
+    direction = decisions.direction
     return {
         "period": {
             "start": start,
@@ -226,4 +315,5 @@ def _period_record(
             "Sell": int(np.count_nonzero(direction == SHORT)),
             "none": int(np.count_nonzero(direction == FLAT)),
         },
+        "not_traded": decisions.skipped(),
     }

@@ -31,6 +31,7 @@ from lstm_trading.backtest.execution import (
     bracket_prices,
     simulate_fill,
 )
+from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.backtest.significance import BUY, RandomEntries, draw_random_entries, entry_rate
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
@@ -39,7 +40,7 @@ from lstm_trading.samples.targets import INVALID, build_samples
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
-from lstm_trading.predict import Features, Signals, predict_signals, scaled_features
+from lstm_trading.predict import Features, Signals, atr_levels, predict_signals, scaled_features
 
 DEFAULT_RANDOM_RUNS = 1_000  # random-entry runs: a p-value resolves down to 1 / 1,001
 BAND_RUNS = 20  # random runs whose equity curves equity.csv keeps (mean and 5-95 % band)
@@ -64,6 +65,7 @@ TRADE_COLUMNS = (
     "exit_executed",
     "same_candle",
     "fees",
+    "funding",
     "pnl",
     "return_pct",
     "minutes_held",
@@ -105,8 +107,10 @@ def simulate(
     probability: np.ndarray | None = None,
     same_candle: SameCandle = "stop",
     name: str = "model",
+    funding: FundingSchedule | None = None,
 ) -> Simulation:
-    """Trade the signals in time order on `candles` (the backtest period only) with `execution.Trader`."""
+    """Trade the signals in time order on `candles` (the backtest period only) with `execution.Trader`;
+    `funding` is the symbol's schedule (None: spot, no funding)."""
     trader = Trader(config)
     costs = Costs(config.fee, config.slippage)
     fills: list[Fill] = []
@@ -128,7 +132,13 @@ def simulate(
         if chosen is None or row is None:
             continue
         fill = simulate_fill(
-            candles, row, chosen, max_hold_seconds=config.max_hold_seconds, costs=costs, same_candle=same_candle
+            candles,
+            row,
+            chosen,
+            max_hold_seconds=config.max_hold_seconds,
+            costs=costs,
+            same_candle=same_candle,
+            funding=funding,
         )
         trader.settle(fill)
         fills.append(fill)
@@ -155,8 +165,9 @@ def equity_curve(candles: CandleArrays, fills: Sequence[Fill], initial: float) -
     return equity, position
 
 
-def buy_and_hold(candles: CandleArrays, config: BacktestConfig) -> Simulation:
-    """Buy at the first open with `position_share` of equity, hold, sell at the last close (costs both ways)."""
+def buy_and_hold(candles: CandleArrays, config: BacktestConfig, funding: FundingSchedule | None = None) -> Simulation:
+    """Buy at the first open with `position_share` of equity, hold, sell at the last close (costs both ways,
+    and on a perpetual the funding of every period held)."""
     if len(candles) == 0:
         raise DataError("no candles in the backtest period")
     long_config = replace(config, risk=0.0, daily_loss_limit=0.0, max_hold_seconds=10**12)
@@ -170,6 +181,7 @@ def buy_and_hold(candles: CandleArrays, config: BacktestConfig) -> Simulation:
         huge,
         long_config,
         name="buy_and_hold",
+        funding=funding,
     )
 
 
@@ -189,6 +201,7 @@ class MomentExits:
     exit_time: np.ndarray  # (M, 2) when each is flat again
     return_pct: np.ndarray  # (M, 2) net return in % of entry notional
     eligible: np.ndarray  # (M,) take profit above the round-trip costs: where random entries may enter
+    funding: FundingSchedule | None = None  # the symbol's funding, in the exits and in `account_run`'s fills
 
 
 def return_pct(fill: Fill) -> float:
@@ -206,6 +219,7 @@ def moment_exits(
     *,
     same_candle: SameCandle = "stop",
     usable: np.ndarray | None = None,
+    funding: FundingSchedule | None = None,
 ) -> MomentExits:
     """Each moment's Buy and Sell exit with its own SL/TP distances (see `MomentExits`). Moments without a
     usable window (`Signals.usable`: inside a gap or the warm-up after one) are left out: no strategy can trade
@@ -224,7 +238,13 @@ def moment_exits(
             order = Order(int(at[i]), direction, 1.0, entry, stop, target, sl, tp, math.nan)
             pair.append(
                 simulate_fill(
-                    candles, row, order, max_hold_seconds=config.max_hold_seconds, costs=costs, same_candle=same_candle
+                    candles,
+                    row,
+                    order,
+                    max_hold_seconds=config.max_hold_seconds,
+                    costs=costs,
+                    same_candle=same_candle,
+                    funding=funding,
                 )
             )
         kept.append(i)
@@ -241,6 +261,7 @@ def moment_exits(
         exit_time=exit_time,
         return_pct=returns,
         eligible=take_profit > round_trip_pct,
+        funding=funding,
     )
 
 
@@ -316,6 +337,7 @@ def account_run(
             exit_price=unit.exit_price,
             reason=unit.reason,
             same_candle=unit.same_candle,
+            funding=exits.funding,
         )
         trader.settle(fill)
         booked.append(fill)
@@ -369,6 +391,8 @@ def period_signals(
         raise DataError(f"no decision moment (every {every_seconds} s) from {format_time(start)} to {format_time(end)}")
     features = scaled_features(bundle, candles)
     signals = predict_signals(bundle, features, moments, batch_size=batch_size, workers=workers, progress=progress)
+    atr_sl, atr_tp = atr_levels(features.matrix, candles, moments, bundle.target_config)
+    signals = replace(signals, atr_stop_loss_pct=atr_sl, atr_take_profit_pct=atr_tp)
     return PeriodSignals(period, end, moments, features, signals)
 
 
@@ -397,6 +421,7 @@ def trades_frame(fills: Sequence[Fill]) -> pd.DataFrame:
                 f.exit_executed,
                 f.same_candle,
                 f.fees,
+                f.funding,
                 f.pnl,
                 return_pct(f),
                 (f.exit_time - f.entry_time) // MINUTE,

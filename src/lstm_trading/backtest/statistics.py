@@ -127,3 +127,30 @@ def short_period_note(stats: dict[str, Any]) -> str | None:
         f"Sharpe and Sortino ('-') come from daily returns of periods of {MIN_DAYS_ANNUALISED} days or more; "
         f"this one has {days:.1f} days"
     )
+
+
+EV_BINS = 10
+
+
+def ev_calibration(predicted_ev: np.ndarray, realised: np.ndarray, bins: int = EV_BINS) -> list[dict[str, Any]]:
+    """The trades' predicted EV at entry by quantile bin (deciles when there are enough trades) against their
+    realised net return per trade, both in % of entry: a calibrated rule's rows lie on the diagonal, and one
+    whose EV is a lower bound (DESIGN.md "Decision") lies above it."""
+    predicted_ev = np.asarray(predicted_ev, dtype=np.float64)
+    realised = np.asarray(realised, dtype=np.float64)
+    if len(predicted_ev) == 0:
+        return []
+    order = np.argsort(predicted_ev, kind="stable")
+    rows = []
+    for part in np.array_split(order, min(bins, len(order))):
+        ev, net = predicted_ev[part], realised[part]
+        rows.append(
+            {
+                "trades": len(part),
+                "ev_low": float(ev.min()),
+                "ev_high": float(ev.max()),
+                "mean_ev_pct": float(ev.mean()),
+                "mean_return_pct": float(net.mean()),
+            }
+        )
+    return rows

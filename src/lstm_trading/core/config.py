@@ -23,6 +23,10 @@ MAX_WINDOW_MINUTES = 129_600  # 90 days of minutes: the seed's MAX_SEQUENCE_LENG
 TALIB_MAX_PERIOD = 100_000  # TA-Lib refuses a longer time period
 MAX_HISTORY_MINUTES = 10 * 525_960  # ten years of minutes: the longest window or warm-up a store can feed
 MAX_SEED = 2**32 - 1  # numpy and Lightning seed with 32 bits
+# validation metrics that can choose the checkpoint: the classification log-loss, or the combined loss (the seed's)
+CHECKPOINT_CRITERIA = ("val_class_loss", "val_loss")
+LEVELS = ("model", "atr")  # where SL and TP come from when trading (DESIGN.md "Decision")
+CLASS_WEIGHTINGS = ("inverse", "none")  # how the classification loss weights the classes (DESIGN.md "Probabilities")
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -168,6 +172,9 @@ class TrainConfig:
     gradient_clip: float = 0.5
     class_weight: float = 1.0
     reg_weight: float = 1.0
+    # what picks the best checkpoint, stops early and drives the plateau schedule (DESIGN.md "Training schedule")
+    checkpoint_criterion: str = "val_class_loss"
+    class_weighting: str = "inverse"  # inverse class frequency in the classification loss, or none
     precision: str = "auto"
     seed: int = 42
     devices: str = "auto"
@@ -200,6 +207,16 @@ class TrainConfig:
         _check(self.gradient_clip > 0, "train.gradient_clip", "must be positive")
         _check(self.class_weight >= 0 and self.reg_weight >= 0, "train.class_weight", "must not be negative")
         _check(
+            self.class_weighting in CLASS_WEIGHTINGS,
+            "train.class_weighting",
+            f"must be one of {', '.join(CLASS_WEIGHTINGS)}",
+        )
+        _check(
+            self.checkpoint_criterion in CHECKPOINT_CRITERIA,
+            "train.checkpoint_criterion",
+            f"must be one of {', '.join(CHECKPOINT_CRITERIA)}",
+        )
+        _check(
             self.precision in ("auto", "32-true", "16-mixed", "bf16-mixed"),
             "train.precision",
             "must be one of auto, 32-true, 16-mixed, bf16-mixed",
@@ -217,6 +234,8 @@ class BacktestConfig:
 
     every_seconds: int = 900
     min_prob: float = 0.5
+    min_ev: float = 0.0  # % of entry: trade only where EV = p TP - (1 - p) SL - costs exceeds it (DESIGN.md)
+    levels: str = "model"  # model: the SL/TP heads; atr: k_sl / k_tp x ATR at the decision moment
     fee: float = 0.00055
     slippage: float = 0.0001
     max_hold_seconds: int = 86_400
@@ -224,6 +243,9 @@ class BacktestConfig:
     risk: float = 0.0
     daily_loss_limit: float = 0.0
     initial_equity: float = 10_000.0
+    # Funding per 8-hour period on perpetuals (longs pay when positive; spot symbols pay none), a fraction:
+    # 0.01 %, the baseline rate of Bybit's and Binance's USDT perpetuals; stored rates replace it (`ingest funding`)
+    funding: float = 0.0001
 
     def __post_init__(self) -> None:
         _check(self.every_seconds >= 60, "backtest.every_seconds", "must be at least one minute")
@@ -231,6 +253,8 @@ class BacktestConfig:
         # and the live loop would find the minute in progress missing from its window.
         _check(self.every_seconds % 60 == 0, "backtest.every_seconds", "must be whole minutes")
         _check(0 <= self.min_prob <= 1, "backtest.min_prob", "must be a probability")
+        _check(-100 < self.min_ev < 100, "backtest.min_ev", "must be in (-100, 100) percent of entry")
+        _check(self.levels in LEVELS, "backtest.levels", f"must be one of {', '.join(LEVELS)}")
         _check(0 <= self.fee < 0.1, "backtest.fee", "must be a fraction in [0, 0.1)")
         _check(0 <= self.slippage < 0.1, "backtest.slippage", "must be a fraction in [0, 0.1)")
         _check(self.max_hold_seconds >= 60, "backtest.max_hold_seconds", "must be at least one minute")
@@ -238,6 +262,7 @@ class BacktestConfig:
         _check(0 <= self.risk < 1, "backtest.risk", "must be a fraction in [0, 1)")
         _check(0 <= self.daily_loss_limit < 1, "backtest.daily_loss_limit", "must be a fraction in [0, 1)")
         _check(self.initial_equity > 0, "backtest.initial_equity", "must be positive")
+        _check(-0.1 < self.funding < 0.1, "backtest.funding", "must be a fraction per 8-hour period in (-0.1, 0.1)")
 
 
 @dataclass(frozen=True)

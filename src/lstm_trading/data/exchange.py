@@ -152,6 +152,9 @@ class CcxtSource:
     def fetch_ohlcv(self, symbol: str, since_ms: int, limit: int, until_ms: int) -> list[list[Any]]:
         return list(self.exchange.fetch_ohlcv(symbol, "1m", since_ms, limit, {"until": until_ms}))
 
+    def fetch_funding_rates(self, symbol: str, since_ms: int, limit: int, until_ms: int) -> list[dict[str, Any]]:
+        return list(self.exchange.fetch_funding_rate_history(symbol, since_ms, limit, {"until": until_ms}))
+
     def milliseconds(self) -> int:
         return int(self.exchange.milliseconds()) - CLOCK_MARGIN_MS
 
@@ -320,7 +323,7 @@ ProgressCallback = Callable[[int, int], None]  # (missing minutes covered so far
 class _Retrier:
     """Retries transient exchange errors with exponential backoff; turns the rest into one clear error."""
 
-    source: OhlcvSource
+    source: OhlcvSource | FundingSource
     retries: int
     backoff_s: float
     sleep: Callable[[float], None]
@@ -574,3 +577,184 @@ def ingest(
             run.keep(page, cursor)  # warns on behalf of ingest's caller: call it from here only
             cursor = run.advance(page, cursor, window_end)
     return run.result()
+
+
+# --- funding rates (perpetuals) ---
+
+# Rates asked for per request, and the window each request covers: half as many 8-hour periods as rows allowed,
+# so a full page can only mean a denser schedule (4 h or 1 h funding) cut by the exchange, and is asked again
+# over half the window. 100 is within every exchange's maximum we know (OKX 100, Bybit 200, Binance 1,000).
+FUNDING_PAGE_LIMIT = 100
+FUNDING_PERIOD_S = 8 * 3600
+
+
+class FundingSource(Protocol):
+    """The seam between the funding download and an exchange: ccxt's `fetch_funding_rate_history`."""
+
+    exchange_id: str
+    market: str
+
+    def resolve_symbol(self, name: str) -> str:
+        """The exchange's symbol for a store name (`ETHUSDT` -> `ETH/USDT:USDT`)."""
+        ...
+
+    def fetch_funding_rates(self, symbol: str, since_ms: int, limit: int, until_ms: int) -> list[dict[str, Any]]:
+        """Up to `limit` settled funding rates with timestamps in `[since_ms, until_ms]`, as ccxt's funding rate
+        history structures (`timestamp` in ms, `fundingRate` as a fraction)."""
+        ...
+
+    def milliseconds(self) -> int:
+        """Now, in Unix milliseconds."""
+        ...
+
+
+@dataclass(frozen=True)
+class FundingIngestResult:
+    """What one funding download did and what the store holds afterwards."""
+
+    symbol: str
+    exchange_symbol: str
+    pages: int
+    added: int
+    already_present: int
+    conflicts: int
+    dropped: int  # rows without a timestamp or a finite rate
+    held: tuple[int, int, int] | None  # first, last funding time, count
+    market: tuple[str, str] | None  # the (exchange, market) the store records for the symbol, None if none
+
+
+def clean_funding_page(rows: Sequence[Any], *, start: int, end: int) -> tuple[pd.DataFrame, int]:
+    """The rates of one page with funding time in `[start, end)` (UTC seconds, rounded from ms) and the count of
+    bad rows (no timestamp, or a rate that is not a finite number); rows outside the window are ignored."""
+    stamps: dict[int, float] = {}
+    bad = 0
+    for row in rows:
+        try:
+            stamp = (int(row["timestamp"]) + 500) // _MS  # exchanges stamp a few ms after the hour at times
+            rate = float(row["fundingRate"])
+        except (KeyError, TypeError, ValueError):
+            bad += 1
+            continue
+        if not np.isfinite(rate):
+            bad += 1
+        elif start <= stamp < end:
+            stamps[stamp] = rate
+    ordered = sorted(stamps)
+    frame = pd.DataFrame(
+        {"timestamp": np.asarray(ordered, np.int64), "rate": np.asarray([stamps[t] for t in ordered], np.float64)}
+    )
+    return frame, bad
+
+
+def _check_funding_symbol(store: CandleStore, source: FundingSource, symbol: str) -> tuple[str, str] | None:
+    """Funding belongs to perpetuals: a symbol the store records as spot, or as another exchange's, is refused."""
+    if source.market != "linear":
+        raise ConfigError(f"funding rates exist for perpetuals only, not {source.market} markets")
+    info = store.symbol_info(symbol)
+    if info is None:
+        return None
+    exchange_id, market = info
+    if market != "linear":
+        raise ConfigError(
+            f"{store.path}: {symbol} holds {exchange_id} {market} candles, which pay no funding; download the "
+            "perpetual's candles and funding under another --symbol or --db"
+        )
+    if exchange_id != source.exchange_id:
+        raise ConfigError(
+            f"{store.path}: {symbol} holds {exchange_id} candles; give --exchange {exchange_id}, so its funding "
+            "rates come from the same exchange"
+        )
+    return info
+
+
+def ingest_funding(
+    store: CandleStore,
+    source: FundingSource,
+    symbol: str,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    retries: int = DEFAULT_RETRIES,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> FundingIngestResult:
+    """Download `symbol`'s historical funding rates into the store's `funding` table, one transaction per page.
+
+    Without `since` the download continues after the last stored funding time (a first run needs `since`);
+    with it, `[since, until)` is asked again in full (a year is about 20 requests) and rates already held are
+    left alone, so a rerun changes nothing. Retries and errors as in `ingest`; finished pages stay stored.
+    """
+    market = _check_funding_symbol(store, source, symbol)
+    now = source.milliseconds() // _MS
+    end = now if until is None else min(int(until), now)
+    held = store.funding_range(symbol)
+    if since is None:
+        if held is None:
+            raise ConfigError(
+                f"the store holds no {symbol} funding rates yet: give --since (e.g. --since 2024-01-01) for the "
+                "first download; later runs continue after the last stored rate"
+            )
+        start = held[1] + 1
+    else:
+        start = int(since)
+        if until is not None and until <= since:
+            raise ConfigError(f"--until {format_time(until)} is not after --since {format_time(since)}")
+    retry = _Retrier(source, retries, backoff_s, sleep)
+    pages = added = present = conflicts = dropped = 0
+    exchange_symbol = ""
+    if start < end:
+        exchange_symbol = retry(
+            f"loading the markets for {symbol}", lambda: source.resolve_symbol(symbol), "nothing was downloaded"
+        )
+    window = (FUNDING_PAGE_LIMIT // 2) * FUNDING_PERIOD_S
+    cursor = start
+    while cursor < end:
+        window_end = min(cursor + window, end)
+        stored_note = f"{_plural(pages, 'earlier page')} ({_plural(added, 'rate')} added) stored"
+        rows = retry(
+            f"fetching {symbol} ({exchange_symbol}) funding rates from {format_time(cursor)}",
+            partial(
+                source.fetch_funding_rates, exchange_symbol, cursor * _MS, FUNDING_PAGE_LIMIT, window_end * _MS - 1
+            ),
+            stored_note,
+        )
+        pages += 1
+        if len(rows) >= FUNDING_PAGE_LIMIT and window_end - cursor > FUNDING_PERIOD_S:
+            window = max(window // 2, FUNDING_PERIOD_S)  # maybe cut short by the exchange: ask for less
+            continue
+        page, bad = clean_funding_page(rows, start=cursor, end=window_end)
+        if bad:
+            dropped += bad
+            warnings.warn(
+                f"{source.exchange_id} {symbol} funding page from {format_time(cursor)}: dropped "
+                f"{_plural(bad, 'bad row')} (no timestamp or no finite rate); they are not stored",
+                stacklevel=2,
+            )
+        if len(page):
+            result = store.upsert_funding(symbol, page, source=f"{source.exchange_id}:{exchange_symbol} funding")
+            added += result.added
+            present += result.already_present
+            if result.conflicts:
+                conflicts += result.conflicts
+                warnings.warn(
+                    f"{source.exchange_id} {symbol}: {result.conflicts} funding rates from "
+                    f"{format_time(result.first_conflict or cursor)} differ from the stored ones; "
+                    "kept the stored values",
+                    stacklevel=2,
+                )
+        cursor = window_end
+    return FundingIngestResult(
+        symbol=symbol,
+        exchange_symbol=exchange_symbol,
+        pages=pages,
+        added=added,
+        already_present=present,
+        conflicts=conflicts,
+        dropped=dropped,
+        held=store.funding_range(symbol),
+        market=market,
+    )
+
+
+# `ingest funding` builds its source (the exchange's perpetuals) through this name, so tests can replace it.
+funding_source_factory: Callable[[str], FundingSource] = partial(make_ccxt_source, market="linear")

@@ -4,6 +4,9 @@ Schema (DESIGN.md, "Candles table"):
 
     candles(symbol TEXT, timestamp INTEGER, open, high, low, close, volume REAL, PRIMARY KEY(symbol, timestamp))
     symbols(symbol TEXT PRIMARY KEY, exchange TEXT, market TEXT)
+    funding(symbol TEXT, timestamp INTEGER, rate REAL, PRIMARY KEY(symbol, timestamp))
+
+(`funding`: a perpetual's historical funding rates, timestamps in UTC seconds, rates as fractions per period.)
 
 so `SELECT * FROM candles WHERE symbol = 'ETHUSDT'` works as in the seed. A seed database (a `candles` table
 without that primary key, maybe with millisecond timestamps or extra columns) is read as it is, and refused
@@ -61,6 +64,15 @@ CREATE TABLE IF NOT EXISTS symbols (
     market TEXT NOT NULL
 );
 """
+# Made on the first funding write (older stores lack it; reading a store without it finds no rates).
+_FUNDING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS funding (
+    symbol TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    rate REAL NOT NULL,
+    PRIMARY KEY (symbol, timestamp)
+) WITHOUT ROWID
+"""
 _SQLITE_HEADER = b"SQLite format 3\x00"
 # Primary SQLite result codes (https://sqlite.org/rescode.html); extended codes keep them in the low byte.
 _READONLY, _IOERR, _CORRUPT, _CANTOPEN, _NOTADB = 8, 10, 11, 14, 26
@@ -84,6 +96,16 @@ class UpsertResult:
     first_conflict: int | None
     first: int | None
     last: int | None
+
+
+@dataclass(frozen=True)
+class FundingUpsertResult:
+    """What a funding upsert did: rates added, identical ones already held, and stored ones that differ (kept)."""
+
+    added: int
+    already_present: int
+    conflicts: int
+    first_conflict: int | None
 
 
 @contextmanager
@@ -239,6 +261,34 @@ class CandleStore:
                 "SELECT exchange, market FROM symbols WHERE symbol = ?", (symbol,)
             ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
+
+    def read_funding(self, symbol: str, start: int | None = None, end: int | None = None) -> pd.DataFrame:
+        """The stored funding rates of `symbol` with `start <= timestamp < end`: columns timestamp (UTC seconds,
+        int64) and rate (a fraction per period), sorted; empty where none are stored."""
+        frame = pd.DataFrame({"timestamp": np.empty(0, np.int64), "rate": np.empty(0, np.float64)})
+        with self._errors():
+            if not self._has_table("funding"):
+                return frame
+            where, params = _range("timestamp", symbol, start, end)
+            rows = self._connection.execute(
+                f"SELECT timestamp, rate FROM funding WHERE {where} ORDER BY timestamp", params
+            ).fetchall()
+        if not rows:
+            return frame
+        stamps, rates = zip(*rows, strict=True)
+        if not all(isinstance(t, int) for t in stamps) or not all(isinstance(r, int | float) for r in rates):
+            raise DataError(f"{self.path}: table funding holds {symbol} rows that are not numbers; ingest them again")
+        return pd.DataFrame({"timestamp": np.asarray(stamps, np.int64), "rate": np.asarray(rates, np.float64)})
+
+    def funding_range(self, symbol: str) -> tuple[int, int, int] | None:
+        """First and last stored funding time of `symbol` and the number of rates; None when none are stored."""
+        with self._errors():
+            if not self._has_table("funding"):
+                return None
+            first, last, count = self._connection.execute(
+                "SELECT min(timestamp), max(timestamp), count(*) FROM funding WHERE symbol = ?", (symbol,)
+            ).fetchone()
+        return None if count == 0 else (int(first), int(last), int(count))
 
     def gaps(self, symbol: str, start: int | None = None, end: int | None = None) -> list[Gap]:
         """Runs of missing minutes between the first and last candle of `symbol` in `[start, end)`."""
@@ -415,6 +465,57 @@ class CandleStore:
             last=int(stamps.iloc[-1]),
         )
 
+    def upsert_funding(self, symbol: str, rates: pd.DataFrame, *, source: str = "") -> FundingUpsertResult:
+        """Add funding rates (columns timestamp in UTC seconds, rate as a fraction) in one transaction.
+
+        New funding times are inserted, identical ones left alone; a stored time with another rate is a
+        conflict, counted and kept as stored. Any error leaves the table as it was.
+        """
+        _check_symbol(symbol)
+        self._check_writable()
+        what = source or f"funding rates for {symbol}"
+        missing = [name for name in ("timestamp", "rate") if name not in rates.columns]
+        if missing:
+            raise DataError(f"{what}: no {' or '.join(missing)} column")
+        stamps = rates["timestamp"].to_numpy()
+        values = pd.to_numeric(rates["rate"], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.issubdtype(stamps.dtype, np.integer):
+            raise DataError(f"{what}: timestamps must be whole UTC seconds, got {stamps.dtype}")
+        if len(stamps) and int(stamps.max()) >= 100_000_000_000:
+            raise DataError(f"{what}: timestamp {int(stamps.max())} is in milliseconds; give UTC seconds")
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise DataError(f"{what}: rate of row {bad[0] + 1} ({rates['rate'].iloc[bad[0]]!r}) is not a number")
+        if len(np.unique(stamps)) != len(stamps):
+            raise DataError(f"{what}: a funding time appears twice")
+        rows = list(zip(stamps.astype(np.int64).tolist(), values.tolist(), strict=True))
+        with self._transaction() as connection:
+            connection.execute(_FUNDING_SCHEMA)
+            if not rows:
+                return FundingUpsertResult(0, 0, 0, None)
+            connection.execute("DROP TABLE IF EXISTS temp.incoming_funding")
+            connection.execute("CREATE TEMP TABLE incoming_funding (timestamp INTEGER PRIMARY KEY, rate REAL)")
+            connection.executemany("INSERT INTO temp.incoming_funding VALUES (?, ?)", rows)
+            present, conflicts, first_conflict = connection.execute(
+                "SELECT count(*), total(f.rate IS NOT i.rate), "
+                "min(CASE WHEN f.rate IS NOT i.rate THEN i.timestamp END) FROM temp.incoming_funding AS i "
+                "JOIN funding AS f ON f.symbol = ? AND f.timestamp = i.timestamp",
+                (symbol,),
+            ).fetchone()
+            connection.execute(
+                "INSERT OR IGNORE INTO funding (symbol, timestamp, rate) SELECT ?, timestamp, rate "
+                "FROM temp.incoming_funding",
+                (symbol,),
+            )
+            connection.execute("DROP TABLE temp.incoming_funding")
+        conflicts = int(conflicts)
+        return FundingUpsertResult(
+            added=len(rows) - int(present),
+            already_present=int(present) - conflicts,
+            conflicts=conflicts,
+            first_conflict=None if first_conflict is None else int(first_conflict),
+        )
+
     def _check_writable(self) -> None:
         if self.legacy:
             raise DataError(
@@ -512,6 +613,9 @@ def migrate_database(source: Path, target: Path | None = None, *, backup: Path |
                     info = old.symbol_info(symbol)
                     if info is not None:
                         new.register_symbol(symbol, *info)
+                    rates = old.read_funding(symbol)
+                    if len(rates):
+                        new.upsert_funding(symbol, rates, source=f"{source} (funding of {symbol})")
         except BaseException:
             _remove_database(staging)
             raise

@@ -1,7 +1,9 @@
 """Out-of-sample metrics next to simple baselines: a model is worth what it adds over them.
 
-Baselines: the majority class, always Invalid, and labels drawn at random with the training class frequencies
-(seeded); the last one's probabilities are the class priors, so its log-loss is the class-prior entropy.
+Baselines: the majority class, always Invalid, and labels drawn at random with the training class frequencies,
+as their expectation (one draw can flatter or shame a model by a standard deviation): accuracy in closed form,
+macro-F1 and the per-class figures as the mean and spread of many seeded draws. Its probabilities are the class
+prior, whose test log-loss is the bar a model's probabilities must clear to carry any information.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def class_priors(train_labels: np.ndarray) -> np.ndarray:
     return counts / counts.sum()
 
 
+def _log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
+    clipped = np.clip(proba, 1e-7, 1.0)  # a confident miss costs ln(1e7), not infinity
+    return float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=LABELS))
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy, per-class precision / recall / F1, macro-F1, the confusion matrix, and log-loss if `proba`."""
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=LABELS, zero_division=0)
@@ -48,23 +55,100 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
         "confusion": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
     }
     if proba is not None:
-        clipped = np.clip(proba, 1e-7, 1.0)  # a confident miss costs ln(1e7), not infinity
-        metrics["log_loss"] = float(log_loss(y_true, clipped / clipped.sum(axis=1, keepdims=True), labels=LABELS))
+        metrics["log_loss"] = _log_loss(y_true, proba)
     return metrics
 
 
+def prior_log_loss(y_true: np.ndarray, priors: np.ndarray) -> float:
+    """The test log-loss of the class prior (the training class frequencies) given to every sample."""
+    return _log_loss(y_true, np.broadcast_to(np.asarray(priors, dtype=np.float64), (len(y_true), len(CLASS_NAMES))))
+
+
+def no_information(log_loss: float | None, prior_log_loss: float | None) -> str | None:
+    """The line to show when a model's log-loss is above the class prior's, else None.
+
+    Above the prior, the probabilities say less about the label than the training class frequencies do, whatever
+    the accuracy or the ECE (a model that always says the prior is perfectly calibrated). Digits are added until
+    the two figures differ on screen.
+    """
+    if log_loss is None or prior_log_loss is None or not np.isfinite([log_loss, prior_log_loss]).all():
+        return None
+    if log_loss <= prior_log_loss:
+        return None
+    digits = 3
+    while digits < 6 and f"{log_loss:.{digits}f}" == f"{prior_log_loss:.{digits}f}":
+        digits += 1
+    return f"no information: log-loss {log_loss:.{digits}f} is above the class prior's {prior_log_loss:.{digits}f}"
+
+
+STRATIFIED_DRAWS = 2_000
+_DRAW_CELLS = 4_000_000  # draws x samples per chunk: about 32 MB of int64 at a time
+
+
+def stratified_random(
+    y_true: np.ndarray, priors: np.ndarray, *, draws: int = STRATIFIED_DRAWS, seed: int = 0
+) -> dict[str, Any]:
+    """Labels drawn independently with the class `priors`, as their expectation on `y_true`.
+
+    Accuracy in closed form: `sum_k prior_k * freq_k` (freq the test labels' frequencies), its spread
+    `sqrt(sum_i p_i (1 - p_i)) / n` with `p_i` the prior of sample i's label. Macro-F1 and per-class precision,
+    recall and F1 are ratios with no closed-form mean: mean and standard deviation over `draws` seeded draws,
+    all at once from their confusion matrices. The confusion matrix is the expected one, `count_k * prior_j`;
+    the log-loss is the prior's (the baseline's probabilities are the priors).
+    """
+    y = np.asarray(y_true, dtype=np.int64)
+    priors = np.asarray(priors, dtype=np.float64)
+    k, n = len(CLASS_NAMES), len(y)
+    chance = priors[y]  # (n,) probability that sample i's draw is right
+    cumulative = np.cumsum(priors)
+    cumulative[-1] = np.inf  # rounding never leaves a uniform number above the last class
+    rng = np.random.default_rng(seed)
+    confusions = np.empty((draws, k, k), dtype=np.int64)
+    chunk = max(1, _DRAW_CELLS // max(n, 1))
+    for start in range(0, draws, chunk):
+        d = min(chunk, draws - start)
+        drawn = np.searchsorted(cumulative, rng.random((d, n)), side="right")  # (d, n) classes by inverse CDF
+        cells = (np.arange(d)[:, None] * k + y[None, :]) * k + drawn  # (d, n) flat index of (draw, true, drawn)
+        confusions[start : start + d] = np.bincount(cells.ravel(), minlength=d * k * k).reshape(d, k, k)
+    hit = np.diagonal(confusions, axis1=1, axis2=2).astype(np.float64)  # (D, K)
+    predicted, actual = confusions.sum(axis=1), confusions.sum(axis=2)  # (D, K) each
+    with np.errstate(invalid="ignore", divide="ignore"):  # zero_division=0, as sklearn's figures for the model
+        precision = np.where(predicted > 0, hit / predicted, 0.0)
+        recall = np.where(actual > 0, hit / actual, 0.0)
+        f1 = np.where(predicted + actual > 0, 2 * hit / (predicted + actual), 0.0)
+    macro = f1.mean(axis=1)
+    support = np.bincount(y, minlength=k)
+    return {
+        "accuracy": float(chance.mean()) if n else float("nan"),
+        "accuracy_std": float(np.sqrt((chance * (1 - chance)).sum()) / n) if n else float("nan"),
+        "macro_f1": float(macro.mean()),
+        "macro_f1_std": float(macro.std()),
+        "per_class": {
+            name: {
+                "precision": float(precision[:, i].mean()),
+                "recall": float(recall[:, i].mean()),
+                "f1": float(f1[:, i].mean()),
+                "f1_std": float(f1[:, i].std()),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+        "confusion": (support[:, None] * priors[None, :]).tolist(),
+        "log_loss": prior_log_loss(y, priors) if n else float("nan"),
+        "draws": int(draws),
+        "seed": int(seed),
+    }
+
+
 def baseline_metrics(y_true: np.ndarray, train_labels: np.ndarray, *, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """The same metrics for the majority class, always Invalid, and stratified random labels."""
+    """The same metrics for the majority class, always Invalid, and stratified random labels (expected)."""
     priors = class_priors(train_labels)
     n = len(y_true)
     majority = int(np.argmax(priors))
-    rng = np.random.default_rng(seed)
-    drawn = rng.choice(len(CLASS_NAMES), size=n, p=priors)
-    prior_proba = np.broadcast_to(priors, (n, len(CLASS_NAMES)))
     return {
         "majority": classification_metrics(y_true, np.full(n, majority)),
         "always_invalid": classification_metrics(y_true, np.full(n, INVALID)),
-        "stratified_random": classification_metrics(y_true, drawn, prior_proba),
+        "stratified_random": stratified_random(y_true, priors, seed=seed),
     }
 
 
@@ -148,11 +232,18 @@ def evaluation_document(
     table, ece = reliability_table(y, proba)
     priors = class_priors(train_labels)
     _, prior_ece = reliability_table(y, np.broadcast_to(priors, proba.shape))
+    prior_loss = baselines["stratified_random"]["log_loss"]
+    metrics["log_loss_vs_prior"] = metrics["log_loss"] - prior_loss  # below 0: the probabilities carry information
     document: dict[str, Any] = {
         "split": split,
         "samples": len(samples),
         "model": metrics,
         "baselines": baselines,
+        "class_prior": {
+            "probabilities": {name: float(p) for name, p in zip(CLASS_NAMES, priors, strict=True)},
+            "log_loss": prior_loss,
+        },
+        "no_information": no_information(metrics["log_loss"], prior_loss),
         "calibration": {"table": table, "ece": ece, "baselines": {"stratified_random": prior_ece}},
         "atr_rule": None,
     }
@@ -207,7 +298,7 @@ def evaluate_bundle(
     counts = bundle.training.class_counts
     if not counts:
         raise DataError(f"{bundle.path}: the bundle records no training class counts; the baselines need them")
-    return evaluation_document(
+    document = evaluation_document(
         samples,
         proba,
         sl_pct,
@@ -217,3 +308,5 @@ def evaluate_bundle(
         seed=seed,
         split=split,
     )
+    document["kind"] = bundle.kind
+    return document

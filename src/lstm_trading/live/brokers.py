@@ -4,7 +4,7 @@ Why it is built this way:
 
 - **Paper fills are the backtest's.** `PaperBroker` checks an open position with `execution.PositionWatch`, the
   code the backtest's `simulate_fill` runs, on each period's new candles; so a replay's trades equal the
-  backtest's, and live paper trading assumes what the backtest assumed.
+  backtest's, and live paper trading assumes what the backtest assumed, funding included.
 - **Exchange orders are idempotent.** Every entry and exit carries a client order id derived from the account
   and the moment. After a timeout the broker first looks the order up by that id (open and closed orders)
   and only places it again when the exchange does not know it, so a retry never doubles a position.
@@ -332,6 +332,9 @@ class CcxtBroker:
         if reason == "stop_or_target":
             nearer_stop = abs(exit_price - order.stop) <= abs(exit_price - order.target)
             reason = "stop_loss" if nearer_stop else "take_profit"
+        # The account's trades carry no funding (exchanges book it apart): charged as the backtest charges it, at
+        # the stored or constant rate on the notional at entry, an estimate of what the exchange booked.
+        funding = position.watch.funding.charge(order.direction, order.quantity * entry, order.at, exit_time)
         return Fill(
             order=order,
             entry_index=-1,
@@ -344,7 +347,8 @@ class CcxtBroker:
             reason=reason,  # type: ignore[arg-type]
             same_candle=False,
             fees=fees,
-            pnl=order.direction * order.quantity * (exit_price - entry) - fees,
+            pnl=order.direction * order.quantity * (exit_price - entry) - fees - funding,
+            funding=funding,
         )
 
     def update(self, position: Position, candles: CandleArrays, now: int) -> Fill | None:

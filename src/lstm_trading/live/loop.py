@@ -43,8 +43,9 @@ from lstm_trading.backtest.execution import (
     PositionWatch,
     Trader,
     bracket_prices,
-    signal_direction,
+    decide,
 )
+from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.timeutil import DAY, MINUTE, format_time
@@ -123,6 +124,7 @@ class LoopSettings:
     max_quantity: float | None  # units; larger orders are cut to it (printed); None: no cap
     quantity: float | None  # units per order instead of the sizing rule (`--qty`); None: the rule
     max_errors: int  # consecutive failed periods before the loop stops
+    funding: FundingSchedule | None = None  # the symbol's funding (None: spot), charged to every fill
 
 
 def client_order_id(account: str, symbol: str, at: int) -> str:
@@ -180,9 +182,15 @@ class LiveLoop:
     def _reload(self) -> None:
         """The trader, counters and position as last committed: a failed period leaves no trace in memory."""
         self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
-        self.position = self.state.position()
+        self.position = self._with_funding(self.state.position())
         if self.position is not None:
             self.trader.opened()
+
+    def _with_funding(self, position: Position | None) -> Position | None:
+        """The symbol's funding schedule on a position's watch: the state stores plain numbers, not the rates."""
+        if position is not None and self.settings.funding is not None:
+            position.watch.funding = self.settings.funding
+        return position
 
     @property
     def config(self) -> BacktestConfig:
@@ -203,7 +211,7 @@ class LiveLoop:
         """Compare with the broker; an order left `sent` (a crash, or a placement whose answer never came) is
         looked up by its client order id and its position resumed, or it is marked not placed."""
         sent = self.state.orders("sent")
-        position = self.broker.reconcile(self.position, sent)
+        position = self._with_funding(self.broker.reconcile(self.position, sent))
         updates = []
         for record in sent:
             adopted = position is not None and position.client_id == record["client_id"]
@@ -267,8 +275,9 @@ class LiveLoop:
                 self.position = None
         signal = self.signals.at(at)
         self._pause(at, signal.paused)
-        direction = FLAT if signal.paused else int(signal_direction(signal.proba, self.config.min_prob)[0])
-        probability = float(signal.proba.max())
+        decided = decide(signal.proba, signal.stop_loss_pct, signal.take_profit_pct, self.config)
+        direction = FLAT if signal.paused else int(decided.direction[0])
+        probability = float(decided.probability[0])
         entry = None
         if direction != FLAT:
             self.signal_count += 1
@@ -281,6 +290,7 @@ class LiveLoop:
         if order is not None:
             watch = PositionWatch(order, self.config.max_hold_seconds, Costs(self.config.fee, self.config.slippage))
             position = Position(client_id, watch)
+            self._with_funding(position)
             self.state.order_sent(client_id, at, self._order_row(position))
             placed = self.broker.place(order, client_id)
             position.exchange_order_id, position.entry_executed = placed.order_id, placed.average
@@ -545,7 +555,8 @@ def replay(
     traded = period_signals(
         bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
     )
-    period, end, moments, batched = traded.period, traded.end, traded.moments, traded.signals
+    period, end, moments = traded.period, traded.end, traded.moments
+    batched = traded.signals.with_levels(settings.config.levels)  # as the backtest trades them
     signals = PrecomputedSignals(
         batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct, batched.usable
     )

@@ -36,10 +36,11 @@ class ModelSignals:
     loader's live read (`runs/candles.latest_candles`), so live sees what the other commands see.
     """
 
-    def __init__(self, bundle: Any, read: Callable[[int], pd.DataFrame], symbol: str) -> None:
+    def __init__(self, bundle: Any, read: Callable[[int], pd.DataFrame], symbol: str, levels: str = "model") -> None:
         self.bundle = bundle
         self.read = read
         self.symbol = symbol
+        self.levels = levels  # `backtest.levels`: the heads' SL/TP or k x ATR, as the backtest trades them
 
     def at(self, moment: int) -> Signal:
         from lstm_trading.predict import predict_moments
@@ -53,7 +54,7 @@ class ModelSignals:
                 f"{format_time(last + MINUTE)}): the exchange has not published it; no decision this period"
             )
         try:
-            row = predict_moments(self.bundle, candles, [moment], workers=1).iloc[0]
+            row = predict_moments(self.bundle, candles, [moment], workers=1, levels=self.levels).iloc[0]
         except NoWindow:  # after a long gap in the exchange's candles: wait out the new segment's warm-up
             return PAUSED
         proba = np.array([row["p_buy"], row["p_sell"], row["p_invalid"]], dtype=np.float64)

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lstm_trading import __version__
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import FeatureConfig, ModelConfig, TargetConfig, config_from_dict
@@ -31,7 +33,7 @@ from lstm_trading.models.kinds import DEFAULT_KIND, loader_of
 from lstm_trading.models.lstm.predictor import RUN_FOLDER_HINT, WEIGHTS_FILE, file_problem
 from lstm_trading.models.training_record import TrainingRecord
 from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
-from lstm_trading.samples.targets import CLASS_NAMES
+from lstm_trading.samples.targets import CLASS_NAMES, class_weights_from_counts
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -64,6 +66,18 @@ class Bundle:
     def kind(self) -> str:
         """The model kind (`models/kinds.py`): `lstm` for bundles written before kinds were recorded."""
         return self.model.kind
+
+    @property
+    def class_weights(self) -> np.ndarray | None:
+        """The class weights its classification loss used (DESIGN.md "Probabilities"): recorded since bundles
+        record them; an older bundle trained with inverse-frequency weights, recomputed from its class counts;
+        None where neither is known (its probabilities are used as they are)."""
+        if self.training.class_weights:
+            return np.asarray(self.training.class_weights, dtype=np.float64)
+        counts = self.training.class_counts
+        if counts and all(name in counts for name in CLASS_NAMES):
+            return class_weights_from_counts(np.array([counts[name] for name in CLASS_NAMES]), "inverse")
+        return None
 
     @property
     def max_len(self) -> int:

@@ -41,6 +41,8 @@ class TrainingRecord:
     split_sizes: dict[str, int] = field(default_factory=dict)
     purged: dict[str, int] = field(default_factory=dict)
     class_counts: dict[str, int] = field(default_factory=dict)
+    # the classification loss's class weights, Buy, Sell, Invalid (DESIGN.md "Probabilities"); () in older bundles
+    class_weights: tuple[float, ...] = ()
     sources: Sources = field(default_factory=Sources)
     test_start_times: tuple[int, ...] = ()
     epochs_run: int | None = None
@@ -50,6 +52,7 @@ class TrainingRecord:
         document = asdict(self)
         document["train_period"] = list(self.train_period) if self.train_period else None
         document["test_start_times"] = list(self.test_start_times)
+        document["class_weights"] = list(self.class_weights)
         document["sources"] = {key: value for key, value in document["sources"].items() if value is not None}
         return document
 
@@ -88,6 +91,9 @@ class TrainingRecord:
                 raise ModelFileError(f'{where}: "training.{key}" has unknown keys {unknown}')
             return kind(**items)
 
+        weights = part("class_weights", list, [])
+        if not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights):
+            raise ModelFileError(f'{where}: "training.class_weights" must be a list of non-negative numbers')
         period = ints("train_period")
         if period and len(period) != 2:
             raise ModelFileError(f'{where}: "training.train_period" must be [first, last]')
@@ -97,6 +103,7 @@ class TrainingRecord:
             split_sizes=counts("split_sizes"),
             purged=counts("purged"),
             class_counts=counts("class_counts"),
+            class_weights=tuple(float(w) for w in weights),
             sources=record("sources", Sources),
             test_start_times=tuple(ints("test_start_times")),
             epochs_run=part("epochs_run", int, None),

@@ -72,7 +72,16 @@ def _draw_missing(run_dir: Path, backtest_dir: Path) -> None:
 
 def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
     """Assemble `report.html` in the run folder from its metrics, backtest statistics and figures."""
-    from lstm_trading.report.tables import SUMMARY_HEADER, level_rows, metric_rows, summary_rows
+    from lstm_trading.report.tables import (
+        COMPARISON_HEADER,
+        SUMMARY_HEADER,
+        comparison_rows,
+        level_rows,
+        metric_rows,
+        no_information_lines,
+        stratified_note,
+        summary_rows,
+    )
 
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: no such run folder")
@@ -102,6 +111,14 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
         header, rows = metric_rows(metrics)
         sections.append(f"<h2>Classification on the {html.escape(str(metrics.get('split')))} split</h2>")
         sections.append(f"<p>{metrics.get('samples')} samples; baselines beside the model.</p>" + _table(header, rows))
+        note = stratified_note(metrics)
+        if note is not None:
+            sections.append(f"<p>{html.escape(note)}.</p>")
+        for line in no_information_lines(metrics):
+            sections.append(f"<p><strong>{html.escape(line)}</strong></p>")
+        compared = comparison_rows(metrics)
+        if compared:
+            sections.append("<h3>Against another run on the same trades</h3>" + _table(COMPARISON_HEADER, compared))
         header, rows = level_rows(metrics)
         sections.append("<h3>Stop loss and take profit errors</h3>" + _table(header, rows))
     stats = _read_json(backtest_dir / STATS_FILE)

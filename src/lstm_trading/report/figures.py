@@ -48,30 +48,62 @@ def _times(timestamps: np.ndarray | pd.Series) -> pd.DatetimeIndex:
 # --- training ---
 
 
-def plot_loss_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """Training and validation loss per epoch from Lightning's `logs/metrics.csv`; None if it has none."""
-    if not metrics_csv.exists():
-        return None
-    logged = pd.read_csv(metrics_csv)
+# Each panel: its title and the (metrics.csv column, label) of its curves. The classification and regression
+# parts apart, since either can fall while the other rises; the combined loss is what the optimiser minimises.
+LOSS_PANELS = (
+    ("classification log-loss", (("train_class_loss", "training"), ("val_class_loss", "validation"))),
+    ("SL/TP regression (SmoothL1)", (("train_reg_loss", "training"), ("val_reg_loss", "validation"))),
+    ("combined loss", (("train_loss_epoch", "training"), ("val_loss", "validation"))),
+)
+
+
+def _per_epoch(logged: pd.DataFrame, column: str) -> pd.Series:
+    if column not in logged:
+        return pd.Series(dtype=np.float64)
+    return logged.dropna(subset=[column]).groupby("epoch")[column].last()
+
+
+def chosen_epoch(logged: pd.DataFrame, criterion: str) -> int | None:
+    """The epoch (from 0) whose `criterion` is lowest, the first of equal ones, as Lightning's ModelCheckpoint
+    keeps it; None when the log has no such column."""
+    per_epoch = _per_epoch(logged, criterion) if "epoch" in logged else pd.Series(dtype=np.float64)
+    return int(per_epoch.idxmin()) if len(per_epoch) else None
+
+
+def loss_figure(logged: pd.DataFrame, criterion: str | None = None) -> Figure | None:
+    """A panel per loss part that the log holds, training and validation per epoch, with a line at the epoch
+    `criterion` chose (the best checkpoint); None when no panel has data."""
     if "epoch" not in logged:
         return None
-    figure = Figure(figsize=(7, 4))
-    axes = figure.subplots()
-    drawn = False
-    for column, label in (("train_loss_epoch", "training"), ("val_loss", "validation")):
-        if column in logged:
-            per_epoch = logged.dropna(subset=[column]).groupby("epoch")[column].last()
-            if len(per_epoch):
-                axes.plot(per_epoch.index + 1, per_epoch.to_numpy(), marker="o", label=label)
-                drawn = True
-    if not drawn:
+    panels = [
+        (title, [(label, curve) for column, label in curves if len(curve := _per_epoch(logged, column))])
+        for title, curves in LOSS_PANELS
+    ]
+    panels = [(title, curves) for title, curves in panels if curves]
+    if not panels:
         return None
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("loss (classification + SL/TP regression)")
-    axes.set_title("Loss per epoch")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    return _save(figure, out)
+    chosen = chosen_epoch(logged, criterion) if criterion else None
+    figure = Figure(figsize=(4.2 * len(panels), 3.8), layout="constrained")  # room for the suptitle
+    for axes, (title, curves) in zip(np.atleast_1d(figure.subplots(1, len(panels), sharex=True)), panels, strict=True):
+        for label, curve in curves:
+            axes.plot(curve.index + 1, curve.to_numpy(), marker="o", label=label)
+        if chosen is not None:
+            axes.axvline(chosen + 1, color="grey", linestyle="--", label=f"chosen: epoch {chosen + 1} ({criterion})")
+        axes.set_xlabel("epoch")
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle("Loss per epoch")
+    return figure
+
+
+def plot_loss_curves(metrics_csv: Path, out: Path, *, criterion: str | None = None) -> Path | None:
+    """The loss figure (`loss_figure`) from Lightning's `logs/metrics.csv`; None if it has no epoch rows.
+    `criterion`: the metric that chose the best checkpoint (`train.checkpoint_criterion`), marked when given."""
+    if not metrics_csv.exists():
+        return None
+    figure = loss_figure(pd.read_csv(metrics_csv), criterion)
+    return _save(figure, out) if figure is not None else None
 
 
 # --- evaluation ---

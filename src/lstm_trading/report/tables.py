@@ -19,14 +19,26 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _spread(column: dict[str, Any], key: str) -> str:
+    """A figure, with its standard deviation where the column has one (the stratified draws)."""
+    std = column.get(f"{key}_std")
+    if std is None or not np.isfinite(std):
+        return _cell(column[key])
+    return f"{_cell(column[key])} ± {_cell(std)}"
+
+
 def metric_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """Header and rows: each classification figure for the model and, beside it, for each baseline."""
+    """Header and rows: each classification figure for the model and, beside it, for each baseline.
+
+    Stratified random shows its expectation: accuracy and macro-F1 as mean ± standard deviation over its draws
+    (older documents: the one draw they hold); its log-loss is the class prior's.
+    """
     names = ["model", *document["baselines"]]
     columns = [document["model"], *document["baselines"].values()]
     header = ("metric", *(n.replace("_", " ") for n in names))
     rows: list[tuple[str, ...]] = [
-        ("accuracy", *(_cell(c["accuracy"]) for c in columns)),
-        ("macro-F1", *(_cell(c["macro_f1"]) for c in columns)),
+        ("accuracy", *(_spread(c, "accuracy") for c in columns)),
+        ("macro-F1", *(_spread(c, "macro_f1") for c in columns)),
         ("log-loss", *(_cell(c.get("log_loss")) for c in columns)),
     ]
     for name in document["model"]["per_class"]:
@@ -35,6 +47,83 @@ def metric_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[s
     ece = document["calibration"]
     rows.append(("ECE", _cell(ece["ece"]), "-", "-", _cell(ece["baselines"]["stratified_random"])))
     return header, rows
+
+
+def stratified_note(document: dict[str, Any]) -> str | None:
+    """What the stratified-random column is: its draws, and that its log-loss is the class prior's."""
+    random = document["baselines"].get("stratified_random") or {}
+    if "draws" not in random:
+        return None
+    return (
+        f"stratified random: labels drawn with the training class frequencies, mean ± std over "
+        f"{random['draws']:,} draws (seed {random['seed']}; accuracy in closed form); its log-loss is the class "
+        "prior's"
+    )
+
+
+def no_information_lines(document: dict[str, Any]) -> list[str]:
+    """The evaluation's "no information" line and, under `--against`, the other run's, each naming its run."""
+    lines: list[str] = []
+    against = document.get("against")
+    for part in (document, against) if against else (document,):
+        line = part.get("no_information")
+        if line:
+            lines.append(f"{line} ({part.get('kind', 'model')}, {part.get('run', '-')})" if against else line)
+    return lines
+
+
+COMPARISON_HEADER = (
+    "run",
+    "kind",
+    "samples",
+    "log-loss",
+    "class prior's log-loss",
+    "log-loss - prior's",
+    "accuracy",
+    "macro-F1",
+    "ECE",
+)
+
+
+def comparison_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The run and its `--against` run side by side on the same trades (`COMPARISON_HEADER`), then the
+    stratified-random expectation for scale; empty without an `against` part."""
+    against = document.get("against")
+    if not against:
+        return []
+
+    def row(part: dict[str, Any]) -> tuple[str, ...]:
+        model = part["model"]
+        prior = (part.get("class_prior") or {}).get("log_loss")
+        difference = model.get("log_loss_vs_prior")
+        return (
+            str(part.get("run", "-")),
+            str(part.get("kind", "-")),
+            str(part["samples"]),
+            _cell(model.get("log_loss")),
+            _cell(prior),
+            "-" if difference is None else f"{difference:+.3f}",
+            _cell(model["accuracy"]),
+            _cell(model["macro_f1"]),
+            _cell(part["calibration"]["ece"]),
+        )
+
+    rows = [row(document), row(against)]
+    random = document["baselines"]["stratified_random"]
+    rows.append(
+        (
+            "stratified random",
+            "baseline",
+            str(document["samples"]),
+            _cell(random.get("log_loss")),
+            _cell(random.get("log_loss")),
+            "+0.000",
+            _spread(random, "accuracy"),
+            _spread(random, "macro_f1"),
+            _cell(document["calibration"]["baselines"]["stratified_random"]),
+        )
+    )
+    return rows
 
 
 def level_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:

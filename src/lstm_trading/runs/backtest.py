@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from lstm_trading.backtest.results import BacktestResult, equity_frame, run_backtest
 from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, Progress
@@ -15,7 +16,7 @@ from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder
-from lstm_trading.runs.candles import period_candles, run_sources
+from lstm_trading.runs.candles import SymbolFunding, period_candles, run_sources, symbol_funding
 
 
 def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
@@ -36,12 +37,22 @@ def write_backtest(result: BacktestResult, out_dir: Path) -> list[Path]:
     return paths + backtest_figures(equity, trades, out_dir)
 
 
+def funding_record(funding: SymbolFunding, result: BacktestResult) -> dict[str, Any]:
+    """stats.json's `funding`: what was charged (the printed line), the stored rates' use, the model's total."""
+    schedule = funding.schedule
+    return {
+        "description": funding.description,
+        "rate": None if schedule is None else schedule.rate,
+        "stored_rates": 0 if schedule is None else len(schedule.stored),
+        "missing_stored": len(funding.missing),  # inside the stored range, charged the constant
+        "outside_stored": 0 if schedule is None or not schedule.stored else schedule.outside(result.start, result.end),
+        "model_paid": float(sum(f.funding for f in result.model.fills)),
+    }
+
+
 def run_config(run_dir: Path) -> BacktestConfig:
     """The backtest settings the run folder's resolved `config.toml` holds (defaults without one)."""
-    from lstm_trading.core.config import load_config
-
-    path = RunFolder(run_dir).config
-    return load_config(path).backtest if path.exists() else BacktestConfig()
+    return RunFolder(run_dir).backtest_config()
 
 
 def backtest_run(
@@ -75,6 +86,7 @@ def backtest_run(
             raise DataError(f"{run_dir}: the run records no test period; give the backtest's start with --from")
         start = int(min(test_times))
     end, candles = period_candles(bundle, db_path, symbol, start, end)
+    funding = symbol_funding(db_path, symbol, config.funding, start=start, end=end)
     journal = None
     name = "journal"
     if trades is not None:
@@ -96,8 +108,10 @@ def backtest_run(
         batch_size=batch_size,
         workers=workers,
         progress=progress,
+        funding=funding.schedule,
     )
     result.stats["sources"] = {"run": str(run_dir), "db": str(db_path), "symbol": symbol}
+    result.stats["funding"] = funding_record(funding, result)
     out = out_dir if out_dir is not None else RunFolder(run_dir).backtest
     write_backtest(result, out)
     return result, out

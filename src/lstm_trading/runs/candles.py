@@ -7,11 +7,14 @@ which candles a window may see (such as the one for gaps) changes in this module
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.data.store import CandleStore
@@ -124,3 +127,46 @@ def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: 
     return end, candles_for_moments(
         db_path, symbol, start, end, bundle.history_minutes, needed_by="the backtest period"
     )
+
+
+@dataclass(frozen=True)
+class SymbolFunding:
+    """The funding a symbol's positions pay, as the store records the symbol: `schedule` None for spot (or a
+    symbol of no recorded market, or `--funding 0`), else the constant and the stored rates; `description` is
+    the backtest's printed line."""
+
+    schedule: FundingSchedule | None
+    description: str
+    missing: tuple[int, ...] = ()  # funding times of the period inside the stored range without a stored rate
+
+
+def symbol_funding(
+    db: Path, symbol: str, rate: float, *, start: int | None = None, end: int | None = None, market: str | None = None
+) -> SymbolFunding:
+    """Whether `symbol` pays funding and at which rates: only symbols the store records as perpetuals (`linear`;
+    `market` stands in where the store records none, as the live loop's `--market` does), at the stored rates
+    where `ingest funding` stored them and `rate` elsewhere. Funding times of `(start, end]` inside the stored
+    range with no stored rate are charged `rate` and warned about once."""
+    with CandleStore(db) as store:
+        info = store.symbol_info(symbol)
+        kind = info[1] if info is not None else market
+        if kind is None:
+            return SymbolFunding(None, f"none ({symbol}'s market is not recorded: taken as spot)")
+        if kind != "linear":
+            return SymbolFunding(None, f"none ({kind})")
+        if rate == 0:
+            return SymbolFunding(None, "none (--funding 0)")
+        stored = store.read_funding(symbol)
+    schedule = FundingSchedule(rate, dict(zip(stored["timestamp"].tolist(), stored["rate"].tolist(), strict=True)))
+    missing: tuple[int, ...] = ()
+    if start is not None and end is not None:
+        missing = tuple(schedule.missing(start, end))
+    if missing:
+        warnings.warn(
+            f"{db}: {len(missing):,} funding times of {symbol} from {format_time(missing[0])} to "
+            f"{format_time(missing[-1])} have no stored rate inside the stored ones; charged the constant "
+            f"{100 * rate:.4f} % (`lstm-trading ingest funding --db {db} --symbol {symbol} --since "
+            f"{format_time(missing[0])[:10]}` fetches them)",
+            stacklevel=2,
+        )
+    return SymbolFunding(schedule, schedule.describe(), missing)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lstm_trading.backtest.execution import Costs
+from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data.exchange import CcxtSource
@@ -24,7 +25,7 @@ from lstm_trading.live.loop import LoopSettings, ReplayResult, check_bundle, rep
 from lstm_trading.live.settings import LiveSettings
 from lstm_trading.live.signals import ModelSignals
 from lstm_trading.live.state import LiveState
-from lstm_trading.runs.candles import latest_candles
+from lstm_trading.runs.candles import latest_candles, symbol_funding
 
 # The live command takes its clock from here, so tests can run days of periods without waiting.
 clock_factory: Callable[[], Clock] = SystemClock
@@ -44,8 +45,10 @@ def check_sizing_flags(quantity: float | None, *, risk: str | None, position_sha
             )
 
 
-def loop_settings(settings: LiveSettings, symbol: str, config: BacktestConfig) -> LoopSettings:
-    """What the loop trades, with the account and symbol resolved."""
+def loop_settings(
+    settings: LiveSettings, symbol: str, config: BacktestConfig, funding: FundingSchedule | None = None
+) -> LoopSettings:
+    """What the loop trades, with the account and symbol resolved; `funding` the symbol's (None: spot)."""
     return LoopSettings(
         account=settings.account_name,
         symbol=symbol,
@@ -53,6 +56,7 @@ def loop_settings(settings: LiveSettings, symbol: str, config: BacktestConfig) -
         max_quantity=settings.max_quantity,
         quantity=settings.quantity,
         max_errors=settings.max_errors,
+        funding=funding,
     )
 
 
@@ -78,13 +82,14 @@ def replay_run(
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, settings.db, settings.symbol)
     end, candles = period_candles(bundle, db_path, symbol, start, settings.end)
+    funding = symbol_funding(db_path, symbol, config.funding, start=start, end=end)  # as `backtest_run` reads it
     return replay(
         bundle,
         candles,
         db=db_path,
         start=start,
         end=end,
-        settings=loop_settings(settings, symbol, config),
+        settings=loop_settings(settings, symbol, config, funding.schedule),
         out_dir=settings.folder(run_dir),
         fresh=fresh,
         max_periods=settings.periods,
@@ -119,15 +124,22 @@ def live_run(
             echo(f"warning: {problem}")
     credentials = brokers.credentials_from_env(environ) if settings.live else None
     _check_candles(db, symbol, bundle.history_minutes)
+    # the store's record of the symbol, else the market the loop's feed is about to record it under
+    funding = symbol_funding(db, symbol, config.funding, market=settings.market)
+    if echo is not None:
+        echo(f"funding: {funding.description}")
     market = _connect(settings, symbol, credentials, Costs(config.fee, config.slippage), clock, echo)
     return run_live(
         db=db,
-        settings=loop_settings(settings, symbol, config),
+        settings=loop_settings(settings, symbol, config, funding.schedule),
         mode=settings.mode,
         source=market.source,
         broker=market.broker,
         signals=ModelSignals(
-            bundle, partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes), symbol
+            bundle,
+            partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes),
+            symbol,
+            levels=config.levels,
         ),
         clock=clock,
         retry=market.retry,

@@ -2,13 +2,16 @@
 
 `prepare` does everything before the model (features, samples, split, scalers fitted on training rows only);
 `train_run` trains a model kind (the LSTM, or the `gbm` baseline) and writes the run folder (resolved
-configuration, logs, `model/` bundle, and the LSTM's checkpoints).
+configuration, logs, `model/` bundle, and the LSTM's checkpoints); `train_seeds` trains several seeds, each into
+its own run folder below `seeds/`, and keeps the best-validation one as the run's.
 """
 
 from __future__ import annotations
 
 import csv
 import shutil
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic, write_with
-from lstm_trading.core.config import Config, dump_config, load_config
+from lstm_trading.core.config import MAX_SEED, Config, dump_config, load_config
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.run_folder import LOSS_FIGURE, RunFolder
 from lstm_trading.core.timeutil import format_time
@@ -30,7 +33,7 @@ from lstm_trading.models.lstm.predictor import KIND as LSTM_KIND
 from lstm_trading.models.training_record import DataFingerprint, Sources, TrainingRecord
 from lstm_trading.samples.scalers import FeatureScaler, TargetScaler
 from lstm_trading.samples.split import Split, split_by_time, training_rows
-from lstm_trading.samples.targets import SampleReport, build_samples
+from lstm_trading.samples.targets import SampleReport, Samples, build_samples, class_weights
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,16 @@ def prepare(
     symbol: str,
     horizon_seconds: int | None = None,
     cache_dir: Path | None = None,
+    split_with: Callable[[Samples], Split] | None = None,
 ) -> Prepared:
     """Features (through the feature cache in `cache_dir`, if given), samples, time split, and scalers fitted on
-    the training rows and trades only."""
+    the training rows and trades only. `split_with` replaces the 70/15/15 time split (a walk-forward fold's own)."""
     matrix = feature_matrix(candles, config.features, symbol=symbol, cache_dir=cache_dir)
     samples, report = build_samples(matrix, trades, config.targets)
-    split = split_by_time(samples, config.split, horizon_seconds=horizon_seconds)
+    if split_with is None:
+        split = split_by_time(samples, config.split, horizon_seconds=horizon_seconds)
+    else:
+        split = split_with(samples)
     rows = training_rows(split.train)
     feature_scaler = FeatureScaler.fit(matrix.values[rows], config.split.scaler)
     target_scaler = TargetScaler.fit(split.train)
@@ -87,13 +94,22 @@ def prepare(
 
 
 def check_training(
-    config: Config, run_dir: Path, *, resume: bool, overwrite: bool, accelerator: str, kind: str = LSTM_KIND
+    config: Config,
+    run_dir: Path,
+    *,
+    resume: bool,
+    overwrite: bool,
+    accelerator: str,
+    kind: str = LSTM_KIND,
+    n_seeds: int = 1,
 ) -> None:
     """Every refusal that needs no data, before anything is read, deleted or written: a model kind this version
     does not know, a run folder that holds a run (without --resume or --overwrite), an --out that is a file, a
-    precision this machine cannot train in, --resume for a kind without checkpoints."""
+    precision this machine cannot train in, --resume for a kind without checkpoints or with several seeds, a
+    seed range past the largest seed."""
     if kind not in LOADERS:
         raise ConfigError(f"--model: must be one of {', '.join(sorted(LOADERS))}, got {kind!r}")
+    _check_seeds(config, RunFolder(run_dir), n_seeds, resume=resume)
     if resume and kind != LSTM_KIND:
         raise ConfigError(
             f"--resume: a {kind} model trains in seconds and keeps no checkpoints; train it again with --overwrite"
@@ -109,9 +125,30 @@ def check_training(
     if resume:
         check_resumable(config, RunFolder(run_dir))
     if kind == LSTM_KIND:
-        from lstm_trading.models.lstm.training import check_trainer  # imports Lightning: only when needed
+        from lstm_trading.models.lstm.training import ResumePoint, check_trainer, load_checkpoint  # Lightning
 
         check_trainer(config.train, accelerator)
+        last = RunFolder(run_dir).last_checkpoint
+        if resume and last.is_file():  # a missing one is fit's to explain
+            ResumePoint.of(load_checkpoint(last)).check_criterion(config.train.checkpoint_criterion, last)
+
+
+def _check_seeds(config: Config, folder: RunFolder, n_seeds: int, *, resume: bool) -> None:
+    """`--n-seeds` trains seeds `seed .. seed + n - 1` anew; `--resume` continues one run, so a seed's own folder."""
+    if n_seeds < 1:
+        raise ConfigError(f"--n-seeds: must be at least 1, got {n_seeds}")
+    last = config.train.seed + n_seeds - 1
+    if last > MAX_SEED:
+        raise ConfigError(
+            f"--n-seeds {n_seeds}: the seeds would run from {config.train.seed} to {last}, past the largest "
+            f"seed {MAX_SEED}; give a smaller --seed"
+        )
+    if resume and (n_seeds > 1 or folder.seeds.exists()):
+        where = "--n-seeds trains every seed anew" if n_seeds > 1 else f"{folder.root} holds several seeds"
+        raise ConfigError(
+            f"--resume: {where}; resume one seed's run folder (--out {folder.seeds}/seed-S --resume), "
+            "or train anew with --overwrite"
+        )
 
 
 RESUME_FIXED = ("features", "targets", "split", "labels", "model")  # what the checkpoint's weights depend on
@@ -181,13 +218,15 @@ def prepare_journal(
 
 @dataclass(frozen=True)
 class TrainRun:
-    """What a training gives the command to print: `epochs_run` counts epochs (lstm) or boosting rounds (gbm)."""
+    """What a training gives the command to print: `epochs_run` counts epochs (lstm) or boosting rounds (gbm);
+    `best_val_loss` is the value of `criterion` that chose the model (a gbm's: its classifier's log-loss)."""
 
     run_dir: Path
     best_val_loss: float
     epochs_run: int
     is_global_zero: bool
     kind: str = LSTM_KIND
+    criterion: str = "val_class_loss"
 
 
 def train_run(
@@ -210,8 +249,7 @@ def train_run(
     check_training(config, run_dir, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=kind)
     folder = RunFolder(run_dir)
     if not resume:
-        for path in folder.trained_parts():  # only with --overwrite: check_training refused otherwise
-            shutil.rmtree(path)
+        _clear(folder)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:  # a resumed run's config.toml changes only once the resumed training has worked
         write_text_atomic(folder.config, dump_config(config))
@@ -259,12 +297,15 @@ def _train_lstm(
             config,
             sources,
             epochs_run=result.epochs_run,
-            validation={"best_val_loss": result.best_val_loss},
+            validation={"best_val_loss": result.best_val_loss, "criterion": result.criterion},
         )
         from lstm_trading.report.figures import plot_loss_curves
 
-        plot_loss_curves(folder.metrics_csv, folder.figure(LOSS_FIGURE))  # so `report` only assembles
-    return TrainRun(folder.root, result.best_val_loss, result.epochs_run, result.is_global_zero)
+        # drawn now, so `report` only assembles
+        plot_loss_curves(folder.metrics_csv, folder.figure(LOSS_FIGURE), criterion=result.criterion)
+    return TrainRun(
+        folder.root, result.best_val_loss, result.epochs_run, result.is_global_zero, criterion=result.criterion
+    )
 
 
 def _train_gbm(prepared: Prepared, config: Config, folder: RunFolder, sources: Sources | None) -> TrainRun:
@@ -281,8 +322,9 @@ def _train_gbm(prepared: Prepared, config: Config, folder: RunFolder, sources: S
         prepared.target_scaler,
         seed=config.train.seed,
         workers=config.runtime.workers or None,
+        class_weighting=config.train.class_weighting,
     )
-    validation: dict[str, float | int] = {"best_val_loss": result.best_val_loss}
+    validation: dict[str, float | int | str] = {"best_val_loss": result.best_val_loss, "criterion": result.criterion}
     for role, booster in result.fits.items():
         validation[f"{role}_best_round"] = booster.best_round
         validation[f"{role}_val_{booster.metric}"] = booster.best_val
@@ -302,7 +344,7 @@ def _train_gbm(prepared: Prepared, config: Config, folder: RunFolder, sources: S
     write_with(folder.metrics_csv, write, suffix=".csv")
     # the bundle last: a run folder with model/ is a finished run
     _save(folder, result.predictor, prepared, config, sources, epochs_run=None, validation=validation)
-    return TrainRun(folder.root, result.best_val_loss, result.rounds, True, kind=GBM_KIND)
+    return TrainRun(folder.root, result.best_val_loss, result.rounds, True, kind=GBM_KIND, criterion=result.criterion)
 
 
 def _save(
@@ -313,7 +355,7 @@ def _save(
     sources: Sources | None,
     *,
     epochs_run: int | None,
-    validation: dict[str, float | int],
+    validation: dict[str, float | int | str],
 ) -> None:
     split = prepared.split
     train_rows = training_rows(split.train)
@@ -335,6 +377,7 @@ def _save(
             split_sizes=split.sizes(),
             purged=split.purged,
             class_counts=split.train.class_counts(),
+            class_weights=tuple(float(w) for w in class_weights(split.train.label, config.train.class_weighting)),
             sources=sources or Sources(),
             test_start_times=tuple(int(t) for t in split.test.start_time),
             epochs_run=epochs_run,
@@ -342,3 +385,165 @@ def _save(
         ),
         validation=validation,
     )
+
+
+def _clear(folder: RunFolder) -> None:
+    """What training writes, removed before a new training (only with --overwrite: check_training refused
+    otherwise), seeds.json too: a summary of seeds that are gone would describe another run."""
+    for path in folder.trained_parts():
+        shutil.rmtree(path)
+    folder.seeds_summary.unlink(missing_ok=True)
+
+
+# --- several seeds (`train --n-seeds`) ---
+
+TEST_METRICS = ("log_loss", "accuracy", "macro_f1")  # what `evaluate` reports first: per seed, mean and std
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """One seed's training and its model's test metrics (None when the test split is empty, or off rank 0)."""
+
+    seed: int
+    run: TrainRun
+    test: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class SeedsRun:
+    """Every seed's result, the one kept as the run's bundle (best validation), and the test metrics over the
+    seeds as {metric: {"mean", "std"}} (std: the sample standard deviation; empty without a test split)."""
+
+    run_dir: Path
+    seeds: list[SeedResult]
+    chosen: SeedResult
+    summary: dict[str, dict[str, float]]
+    test_samples: int
+    is_global_zero: bool
+
+
+def train_seeds(
+    prepared: Prepared,
+    config: Config,
+    run_dir: Path,
+    *,
+    n_seeds: int,
+    overwrite: bool = False,
+    accelerator: str = "auto",
+    progress: bool = True,
+    sources: Sources | None = None,
+    kind: str = LSTM_KIND,
+) -> SeedsRun:
+    """Train seeds `train.seed` to `train.seed + n_seeds - 1` on the same samples, each into its own run folder
+    (`seeds/seed-S/`, which evaluate, backtest and --resume take as any run), measure each on the test split as
+    `evaluate` does, write `seeds.json`, and copy the seed with the best validation criterion into the run
+    folder (its config.toml, logs, loss figure and `model/`).
+
+    The kept seed is chosen on validation, never on test: the test metrics' spread over seeds says how much of
+    one run's figure is its seed's luck (qlib reports its models over 20 seeds).
+    """
+    check_training(
+        config, run_dir, resume=False, overwrite=overwrite, accelerator=accelerator, kind=kind, n_seeds=n_seeds
+    )
+    folder = RunFolder(run_dir)
+    _clear(folder)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder.config, dump_config(config))  # replaced by the kept seed's at the end
+    results: list[SeedResult] = []
+    for number, seed in enumerate(range(config.train.seed, config.train.seed + n_seeds), start=1):
+        if progress:
+            print(f"seed {seed} ({number} of {n_seeds}) into {folder.seed(seed)}", file=sys.stderr, flush=True)
+        seeded = config.with_overrides("train", seed=seed)
+        run = train_run(
+            prepared, seeded, folder.seed(seed), accelerator=accelerator, progress=progress, sources=sources, kind=kind
+        )
+        test = _test_metrics(folder.seed(seed), prepared, config) if run.is_global_zero else None
+        results.append(SeedResult(seed, run, test))
+    # NaN (no finished validation) sorts last; equal scores keep the first seed
+    chosen = min(results, key=lambda r: (not np.isfinite(r.run.best_val_loss), r.run.best_val_loss))
+    summary = _spread(results)
+    seeds_run = SeedsRun(run_dir, results, chosen, summary, len(prepared.split.test), results[-1].run.is_global_zero)
+    if seeds_run.is_global_zero:
+        _keep_seed(folder, seeds_run, kind)
+    return seeds_run
+
+
+def _test_metrics(run_dir: Path, prepared: Prepared, config: Config) -> dict[str, float] | None:
+    """A seed's bundle on the test split, measured by `evaluate`'s function on prior-corrected probabilities."""
+    from lstm_trading.evaluate.metrics import classification_metrics
+    from lstm_trading.models.bundle import load_bundle
+    from lstm_trading.predict import predict_windows
+
+    test = prepared.split.test
+    if len(test) == 0:
+        return None
+    bundle = load_bundle(RunFolder(run_dir).model)
+    proba = predict_windows(
+        bundle,
+        prepared.scaled,
+        test.end,
+        test.length,
+        batch_size=config.runtime.batch_size,
+        workers=config.runtime.workers or None,
+    ).proba
+    metrics = classification_metrics(test.label, proba.argmax(axis=1), proba)
+    return {name: float(metrics[name]) for name in TEST_METRICS}
+
+
+def _spread(results: list[SeedResult]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (n - 1) of each test metric over the seeds; NaN std for one seed."""
+    measured = [r.test for r in results if r.test is not None]
+    if not measured:
+        return {}
+    summary = {}
+    for name in TEST_METRICS:
+        values = np.array([m[name] for m in measured], dtype=np.float64)
+        std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        summary[name] = {"mean": float(values.mean()), "std": std}
+    return summary
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Copied under a temporary name and renamed: a crash never leaves half a bundle where a whole one belongs."""
+    temporary = target.with_name(f".{target.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    shutil.copytree(source, temporary)
+    temporary.rename(target)
+
+
+def _keep_seed(folder: RunFolder, seeds_run: SeedsRun, kind: str) -> None:
+    """seeds.json, then the kept seed's config, logs and loss figure, and its bundle last (a folder with
+    `model/` is a finished run)."""
+    import json
+
+    from lstm_trading.core.jsonio import json_safe
+
+    chosen = seeds_run.chosen
+    document = {
+        "kind": kind,
+        "criterion": chosen.run.criterion,
+        "chosen_seed": chosen.seed,
+        "chosen_folder": str(folder.seed(chosen.seed).relative_to(folder.root)),
+        "test_samples": seeds_run.test_samples,
+        "test": seeds_run.summary,
+        "std": "sample standard deviation over the seeds (n - 1 in the denominator)",
+        "seeds": [
+            {
+                "seed": r.seed,
+                "folder": str(folder.seed(r.seed).relative_to(folder.root)),
+                "best_val_loss": r.run.best_val_loss,
+                "epochs_run": r.run.epochs_run,  # boosting rounds for gbm
+                "test": r.test,
+            }
+            for r in seeds_run.seeds
+        ],
+    }
+    write_text_atomic(folder.seeds_summary, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    kept = RunFolder(folder.seed(chosen.seed))
+    write_text_atomic(folder.config, kept.config.read_text())
+    if kept.logs.is_dir():
+        _copy_tree(kept.logs, folder.logs)
+    if kept.figure(LOSS_FIGURE).is_file():
+        shutil.copyfile(kept.figure(LOSS_FIGURE), folder.figure(LOSS_FIGURE))
+    _copy_tree(kept.model, folder.model)

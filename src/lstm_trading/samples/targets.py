@@ -151,13 +151,37 @@ def build_samples(
     return samples, report
 
 
-def class_weights(labels: np.ndarray, n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
-    """Inverse class frequency, normalised so the average weight over the training samples is 1 (every model
-    kind weights its classification loss by these)."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
-    mean = float((weights[labels]).mean()) if len(labels) else 1.0
+def class_weights(labels: np.ndarray, weighting: str = "inverse", n_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """The classification loss's class weights (every model kind uses these): `inverse` class frequency,
+    normalised so the average weight over the training samples is 1; `none`: all 1."""
+    return class_weights_from_counts(np.bincount(labels, minlength=n_classes), weighting)
+
+
+def class_weights_from_counts(counts: np.ndarray, weighting: str = "inverse") -> np.ndarray:
+    """`class_weights` from the training class counts (what an older bundle records instead of its weights)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if weighting == "none":
+        return np.ones(len(counts))
+    if weighting != "inverse":
+        raise ValueError(f"class weighting must be 'inverse' or 'none', got {weighting!r}")
+    total = counts.sum()
+    weights = np.where(counts > 0, total / (len(counts) * np.maximum(counts, 1)), 0.0)
+    mean = float((weights * counts).sum() / total) if total else 1.0
     return weights / mean
+
+
+def prior_corrected(proba: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """Undo the class weighting's tilt: a model trained with weights w outputs q_k proportional to w_k p_k, so
+    `p_k = (q_k / w_k) / sum_j (q_j / w_j)` (DESIGN.md "Probabilities"). A class with weight 0 (absent from
+    training) keeps probability 0; `None` or equal weights change nothing."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if weights is None:
+        return proba
+    weights = np.asarray(weights, dtype=np.float64)
+    inverse = np.divide(1.0, weights, out=np.zeros_like(weights), where=weights > 0)
+    tilted = proba * inverse
+    total = tilted.sum(axis=-1, keepdims=True)
+    return np.divide(tilted, total, out=np.full_like(tilted, 1.0 / proba.shape[-1]), where=total > 0)
 
 
 def long_gaps(matrix: FeatureMatrix) -> list[int]:

@@ -6,6 +6,10 @@ loss does, on the validation split too, so its log-loss weighs classes as the LS
 (LightGBM divides the weighted sum by the sum of the weights, the LSTM by the number of samples). The
 regressors learn the targets in the target scaler's units from the Buy and Sell samples only (an Invalid trade
 has no stop loss). Each booster stops early on its validation metric (log-loss, l2) and keeps its best round.
+So the classifier is always chosen by its validation classification log-loss, the LSTM's default
+`train.checkpoint_criterion = val_class_loss`; `val_loss` (the LSTM's combined loss) has no gbm counterpart,
+since the three boosters are fitted apart, and a gbm run records `val_class_loss` as its criterion whatever
+the setting (`GbmFitResult.criterion`).
 One thread, row-wise histograms and `deterministic`: a seed gives the same trees on any number of cores.
 """
 
@@ -78,6 +82,11 @@ class GbmFitResult:
         return self.fits["classifier"].best_val
 
     @property
+    def criterion(self) -> str:
+        """What chose the classifier's round, named as the LSTM's criterion setting names it."""
+        return "val_class_loss"
+
+    @property
     def rounds(self) -> int:
         return self.fits["classifier"].best_round
 
@@ -123,6 +132,7 @@ def fit_gbm(
     seed: int,
     settings: GbmSettings = GbmSettings(),
     workers: int | None = None,
+    class_weighting: str = "inverse",
 ) -> GbmFitResult:
     """Fit the three boosters on the training samples, stopping each early on the validation split."""
     if len(val) == 0:
@@ -136,7 +146,7 @@ def fit_gbm(
     x_train = window_summary(scaled, train.end, train.length, close, workers=workers)  # (n_train, 5 F + 3)
     x_val = window_summary(scaled, val.end, val.length, close, workers=workers)
     params = settings.params(seed)
-    weights = class_weights(train.label)
+    weights = class_weights(train.label, class_weighting)
     classifier = _boost(
         {**params, "objective": "multiclass", "num_class": N_CLASSES, "metric": "multi_logloss"},
         settings,

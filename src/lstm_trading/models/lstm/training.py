@@ -95,7 +95,7 @@ def _first_non_finite(batch: Batch) -> str:
 
 
 class LSTMTrainingModule(L.LightningModule):
-    """The model, its loss, AdamW with a linear warm-up and ReduceLROnPlateau on validation loss."""
+    """The model, its loss, AdamW with a linear warm-up and ReduceLROnPlateau on `train.checkpoint_criterion`."""
 
     def __init__(self, model: dict[str, int], train: dict[str, Any], class_weights: list[float]) -> None:
         super().__init__()
@@ -134,6 +134,9 @@ class LSTMTrainingModule(L.LightningModule):
             )
         size, logged = len(batch), self._per_sample(parts.total, len(batch))
         self.log("train_loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        # the two parts apart, per epoch: the loss figure sets each beside its validation curve
+        for name, part in (("train_class_loss", parts.classification), ("train_reg_loss", parts.regression)):
+            self.log(name, self._per_sample(part, size), on_step=False, on_epoch=True, batch_size=size)
         return parts.total
 
     def _per_sample(self, loss: torch.Tensor, size: int) -> torch.Tensor:
@@ -147,8 +150,12 @@ class LSTMTrainingModule(L.LightningModule):
         accuracy = (output.logits.argmax(dim=1) == batch.label).float().mean()
         size = len(batch)
         val_loss, class_loss = self._per_sample(parts.total, size), self._per_sample(parts.classification, size)
+        # val_loss = class_weight * val_class_loss + reg_weight * val_reg_loss; train.checkpoint_criterion names
+        # which of the first two chooses the checkpoint
         self.log("val_loss", val_loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
-        self.log("val_class_loss", class_loss, on_epoch=True, batch_size=size, sync_dist=True)
+        self.log("val_class_loss", class_loss, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
+        reg_loss = self._per_sample(parts.regression, size)
+        self.log("val_reg_loss", reg_loss, on_epoch=True, batch_size=size, sync_dist=True)
         self.log("val_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=size, sync_dist=True)
 
     def _warmup_factor(self, epoch: int) -> float:
@@ -169,7 +176,7 @@ class LSTMTrainingModule(L.LightningModule):
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": plateau, "monitor": "val_loss", "interval": "epoch"},
+            "lr_scheduler": {"scheduler": plateau, "monitor": cfg.checkpoint_criterion, "interval": "epoch"},
         }
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
@@ -357,7 +364,12 @@ class EpochBar(RichProgressBar):
         return f"{described:{len(self.validation_description)}}"
 
 
-EPOCH_METRICS = (("train_loss_epoch", "train_loss"), ("val_loss", "val_loss"), ("val_class_loss", "val_class_loss"))
+EPOCH_METRICS = (
+    ("train_loss_epoch", "train_loss"),
+    ("val_loss", "val_loss"),
+    ("val_class_loss", "val_class_loss"),
+    ("val_reg_loss", "val_reg_loss"),
+)
 
 
 class EpochLines(Callback):
@@ -408,28 +420,54 @@ def warmup_note(train_config: TrainConfig) -> str | None:
 
 @dataclass(frozen=True)
 class FitResult:
-    """The best model by validation loss, where its checkpoint lies, and the metrics it was chosen by."""
+    """The best model by `criterion`, where its checkpoint lies, and its `criterion` value there
+    (`best_val_loss`: the classification log-loss with the default `val_class_loss`, else the combined loss)."""
 
     model: LSTMModel
     best_checkpoint: Path
     best_val_loss: float
     epochs_run: int
     is_global_zero: bool
+    criterion: str = "val_class_loss"
+
+
+def selection_callbacks(train_config: TrainConfig, checkpoints: Path) -> tuple[ModelCheckpoint, EarlyStopping]:
+    """The best checkpoint and early stopping, both on `train.checkpoint_criterion` (the plateau schedule
+    follows it too, in `configure_optimizers`): one criterion for everything that reads validation loss."""
+    criterion = train_config.checkpoint_criterion
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor=criterion, mode="min", save_top_k=1, save_last=True
+    )
+    stop = EarlyStopping(monitor=criterion, mode="min", patience=train_config.early_stop_patience)
+    return best, stop
 
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where a resumed run picks up: the last finished epoch and the logging step after it."""
+    """Where a resumed run picks up: the last finished epoch, the logging step after it, and the criterion its
+    best checkpoint was chosen by (None when the checkpoint records no ModelCheckpoint state)."""
 
     epoch: int
     step: int
+    criterion: str | None = None
 
     @classmethod
     def of(cls, checkpoint: dict[str, Any]) -> ResumePoint:
         loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
         return cls(
-            epoch=int(checkpoint["epoch"]), step=int(loop.get("_batches_that_stepped", checkpoint["global_step"]))
+            epoch=int(checkpoint["epoch"]),
+            step=int(loop.get("_batches_that_stepped", checkpoint["global_step"])),
+            criterion=_recorded_criterion(checkpoint),
         )
+
+    def check_criterion(self, criterion: str, path: Path) -> None:
+        """A resumed run keeps the criterion it chose its best checkpoint by: a new one would compare the next
+        epochs' values with a best score of the other metric (and restart early stopping's patience)."""
+        if self.criterion is not None and self.criterion != criterion:
+            raise ConfigError(
+                f"--resume {path}: the run chose its best checkpoint by {self.criterion}, not {criterion}; resume "
+                f"with --checkpoint-criterion {self.criterion}, or train anew with --overwrite"
+            )
 
     def keeps(self, row: dict[str | None, str | None]) -> bool:
         """Whether a metrics.csv row belongs to an epoch the checkpoint finished (later ones are trained again).
@@ -521,7 +559,8 @@ def fit(
     accelerator: str = "auto",
     progress: bool = True,
 ) -> FitResult:
-    """Train with Lightning; early stopping and the best checkpoint follow validation loss."""
+    """Train with Lightning; the best checkpoint, early stopping and the learning-rate plateau follow
+    `train_config.checkpoint_criterion`."""
     if len(val) == 0:
         raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
     L.seed_everything(train_config.seed, workers=True, verbose=False)
@@ -535,10 +574,7 @@ def fit(
     if not on_cpu:
         torch.backends.cudnn.enabled = True
     checkpoints = RunFolder(run_dir).checkpoints
-    best = ModelCheckpoint(
-        dirpath=checkpoints, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True
-    )
-    stop = EarlyStopping(monitor="val_loss", mode="min", patience=train_config.early_stop_patience)
+    best, stop = selection_callbacks(train_config, checkpoints)
     module = LSTMTrainingModule(
         model={
             "input_size": model_config.input_size,
@@ -547,7 +583,7 @@ def fit(
             "output_size": model_config.output_size,
         },
         train=train_config.__dict__.copy(),
-        class_weights=[float(w) for w in class_weights(train.label)],
+        class_weights=[float(w) for w in class_weights(train.label, train_config.class_weighting)],
     )
     data = WindowDataModule(
         scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
@@ -570,6 +606,7 @@ def fit(
         checkpoint = load_checkpoint(last)
         _model_state(checkpoint, last, module.model)  # a clear error before Lightning's own
         resumed = ResumePoint.of(checkpoint)
+        resumed.check_criterion(train_config.checkpoint_criterion, last)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=parse_devices(train_config.devices),
@@ -597,13 +634,15 @@ def fit(
     checkpoint = load_checkpoint(best_path)
     model = LSTMModel.from_config(model_config)
     model.load_state_dict(_model_state(checkpoint, best_path, model))
-    score = best.best_model_score if best.best_model_score is not None else _recorded_score(checkpoint)
+    criterion = train_config.checkpoint_criterion
+    score = best.best_model_score if best.best_model_score is not None else _recorded_score(checkpoint, criterion)
     return FitResult(
         model=model.eval(),
         best_checkpoint=best_path,
         best_val_loss=float(score) if score is not None else math.nan,
         epochs_run=trainer.current_epoch,
         is_global_zero=trainer.is_global_zero,
+        criterion=criterion,
     )
 
 
@@ -623,13 +662,26 @@ def _model_state(checkpoint: dict[str, Any], path: Path, model: LSTMModel) -> di
     return state
 
 
-def _recorded_score(checkpoint: dict[str, Any]) -> float | None:
-    """The best validation loss a checkpoint's ModelCheckpoint state records (a resumed, finished run)."""
+def _checkpoint_states(checkpoint: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for key, value in (checkpoint.get("callbacks") or {}).items():
         if str(key).startswith("ModelCheckpoint") and isinstance(value, dict):
-            score = value.get("best_model_score")
-            if score is not None:
-                return float(score)
+            yield value
+
+
+def _recorded_score(checkpoint: dict[str, Any], criterion: str) -> float | None:
+    """The best `criterion` value a checkpoint's ModelCheckpoint state records (a resumed, finished run)."""
+    for state in _checkpoint_states(checkpoint):
+        score = state.get("best_model_score")
+        if score is not None and state.get("monitor", criterion) == criterion:
+            return float(score)
+    return None
+
+
+def _recorded_criterion(checkpoint: dict[str, Any]) -> str | None:
+    """The metric a checkpoint's ModelCheckpoint monitored (runs before `checkpoint_criterion`: val_loss)."""
+    for state in _checkpoint_states(checkpoint):
+        if isinstance(state.get("monitor"), str):
+            return str(state["monitor"])
     return None
 
 

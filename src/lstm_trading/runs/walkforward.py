@@ -1,0 +1,1095 @@
+"""`walkforward`: retrain on rolling periods, decide each out-of-sample moment with its own fold's model, and
+backtest the stitched signals in one position loop, ending in a verdict on the edge (DESIGN.md, "Walk-forward").
+
+Each fold (`samples/folds.py` cuts them) is a run folder under `WF/folds/`, trained by `runs/train.py` on its
+own candles (read once through the one candle loader) with its own split, scalers and seed, and finished by
+`fold.json`, written last: a rerun skips finished folds whose recorded settings and candles are the current
+ones, and refuses (or, with `--overwrite`, retrains) those that differ. Folds run in `--fold-workers` local
+processes (spawned once per command) or as Ray tasks; every fold pins one torch and one LightGBM thread, so
+its model is the same whichever runs it. A baseline kind (`gbm`) gets a fold of its own beside each one and
+its own stitched backtest under `oos/KIND/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lstm_trading.backtest.execution import CandleArrays
+from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, PeriodSignals
+from lstm_trading.core.atomic import write_bytes_atomic, write_text_atomic, write_texts_atomic
+from lstm_trading.core.config import Config
+from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
+from lstm_trading.core.jsonio import json_safe
+from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder, WalkForwardFolder
+from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.models.gbm.predictor import KIND as GBM_KIND
+from lstm_trading.models.lstm.predictor import KIND as LSTM_KIND
+from lstm_trading.models.training_record import Sources
+from lstm_trading.predict import Features, Signals
+from lstm_trading.samples.folds import Fold, FoldPlan, FoldSettings, fold_samples, plan_folds
+from lstm_trading.samples.split import Split
+
+EXECUTORS = ("local", "ray")
+BASELINES = (GBM_KIND, "none")
+RAY_CONNECT_TIMEOUT_S = 5.0  # ray.init on an unreachable address hangs for minutes: a TCP connect says so first
+RAY_EXTRA = "pip install 'lstm-trading[cluster]'"
+FOLD_COLUMNS = (
+    "model",
+    "fold",
+    "k",
+    "status",
+    "train_from",
+    "test_from",
+    "test_to",
+    "train_trades",
+    "val_trades",
+    "test_trades",
+    "purged",
+    "seed",
+    "best_epoch",
+    "log_loss",
+    "prior_log_loss",
+    "beats_prior",
+    "macro_f1",
+    "prior_macro_f1",
+    "trades",
+    "expectancy_pct",
+    "return_pct",
+    "reason",
+)
+
+
+# --- settings and their checks ---
+
+
+@dataclass(frozen=True)
+class WalkForwardSettings:
+    """The walk-forward's own settings (the stages' settings are the `Config`); spans in seconds."""
+
+    train_span: int
+    test_span: int
+    step: int | None = None
+    scheme: str = "sliding"
+    val: float = 0.15
+    purge_seconds: int | None = None  # None: the journal's label horizon, else split.purge_seconds
+    model: str = LSTM_KIND
+    baseline: str = GBM_KIND
+    fold_workers: int | None = None  # None: one per core
+    executor: str = "local"
+    ray_address: str | None = None
+    accelerator: str = "auto"
+    random_runs: int = DEFAULT_RANDOM_RUNS
+    trials: int = 1
+    seed: int = 0  # the random-entry runs' and the bootstrap's
+    overwrite: bool = False
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The main model kind first, then the baseline kind when it is another one."""
+        baseline = () if self.baseline in ("none", self.model) else (self.baseline,)
+        return (self.model, *baseline)
+
+
+@dataclass(frozen=True)
+class TradeSource:
+    """Where the trades come from: a journal, or (`journal` None) the first-touch labeller with `labels`."""
+
+    journal: Path | None = None
+    sheet: str = "tradesmain"
+    skip_bad_rows: bool = False
+
+
+def check_walkforward(config: Config, settings: WalkForwardSettings, out: Path) -> None:
+    """Every refusal that needs no data, before anything is read or written: the executor and Ray, the worker
+    count, the model kinds, the precision, a training span shorter than one window, an --out that is a file."""
+    from lstm_trading.runs.train import check_training
+
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(f"--executor: must be one of {', '.join(EXECUTORS)}, got {settings.executor!r}")
+    if settings.baseline not in BASELINES:
+        raise ConfigError(f"--baseline: must be one of {', '.join(BASELINES)}, got {settings.baseline!r}")
+    if settings.fold_workers is not None and settings.fold_workers < 1:
+        raise ConfigError(f"--fold-workers: must be at least 1, got {settings.fold_workers}")
+    if settings.ray_address is not None and settings.executor != "ray":
+        raise ConfigError("--ray-address: only with --executor ray")
+    if settings.executor == "ray":
+        check_ray(settings.ray_address)
+    window = config.targets.max_len * MINUTE
+    if settings.train_span < window:
+        raise ConfigError(
+            f"--train-span {settings.train_span // MINUTE:,} minutes is shorter than one window "
+            f"(targets.max_len = {config.targets.max_len:,} minutes); give a longer --train-span or a shorter --max-len"
+        )
+    FoldSettings(settings.train_span, settings.test_span, settings.step, settings.scheme, settings.val)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; choose a folder for the walk-forward")
+    for kind in settings.kinds:  # the kind, the precision and the devices: the train command's own checks
+        check_training(
+            config, out / "folds" / ".check", resume=False, overwrite=True, accelerator=settings.accelerator, kind=kind
+        )
+
+
+def check_ray(address: str | None) -> None:
+    """Ray must import, and a given `host:port` must accept a TCP connection within 5 s."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--executor ray: Ray is not installed; install the cluster extra: {RAY_EXTRA}") from None
+    if address is None or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address: expected HOST:PORT (the head node's, e.g. 10.0.0.5:6379), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConfigError(
+            f"--ray-address {address}: no Ray head answers there ({error.strerror or error}); start one with "
+            "`ray start --head` on that machine, or check the address and the firewall"
+        ) from None
+
+
+# --- the data: trades, candles, samples, folds ---
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the parent reads once: the trades, the candles from the first trade's history to the data's end,
+    their feature matrix and samples (the fold plan's input), and where they came from."""
+
+    trades: pd.DataFrame
+    candles: pd.DataFrame
+    matrix: FeatureMatrix
+    plan: FoldPlan
+    horizon_seconds: int
+    data_end: int
+    sources: Sources
+    trades_sha256: str
+    journal_name: str
+    warnings: list[str]
+
+
+def candles_sha256(candles: pd.DataFrame) -> str:
+    """The fingerprint of a fold's candles: every open time and OHLCV value."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(candles["timestamp"].to_numpy(dtype=np.int64)).tobytes())
+    for column in ("open", "high", "low", "close", "volume"):
+        digest.update(np.ascontiguousarray(candles[column].to_numpy(dtype=np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+def _trades_sha256(trades: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for column in ("start_time", "label", "entry_price", "stop_loss", "take_profit", "row"):
+        if column in trades:
+            digest.update(column.encode())
+            digest.update(np.ascontiguousarray(trades[column].to_numpy(dtype=np.float64)).tobytes())
+    return digest.hexdigest()
+
+
+def _data_end(db: Path, symbol: str) -> int:
+    from lstm_trading.data.store import CandleStore
+
+    with CandleStore(db) as store:
+        held = store.time_range(symbol)
+    if held is None:
+        raise DataError(f"{db}: no {symbol} candles; choose the symbol with --symbol")
+    return int(held[1]) + MINUTE
+
+
+def load_walkforward(
+    config: Config, settings: WalkForwardSettings, *, db: Path, symbol: str, source: TradeSource
+) -> Loaded:
+    """Read the trades (a journal, or labels made from the candles) and the candles once, build the samples and
+    cut the folds."""
+    from lstm_trading.features.cache import cache_folder, feature_matrix
+    from lstm_trading.features.compute import history_minutes
+    from lstm_trading.runs.candles import candles_for_moments
+    from lstm_trading.samples.targets import build_samples
+
+    cache_dir = cache_folder(config.runtime, db)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if source.journal is not None:
+            from lstm_trading.data.journal import read_journal
+
+            journal = read_journal(source.journal, sheet=source.sheet, skip_bad_rows=source.skip_bad_rows)
+            trades = journal.trades
+            recorded = journal.meta.get("horizon_seconds")
+            horizon = int(recorded) if recorded else None
+            hindsight = journal.meta.get("labeller") == "first-touch"
+            journal_name = "journal (hindsight labels)" if hindsight else "journal trades"
+            times = trades["start_time"]
+            end = _data_end(db, symbol)
+            history = history_minutes(config.features, config.targets.max_len)
+            candles = candles_for_moments(
+                db, symbol, int(times.min()), end, history, needed_by=f"the trades of {source.journal}"
+            )
+        else:
+            trades, candles = _label(config, db, symbol)
+            horizon = config.labels.horizon_seconds
+            journal_name = "journal (hindsight labels)"
+            end = int(candles["timestamp"].iloc[-1]) + MINUTE
+        matrix = feature_matrix(candles, config.features, symbol=symbol, cache_dir=cache_dir)
+        samples, _ = build_samples(matrix, trades, config.targets)
+    if settings.purge_seconds is not None:
+        horizon = settings.purge_seconds
+    elif horizon is None:
+        horizon = config.split.purge_seconds
+    fold_settings = FoldSettings(
+        settings.train_span, settings.test_span, settings.step, settings.scheme, settings.val, horizon
+    )
+    plan = plan_folds(samples, matrix.timestamps, end, fold_settings, seed=config.train.seed)
+    sources = Sources(
+        db=str(db.resolve()),
+        symbol=symbol,
+        journal=None if source.journal is None else str(source.journal.resolve()),
+        sheet=None if source.journal is None else source.sheet,
+    )
+    return Loaded(
+        trades=trades,
+        candles=candles,
+        matrix=matrix,
+        plan=plan,
+        horizon_seconds=horizon,
+        data_end=end,
+        sources=sources,
+        trades_sha256=_trades_sha256(trades),
+        journal_name=journal_name,
+        warnings=own_warnings(caught),
+    )
+
+
+def own_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The warnings this package raised, once each (the training stack's deprecation notes are not the user's)."""
+    package = str(Path(__file__).resolve().parents[1])
+    return list(dict.fromkeys(str(w.message) for w in caught if str(Path(w.filename).resolve()).startswith(package)))
+
+
+def _label(config: Config, db: Path, symbol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A first-touch journal of the whole history, as the journal reader would return it."""
+    from lstm_trading.runs.features import candles_and_features
+    from lstm_trading.samples.labels import label_first_touch
+    from lstm_trading.samples.targets import CLASS_NAMES
+
+    candles, features = candles_and_features(db, symbol, config.features)
+    labelled = label_first_touch(candles, features, config.labels, symbol=symbol)
+    if labelled.trades.empty:
+        raise DataError(f"{db}: no {symbol} moment to label: each needs its whole --horizon inside the candles")
+    trades = labelled.trades.copy()
+    trades["label"] = trades["side"].map({name: i for i, name in enumerate(CLASS_NAMES)}).astype("int64")
+    trades["row"] = np.arange(2, len(trades) + 2, dtype=np.int64)  # as a journal's Excel rows
+    return trades, candles
+
+
+# --- one fold: what a worker runs ---
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """Everything a fold's worker needs (picklable: it travels to a process or a Ray task)."""
+
+    run_name: str  # the fold's folder name (a baseline kind's ends in -KIND)
+    fold: str  # the fold's name, shared by its kinds
+    kind: str
+    k: int
+    test_start: int
+    test_end: int
+    train_start: int
+    seed: int
+    rows: dict[str, np.ndarray]  # journal rows of the train / val / test samples
+    purged: dict[str, int]
+    trades: pd.DataFrame  # the journal rows the fold uses
+    config: Config  # the fold's: its seed, one inference worker
+    db: Path
+    symbol: str
+    run_dir: Path
+    candles_sha256: str
+    settings_sha256: str
+    sources: Sources
+    accelerator: str
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    record: dict[str, Any]  # fold.json
+    warnings: list[str] = field(default_factory=list)
+
+
+def fold_candles(db: Path, symbol: str, train_start: int, test_end: int, config: Config, name: str) -> pd.DataFrame:
+    """A fold's candles: its first training window's history to the end of its test period (the one loader)."""
+    from lstm_trading.features.compute import history_minutes
+    from lstm_trading.runs.candles import candles_for_moments
+
+    history = history_minutes(config.features, config.targets.max_len)
+    return candles_for_moments(db, symbol, train_start, test_end, history, needed_by=f"fold {name}")
+
+
+def train_fold(task: FoldTask) -> FoldOutcome:
+    """Train one fold's model on its own candles and split, measure it on its test trades, predict its test
+    period's decision moments, and write `fold.json` last."""
+    from lstm_trading.backtest.simulation import period_signals
+    from lstm_trading.evaluate.metrics import class_priors, classification_metrics, stratified_random
+    from lstm_trading.models.bundle import load_bundle
+    from lstm_trading.predict import predict_windows
+    from lstm_trading.runs.train import prepare, train_run
+
+    started = time.perf_counter()
+    folder = RunFolder(task.run_dir)
+    record_path, signals_path = WalkForwardFolder.fold_record(folder), WalkForwardFolder.fold_signals(folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        candles = fold_candles(task.db, task.symbol, task.train_start, task.test_end, task.config, task.run_name)
+        if candles_sha256(candles) != task.candles_sha256:
+            raise DataError(
+                f"fold {task.run_name}: its candles in {task.db} changed while the walk-forward ran; run it again"
+            )
+        record_path.unlink(missing_ok=True)  # from here on the fold is unfinished until its record is back
+        signals_path.unlink(missing_ok=True)
+
+        def split_with(samples: Any) -> Split:
+            parts = {
+                part: fold_samples(samples, rows, fold=task.run_name, part=part) for part, rows in task.rows.items()
+            }
+            return Split(train=parts["train"], val=parts["val"], test=parts["test"], purged=dict(task.purged))
+
+        prepared = prepare(candles, task.trades, task.config, symbol=task.symbol, split_with=split_with)
+        run = train_run(
+            prepared,
+            task.config,
+            task.run_dir,
+            overwrite=True,
+            accelerator=task.accelerator,
+            progress=False,
+            sources=task.sources,
+            kind=task.kind,
+        )
+        trained = time.perf_counter()
+        bundle = load_bundle(task.run_dir)  # what the bundle holds, as every later command reads it
+        split = prepared.split
+        test = split.test
+        inference = task.config.runtime.workers or None
+        metrics: dict[str, Any] = {"log_loss": None, "prior_log_loss": None, "macro_f1": None, "prior_macro_f1": None}
+        if len(test):
+            proba, _, _ = predict_windows(bundle, prepared.scaled, test.end, test.length, workers=inference)
+            model = classification_metrics(test.label, proba.argmax(axis=1), proba)
+            prior = stratified_random(test.label, class_priors(split.train.label), seed=task.seed)
+            metrics = {
+                "log_loss": model["log_loss"],
+                "prior_log_loss": prior["log_loss"],
+                "macro_f1": model["macro_f1"],
+                "prior_macro_f1": prior["macro_f1"],
+            }
+        # the one path every backtest takes (features, batched prediction, ATR levels) over the test period
+        every = task.config.backtest.every_seconds
+        traded = period_signals(bundle, candles, task.test_start, task.test_end, every, workers=inference)
+        write_bytes_atomic(signals_path, _signals_bytes(traded.signals))
+    record = {
+        "fold": task.fold,
+        "run": task.run_name,
+        "model": task.kind,
+        "k": task.k,
+        "test_start": task.test_start,
+        "test_end": task.test_end,
+        "train_start": task.train_start,
+        "seed": task.seed,
+        "sizes": split.sizes(),
+        "purged": split.purged,
+        "class_counts": split.train.class_counts(),
+        "val_from": int(split.val.start_time[0]),
+        "best_epoch": _best_epoch(run, bundle.meta),
+        "epochs_run": run.epochs_run,
+        "best_val_loss": run.best_val_loss,
+        **metrics,
+        "settings_sha256": task.settings_sha256,
+        "candles_sha256": task.candles_sha256,
+        "seconds": {"train": trained - started, "total": time.perf_counter() - started},
+    }
+    write_text_atomic(record_path, json.dumps(json_safe(record), indent=2, allow_nan=False) + "\n")
+    return FoldOutcome(record, own_warnings(caught))
+
+
+def _best_epoch(run: Any, meta: dict[str, Any]) -> int | None:
+    """The LSTM's chosen epoch (from 1) by its criterion, from its log; the gbm classifier's best round."""
+    if run.kind == GBM_KIND:
+        best = (meta.get("validation") or {}).get("classifier_best_round")
+        return int(best) if best is not None else None
+    from lstm_trading.report.figures import chosen_epoch
+
+    logged = RunFolder(run.run_dir).metrics_csv
+    if not logged.exists():
+        return None
+    chosen = chosen_epoch(pd.read_csv(logged), getattr(run, "criterion", "val_loss"))
+    return None if chosen is None else chosen + 1
+
+
+def _signals_bytes(signals: Signals) -> bytes:
+    """Every array of the signals (`None` fields left out), exactly, as an .npz of plain arrays."""
+    import io
+
+    buffer = io.BytesIO()
+    arrays = {f.name: getattr(signals, f.name) for f in fields(signals) if getattr(signals, f.name) is not None}
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_fold_signals(path: Path) -> Signals:
+    """A fold's signals as `train_fold` saved them (plain arrays: nothing is unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return Signals(**{f.name: saved[f.name] for f in fields(Signals) if f.name in saved.files})
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: unreadable fold signals ({error}); rerun the walk-forward with --overwrite") from None
+
+
+def _saved_signals(task: FoldTask) -> Signals:
+    return read_fold_signals(WalkForwardFolder.fold_signals(RunFolder(task.run_dir)))
+
+
+# --- executors ---
+
+
+def pin_threads() -> None:
+    """One torch thread per fold (LightGBM's are pinned by its settings): results do not depend on the cores."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _ray_fold(task: FoldTask) -> FoldOutcome:
+    pin_threads()
+    return train_fold(task)
+
+
+def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
+    """Local fold processes: --fold-workers (default one per core), never more than there are folds."""
+    return max(1, min(settings.fold_workers or os.cpu_count() or 1, tasks))
+
+
+Report = Callable[[FoldTask, FoldOutcome | None, BaseException | None], None]
+
+
+def run_tasks(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: Report) -> None:
+    """Run the folds' trainings on the chosen executor; `report(task, outcome, error)` after each one. A fold's
+    error is reported and the others go on."""
+    if not tasks:
+        return
+    if settings.executor == "ray":
+        _run_ray(tasks, settings, report)
+        return
+    workers = local_workers(settings, len(tasks))
+    if workers == 1:  # in this process: no pool to start (the training stack is imported already)
+        with _one_thread():
+            for task in tasks:
+                try:
+                    outcome = train_fold(task)
+                except Exception as error:  # noqa: BLE001 - reported by fold; the other folds go on
+                    report(task, None, error)
+                else:
+                    report(task, outcome, None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # fork would copy a parent's torch threads and locks
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=pin_threads) as pool:
+        futures = {pool.submit(train_fold, task): task for task in tasks}
+        for future in as_completed(futures):
+            failed = future.exception()
+            report(futures[future], None if failed is not None else future.result(), failed)
+
+
+def _run_ray(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: Report) -> None:
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if settings.ray_address is None:
+            options["num_cpus"] = settings.fold_workers or os.cpu_count() or 1
+        ray.init(address=settings.ray_address, **options)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_fold)
+        pending = {remote.remote(task): task for task in tasks}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                task = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as error:  # noqa: BLE001 - a RayTaskError wraps the fold's own error
+                    report(task, None, getattr(error, "cause", None) or error)
+                else:
+                    report(task, outcome, None)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --- the folds' inputs, and resuming ---
+
+
+def settings_document(config: Config, settings: WalkForwardSettings, loaded: Loaded, symbol: str) -> dict[str, Any]:
+    """Every setting a fold's model depends on (settings.json): the stages' settings but the runtime's and the
+    backtest's other than its decision step (those change the stitched backtest only, which is redone each run)."""
+    stages = {name: values for name, values in config.to_dict().items() if name not in ("runtime", "backtest")}
+    stages["backtest"] = {"every_seconds": config.backtest.every_seconds}
+    return {
+        "config": stages,
+        "walkforward": {
+            "train_span": settings.train_span,
+            "test_span": settings.test_span,
+            "step": settings.step or settings.test_span,
+            "scheme": settings.scheme,
+            "val": settings.val,
+            "purge_seconds": loaded.horizon_seconds,
+            "models": list(settings.kinds),
+        },
+        "trades": loaded.sources.journal or "first-touch labels",
+        "symbol": symbol,
+    }
+
+
+def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _digest(document: Any) -> str:
+    return hashlib.sha256(json.dumps(json_safe(document), sort_keys=True).encode()).hexdigest()
+
+
+def check_settings(folder: WalkForwardFolder, document: dict[str, Any]) -> None:
+    """A walk-forward folder continues only with the settings its folds were trained with."""
+    if not folder.settings.exists():
+        return
+    try:
+        recorded = json.loads(folder.settings.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{folder.settings}: unreadable ({error}); rerun with --overwrite to start over") from None
+    old, new = _flat(recorded), _flat(json_safe(document))
+    differing = [
+        f"{key} = {new.get(key)!r} (the folds have {old.get(key)!r})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+    if differing:
+        raise ConfigError(
+            f"{folder.root}: its folds were trained with other settings: {'; '.join(differing[:3])}"
+            f"{' ...' if len(differing) > 3 else ''}; add --overwrite to train them again, or choose another --out"
+        )
+
+
+def build_tasks(
+    config: Config,
+    settings: WalkForwardSettings,
+    loaded: Loaded,
+    folder: WalkForwardFolder,
+    *,
+    db: Path,
+    symbol: str,
+    settings_sha256: str,
+) -> list[FoldTask]:
+    """One task per fold and model kind, with the fingerprints of the fold's candles and trades."""
+    from lstm_trading.features.compute import history_minutes
+
+    history = history_minutes(config.features, config.targets.max_len) * MINUTE
+    timestamps = loaded.candles["timestamp"].to_numpy(dtype=np.int64)
+    # a fold alone in this process may use --workers inference processes; folds side by side use one each
+    alone = settings.executor == "local" and local_workers(settings, len(loaded.plan.folds) * len(settings.kinds)) == 1
+    inference = config.runtime.workers if alone else 1
+    tasks = []
+    for fold in loaded.plan.folds:
+        rows = {part: getattr(fold.split, part).journal_row.copy() for part in ("train", "val", "test")}
+        used = np.concatenate(list(rows.values()))
+        trades = loaded.trades[loaded.trades["row"].isin(used)].reset_index(drop=True)
+        first, last = np.searchsorted(timestamps, [fold.train_start - history, fold.test_end], side="left")
+        fingerprint = candles_sha256(loaded.candles.iloc[first:last])
+        fold_config = config.with_overrides("train", seed=fold.seed).with_overrides(
+            "runtime", workers=inference, cache=False
+        )
+        inputs = _digest({"settings": settings_sha256, "fold": _fold_identity(fold), "trades": _trades_sha256(trades)})
+        for kind in settings.kinds:
+            run_dir = folder.fold(fold.name, None if kind == settings.model else kind).root
+            tasks.append(
+                FoldTask(
+                    run_name=run_dir.name,
+                    fold=fold.name,
+                    kind=kind,
+                    k=fold.k,
+                    test_start=fold.test_start,
+                    test_end=fold.test_end,
+                    train_start=fold.train_start,
+                    seed=fold.seed,
+                    rows=rows,
+                    purged=dict(fold.split.purged),
+                    trades=trades,
+                    config=fold_config,
+                    db=db,
+                    symbol=symbol,
+                    run_dir=run_dir,
+                    candles_sha256=fingerprint,
+                    settings_sha256=inputs,
+                    sources=loaded.sources,
+                    accelerator=settings.accelerator,
+                )
+            )
+    return tasks
+
+
+def _fold_identity(fold: Fold) -> dict[str, Any]:
+    return {
+        "k": fold.k,
+        "test_start": fold.test_start,
+        "test_end": fold.test_end,
+        "train_start": fold.train_start,
+        "seed": fold.seed,
+    }
+
+
+def finished_outcome(task: FoldTask) -> FoldOutcome | None:
+    """The fold's record when the fold is finished with these inputs; None when it is unfinished (it is trained
+    again); an error naming the fold when it was finished with other trades, settings or candles."""
+    folder = RunFolder(task.run_dir)
+    path, signals = WalkForwardFolder.fold_record(folder), WalkForwardFolder.fold_signals(folder)
+    if not (path.exists() and signals.exists() and folder.model.exists()):
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # a record cut short: the fold is trained again
+    if record.get("candles_sha256") != task.candles_sha256:
+        raise DataError(
+            f"fold {task.run_name}: its candles in {task.db} changed since it was trained (from "
+            f"{format_time(task.train_start)} to {format_time(task.test_end)} with the window history); add "
+            "--overwrite to train every fold again, or choose another --out"
+        )
+    if record.get("settings_sha256") != task.settings_sha256:
+        raise ConfigError(
+            f"fold {task.run_name}: it was trained with other settings or trades (the journal's rows in its spans "
+            "changed, or its folder comes from another walk-forward); add --overwrite to train every fold again"
+        )
+    return FoldOutcome(record)
+
+
+# --- the stitched out-of-sample backtest ---
+
+
+@dataclass(frozen=True)
+class FoldSignals:
+    """A fold model's signals at its test period's moments, and the name that decides them (`model` column)."""
+
+    run: str
+    test_start: int
+    test_end: int
+    signals: Signals
+
+
+def stitch_signals(
+    candles: pd.DataFrame, folds: Sequence[FoldSignals], features: Features
+) -> tuple[PeriodSignals, np.ndarray]:
+    """One `PeriodSignals` over `[first test start, last test end)`, each moment decided by its fold's model,
+    and the fold name of each moment. Moments between test periods (a step longer than the test span, a
+    skipped fold) have no signal: no position opens there, one opened before runs on."""
+    if not folds:
+        raise DataError("no fold signals to stitch")
+    folds = sorted(folds, key=lambda f: f.test_start)
+    for before, after in zip(folds, folds[1:], strict=False):
+        if after.test_start < before.test_end:
+            raise DataError(f"folds {before.run} and {after.run} overlap: a moment would have two models")
+    start, end = folds[0].test_start, folds[-1].test_end
+    period = CandleArrays.from_frame(candles).between(start, end)
+    if len(period) == 0:
+        raise DataError(f"no candles from {format_time(start)} to {format_time(end)}: nothing to backtest")
+    end = min(end, int(period.timestamp[-1]) + MINUTE)
+    signals = folds[0].signals
+    for fold in folds[1:]:
+        signals = signals.concatenated(fold.signals)
+    names = np.concatenate([np.full(len(f.signals), f.run, dtype=object) for f in folds])
+    return PeriodSignals(period, end, signals.at, features, signals), names
+
+
+def model_column(times: np.ndarray, folds: Sequence[FoldSignals]) -> np.ndarray:
+    """The fold whose test period holds each moment ("" between test periods)."""
+    folds = sorted(folds, key=lambda f: f.test_start)
+    starts = np.array([f.test_start for f in folds], dtype=np.int64)
+    ends = np.array([f.test_end for f in folds], dtype=np.int64)
+    names = np.array([f.run for f in folds], dtype=object)
+    times = np.asarray(times, dtype=np.int64)
+    index = np.searchsorted(starts, times, side="right") - 1
+    inside = (index >= 0) & (times < ends[np.maximum(index, 0)])
+    return np.where(inside, names[np.maximum(index, 0)], "")
+
+
+@dataclass(frozen=True)
+class Stitched:
+    """One model kind's stitched backtest and its frames as written."""
+
+    kind: str
+    result: Any  # BacktestResult
+    trades: pd.DataFrame
+    equity: pd.DataFrame
+    out_dir: Path
+
+
+def stitched_backtest(
+    kind: str,
+    folds: Sequence[FoldSignals],
+    loaded: Loaded,
+    config: Config,
+    settings: WalkForwardSettings,
+    *,
+    bundle: Any,
+    db: Path,
+    symbol: str,
+    out_dir: Path,
+) -> Stitched:
+    """The kind's stitched signals through one position loop (`backtest_period`: decisions, fills, baselines,
+    statistics); trades.csv, equity.csv and stats.json with the deciding fold in a `model` column."""
+    from lstm_trading.backtest.results import backtest_period, equity_frame
+    from lstm_trading.report.figures import backtest_figures
+    from lstm_trading.runs.backtest import funding_record
+    from lstm_trading.runs.candles import symbol_funding
+
+    # the journal baseline reads the feature rows only (its levels); the folds' own scalings stay in the folds
+    features = Features(loaded.matrix, loaded.matrix.values)
+    traded, _ = stitch_signals(loaded.candles, folds, features)
+    start = min(f.test_start for f in folds)
+    funding = symbol_funding(db, symbol, config.backtest.funding, start=start, end=traded.end)
+    result = backtest_period(
+        traded,
+        bundle,
+        start=start,
+        config=config.backtest,
+        journal=loaded.trades,
+        journal_name=loaded.journal_name,
+        random_runs=settings.random_runs,
+        seed=settings.seed,
+        trials=settings.trials,
+        funding=funding.schedule,
+    )
+    result.stats["funding"] = funding_record(funding, result)
+    result.stats["folds"] = [{"model": f.run, "test_start": f.test_start, "test_end": f.test_end} for f in folds]
+    trades = result.model.trades()
+    trades.insert(0, "model", model_column(trades["entry_time"].to_numpy(), folds))
+    equity = equity_frame(result)
+    equity["model_in_force"] = model_column(equity["timestamp"].to_numpy(), folds)
+    files = {
+        out_dir / TRADES_FILE: trades.to_csv(index=False),
+        out_dir / EQUITY_FILE: equity.to_csv(index=False),
+        out_dir / STATS_FILE: json.dumps(json_safe(result.stats), indent=2, allow_nan=False) + "\n",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_texts_atomic(files)
+    backtest_figures(equity, trades, out_dir)
+    return Stitched(kind, result, trades, equity, out_dir)
+
+
+# --- the per-fold table and the verdict ---
+
+
+def fold_rows(
+    kind: str,
+    outcomes: dict[str, FoldOutcome],
+    tasks: Sequence[FoldTask],
+    plan: FoldPlan,
+    stitched: Stitched,
+    initial_equity: float,
+) -> list[dict[str, Any]]:
+    """folds.csv's rows of one kind: each fold's periods, samples, model quality and its share of the stitched
+    trades; skipped folds with their reason. No timings: the table is the same whichever executor ran it."""
+    rows: list[dict[str, Any]] = []
+    trades, equity = stitched.trades, stitched.equity
+    times = equity["timestamp"].to_numpy(dtype=np.int64)
+    curve = equity["model"].to_numpy(dtype=np.float64)
+    for task in (t for t in tasks if t.kind == kind):
+        record = outcomes[task.run_name].record
+        mine = trades[trades["model"] == task.run_name]
+        before = np.searchsorted(times, task.test_start, side="left") - 1
+        last = np.searchsorted(times, task.test_end, side="left") - 1
+        opening = curve[before] if before >= 0 else initial_equity
+        closing = curve[last] if last >= 0 else initial_equity
+        log_loss, prior = record.get("log_loss"), record.get("prior_log_loss")
+        sizes, purged = record["sizes"], record["purged"]
+        rows.append(
+            {
+                "model": kind,
+                "fold": task.run_name,
+                "k": task.k,
+                "status": "trained",
+                "train_from": format_time(task.train_start),
+                "test_from": format_time(task.test_start),
+                "test_to": format_time(task.test_end),
+                "train_trades": sizes["train"],
+                "val_trades": sizes["val"],
+                "test_trades": sizes["test"],
+                "purged": sum(purged.values()),
+                "seed": task.seed,
+                "best_epoch": record.get("best_epoch"),
+                "log_loss": log_loss,
+                "prior_log_loss": prior,
+                "beats_prior": None if log_loss is None or prior is None else bool(log_loss < prior),
+                "macro_f1": record.get("macro_f1"),
+                "prior_macro_f1": record.get("prior_macro_f1"),
+                "trades": len(mine),
+                "expectancy_pct": float(mine["return_pct"].mean()) if len(mine) else None,
+                "return_pct": 100 * (closing / opening - 1),
+                "reason": "",
+            }
+        )
+    for skipped in plan.skipped:
+        rows.append(
+            {
+                **dict.fromkeys(FOLD_COLUMNS),
+                "model": kind,
+                "fold": skipped.name,
+                "k": skipped.k,
+                "status": "skipped",
+                "test_from": format_time(skipped.test_start),
+                "test_to": format_time(skipped.test_end),
+                "reason": skipped.reason,
+            }
+        )
+    return sorted(rows, key=lambda row: int(row["k"]))
+
+
+def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The kind's verdict: its stitched expectancy, interval, p-value and PSR (the backtest's significance
+    block, whose rule gives the verdict), the share of folds beating the class prior, and one sentence."""
+    sig = stats["model"]["significance"]
+    judged = [row for row in rows if row["beats_prior"] is not None]
+    beating = sum(bool(row["beats_prior"]) for row in judged)
+    figures = {
+        "model": kind,
+        "verdict": sig["verdict"],
+        "trades": sig["trades"],
+        "expectancy_pct": sig["expectancy_pct"],
+        "interval_pct": sig["interval_pct"],
+        "p_random_entries": sig["p_random_entries"],
+        "random_runs": sig["random_runs"],
+        "psr": sig["psr"],
+        "folds_beating_prior": beating,
+        "folds_with_log_loss": len(judged),
+        "share_beating_prior": beating / len(judged) if judged else None,
+    }
+    figures["sentence"] = verdict_sentence(figures)
+    return figures
+
+
+def verdict_sentence(figures: dict[str, Any]) -> str:
+    """e.g. "no evidence of an edge: expectancy -0.11 % per trade (95 % CI -0.14 to -0.08), p = 0.43 against
+    1,000 random-entry runs; log-loss above the class prior in 9 of 12 folds"."""
+    parts = [f"{figures['trades']:,} trades"]
+    if figures["expectancy_pct"] is not None:
+        interval = figures["interval_pct"]
+        within = f" (95 % CI {interval[0]:+.2f} to {interval[1]:+.2f})" if interval else ""
+        parts = [f"expectancy {figures['expectancy_pct']:+.2f} % per trade{within} over {figures['trades']:,} trades"]
+    if figures["p_random_entries"] is not None:
+        parts.append(f"p = {figures['p_random_entries']:.2f} against {figures['random_runs']:,} random-entry runs")
+    text = f"{figures['verdict']}: " + ", ".join(parts)
+    judged, beating = figures["folds_with_log_loss"], figures["folds_beating_prior"]
+    if judged:
+        if 2 * beating >= judged:
+            text += f"; log-loss below the class prior in {beating} of {judged} folds"
+        else:
+            text += f"; log-loss above the class prior in {judged - beating} of {judged} folds"
+    return text
+
+
+# --- the command ---
+
+
+@dataclass(frozen=True)
+class FoldFailure:
+    run: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WalkForwardResult:
+    """What the command prints: the folds table, the verdicts (main model last), or the folds that failed."""
+
+    out_dir: Path
+    plan: FoldPlan
+    rows: list[dict[str, Any]]
+    verdicts: dict[str, dict[str, Any]]
+    failures: list[FoldFailure]
+    trained: int
+    reused: int
+    summary: dict[str, Any] | None
+    report: Path | None
+    warnings: list[str]
+
+
+def walkforward_run(
+    config: Config,
+    settings: WalkForwardSettings,
+    *,
+    db: Path,
+    symbol: str,
+    source: TradeSource,
+    out: Path,
+    echo: Callable[[str], None] = print,
+) -> WalkForwardResult:
+    """Plan the folds, train the unfinished ones on the executor, stitch each kind's out-of-sample signals into
+    one backtest, and write folds.csv, summary.json and report.html (see the module docstring)."""
+    from lstm_trading.models.bundle import load_bundle
+
+    started = time.perf_counter()
+    check_walkforward(config, settings, out)
+    loaded = load_walkforward(config, settings, db=db, symbol=symbol, source=source)
+    folder = WalkForwardFolder(out)
+    document = settings_document(config, settings, loaded, symbol)
+    if not settings.overwrite:
+        check_settings(folder, document)
+    tasks = build_tasks(config, settings, loaded, folder, db=db, symbol=symbol, settings_sha256=_digest(document))
+    outcomes: dict[str, FoldOutcome] = {}
+    if not settings.overwrite:  # every refusal before anything is written
+        for task in tasks:
+            finished = finished_outcome(task)
+            if finished is not None:
+                outcomes[task.run_name] = finished
+    else:
+        for path in folder.outputs():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    pending = [task for task in tasks if task.run_name not in outcomes]
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder.settings, json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n")
+    folder.summary.unlink(missing_ok=True)  # a summary stands for every fold finished
+    for skipped in loaded.plan.skipped:
+        echo(f"skipped fold {skipped.name}: {skipped.reason}")
+    stride = settings.step or settings.test_span
+    if stride > settings.test_span:
+        echo(
+            f"--step is {(stride - settings.test_span) / 86_400:g} days longer than --test-span: no model decides "
+            "between test periods (no position opens there)"
+        )
+    if outcomes:
+        echo(f"{len(outcomes)} of {len(tasks)} folds finished before, with the same settings and candles: kept")
+    failures: list[FoldFailure] = []
+    fold_warnings: list[str] = []
+    trained_at = time.perf_counter()
+
+    def report(task: FoldTask, outcome: FoldOutcome | None, error: BaseException | None) -> None:
+        if outcome is not None:
+            outcomes[task.run_name] = outcome
+            fold_warnings.extend(f"fold {task.run_name}: {message}" for message in outcome.warnings)
+            done = len(outcomes) - (len(tasks) - len(pending))
+        else:
+            message = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
+            failures.append(FoldFailure(task.run_name, message.splitlines()[0] if message else repr(error)))
+            done = len(outcomes) - (len(tasks) - len(pending))
+            echo(f"fold {task.run_name} failed: {failures[-1].error}")
+        finished = done + len(failures)
+        elapsed = time.perf_counter() - trained_at
+        left = elapsed / finished * (len(pending) - finished) if finished else math.nan
+        if outcome is not None:
+            echo(
+                f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
+                f"{elapsed:.0f} s so far, about {left:.0f} s left"
+            )
+
+    run_tasks(pending, settings, report)
+    if failures:
+        return WalkForwardResult(
+            out, loaded.plan, [], {}, failures, len(pending) - len(failures), len(tasks) - len(pending), None, None,
+            loaded.warnings + fold_warnings,
+        )  # fmt: skip
+    stitch_started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    verdicts: dict[str, dict[str, Any]] = {}
+    stitched_by_kind: dict[str, Stitched] = {}
+    for kind in settings.kinds:
+        mine = [task for task in tasks if task.kind == kind]
+        signals = [FoldSignals(t.run_name, t.test_start, t.test_end, _saved_signals(t)) for t in mine]
+        stitched = stitched_backtest(
+            kind,
+            signals,
+            loaded,
+            config,
+            settings,
+            bundle=load_bundle(mine[-1].run_dir),
+            db=db,
+            symbol=symbol,
+            out_dir=folder.oos(None if kind == settings.model else kind),
+        )
+        stitched_by_kind[kind] = stitched
+        kind_rows = fold_rows(kind, outcomes, mine, loaded.plan, stitched, config.backtest.initial_equity)
+        rows.extend(kind_rows)
+        verdicts[kind] = verdict(kind, stitched.result.stats, kind_rows)
+    frame = pd.DataFrame(rows, columns=list(FOLD_COLUMNS))
+    write_text_atomic(folder.folds_table, frame.to_csv(index=False))
+    summary = {
+        "settings": document,
+        "period": {
+            "first_test": loaded.plan.folds[0].test_start,
+            "end": loaded.plan.folds[-1].test_end,
+            "first_test_utc": format_time(loaded.plan.folds[0].test_start),
+            "end_utc": format_time(loaded.plan.folds[-1].test_end),
+        },
+        "folds": {
+            "planned": len(loaded.plan.folds) + len(loaded.plan.skipped),
+            "trained": len(loaded.plan.folds),
+            "skipped": [{"fold": s.name, "reason": s.reason} for s in loaded.plan.skipped],
+        },
+        "models": verdicts,
+        "verdict": verdicts[settings.model]["sentence"],
+        "timings": {
+            "total_seconds": time.perf_counter() - started,
+            "stitch_seconds": time.perf_counter() - stitch_started,
+            "trained_now": len(pending),
+            "folds": {name: outcome.record.get("seconds") for name, outcome in sorted(outcomes.items())},
+            "executor": settings.executor,
+            "fold_workers": settings.fold_workers,
+        },
+    }
+    write_text_atomic(folder.summary, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    from lstm_trading.report.walkforward import write_walkforward_report
+
+    report_path = write_walkforward_report(
+        folder.report,
+        summary,
+        frame,
+        {kind: (s.equity, s.result.stats) for kind, s in stitched_by_kind.items()},
+        main=settings.model,
+    )
+    return WalkForwardResult(
+        out, loaded.plan, rows, verdicts, [], len(pending), len(tasks) - len(pending), summary, report_path,
+        loaded.warnings + fold_warnings,
+    )  # fmt: skip
