@@ -237,7 +237,12 @@ def tiny_result(tiny_run: Path, tiny_candles: pd.DataFrame, tiny_trades: pd.Data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_backtest(
-            bundle, tiny_candles, start=start, end=end, config=BacktestConfig(min_prob=0.0, min_ev=-1.0), journal=tiny_trades
+            bundle,
+            tiny_candles,
+            start=start,
+            end=end,
+            config=BacktestConfig(min_prob=0.0, min_ev=-1.0),
+            journal=tiny_trades,
         )
 
 

@@ -14,10 +14,10 @@ from lstm_trading.backtest.execution import (
     Order,
     Trader,
     bracket_prices,
-    position_quantity,
     decide,
     decision_text,
     expected_value_pct,
+    position_quantity,
     round_trip_pct,
     simulate_fill,
 )

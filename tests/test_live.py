@@ -109,7 +109,20 @@ def replaying(db: Path, start: int, end: int, **settings: Any) -> LiveSettings:
     return LiveSettings(replay=True, db=db, start=start, end=end, workers=1, **settings)
 
 
-SETTINGS = ["--every", "10m", "--min-prob", "0.4", "--min-ev", "-1", "--max-hold", "20m", "--risk", "1%", "--daily-loss-limit", "2%"]
+SETTINGS = [
+    "--every",
+    "10m",
+    "--min-prob",
+    "0.4",
+    "--min-ev",
+    "-1",
+    "--max-hold",
+    "20m",
+    "--risk",
+    "1%",
+    "--daily-loss-limit",
+    "2%",
+]
 
 
 def test_replay_trades_equal_backtest_trades_on_real_candles_through_both_commands(
@@ -503,7 +516,9 @@ def test_live_mode_places_bracket_orders_and_the_secret_is_in_no_output_log_or_f
     fake: FakeCcxt = exchange["fake"]
     echoed = ccxt.ExchangeNotAvailable(f"bybit GET /v5/market/kline?api_key={KEY}&sign={SECRET} 503")
     fake.faults["fetch_ohlcv"] = [echoed]  # an error that echoes the request: logged with the keys blanked out
-    args = live_args(tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.0", "--min-ev", "-1")
+    args = live_args(
+        tiny_run, exchange["db"], "--i-understand-live-trading", "--every", "30m", "--min-prob", "0.0", "--min-ev", "-1"
+    )
     env = {broker.API_KEY_ENV: KEY, broker.API_SECRET_ENV: SECRET}
     options = ["--periods", "96", "--out", str(out), "--max-qty", "1.5", "--retries", "0"]
     result = runner.invoke(app, [*args, *options], env=env)

@@ -1002,15 +1002,28 @@ def backtest_command(
     ),
     out: Path | None = typer.Option(None, "--out", help="Output folder (default RUN/backtest)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    sweep: bool = typer.Option(
+        False,
+        "--sweep",
+        help="Pick --min-prob / --min-ev on the run's validation period (highest net per trade, 30 trades at "
+        "least), then backtest at that threshold only.",
+    ),
 ) -> None:
     """Trade the model's signals on 1-minute candles after costs, next to buy and hold and random entries."""
+    from lstm_trading.backtest.execution import ev_note
     from lstm_trading.backtest.statistics import short_period_note
+    from lstm_trading.core.timeutil import format_time as _format_utc
     from lstm_trading.report.tables import (
+        EV_CALIBRATION_HEADER,
         SIGNIFICANCE_HEADER,
         SUMMARY_HEADER,
+        SWEEP_HEADER,
         detail_rows,
+        ev_calibration_rows,
+        not_traded_rows,
         significance_rows,
         summary_rows,
+        sweep_rows,
         verdict_line,
     )
     from lstm_trading.runs.backtest import backtest_run
@@ -1052,9 +1065,15 @@ def backtest_command(
             batch_size=batch_size,
             workers=workers,
             progress=advance,
+            sweep=sweep,
         )
     _show_warnings(caught)
     stats = result.stats
+    if "sweep" in stats:
+        swept = stats["sweep"]
+        start_utc, end_utc = (_format_utc(t) for t in swept["validation_period"])
+        _print_table(f"--sweep on the validation period {start_utc} to {end_utc}", SWEEP_HEADER, sweep_rows(stats))
+        _echo_plain(swept["note"] or "chosen (*): " + ", ".join(f"{k} {v:g}" for k, v in swept["chosen"].items()))
     period = stats["period"]
     signals = stats["signals"]
     title = (
@@ -1064,6 +1083,9 @@ def backtest_command(
     _print_table(title, SUMMARY_HEADER, summary_rows(stats))
     _print_table("per trade, after costs", SIGNIFICANCE_HEADER, significance_rows(stats))
     _print_table("model", ("", ""), detail_rows(stats["model"]))
+    _print_table("moments not traded", ("reason", "moments"), not_traded_rows(stats))
+    _print_table("predicted EV against realised, by decile", EV_CALIBRATION_HEADER, ev_calibration_rows(stats))
+    _echo_plain(ev_note(result.stats["settings"]))
     charged = stats["funding"]
     paid = f"; the model paid {charged['model_paid']:,.2f}" if charged["rate"] is not None else ""
     _echo_plain(f"funding: {charged['description']}{paid}")
@@ -1241,11 +1263,13 @@ def walkforward_command(
         )
         raise typer.Exit(1)
     table = Table(title=f"Walk-forward folds ({result.trained} trained now, {result.reused} kept)")
-    columns = ("model", "fold", "test_from", "train_trades", "test_trades", "best_epoch", "log_loss",
-               "prior_log_loss", "macro_f1", "trades", "expectancy_pct", "return_pct")  # fmt: skip
-    for column in columns:
-        left = column in ("model", "fold", "test_from")
-        table.add_column(column.replace("_", " "), justify="left" if left else "right")
+    columns = {  # folds.csv's column: its header here
+        "model": "model", "fold": "fold", "train_trades": "train", "test_trades": "test", "best_epoch": "best",
+        "log_loss": "log-loss", "prior_log_loss": "prior", "macro_f1": "F1", "trades": "trades",
+        "expectancy_pct": "exp. %", "return_pct": "return %",
+    }  # fmt: skip
+    for column, header in columns.items():
+        table.add_column(header, justify="left" if column in ("model", "fold") else "right")
 
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and value != value):

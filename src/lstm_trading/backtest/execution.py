@@ -144,6 +144,20 @@ def decide(
     return Decisions(direction, p, ev, reason)
 
 
+def ev_note(settings: dict[str, object]) -> str:
+    """What the EV means with these settings (said once by backtest): exact in meaning only with the labeller's
+    levels (`--levels atr`) and a holding time equal to its horizon; with the heads' levels a heuristic."""
+    if settings.get("levels") == "atr":
+        return (
+            "EV uses k x ATR levels, the labeller's: a lower bound on the expected net return when --max-hold "
+            "equals the labeller's horizon"
+        )
+    return (
+        "EV uses the model's predicted stop and target (--levels model): a heuristic, since the labels' p was "
+        "measured at k x ATR levels (--levels atr trades those)"
+    )
+
+
 def decision_text(decisions: Decisions, i: int, config: BacktestConfig, take_profit_pct: float) -> str:
     """One moment's decision in words, as `predict` prints it: "Buy: EV 0.12 % > 0 ..." or "no trade: ..."."""
     reason, p, ev = decisions.reason[i], float(decisions.probability[i]), float(decisions.ev_pct[i])
@@ -330,8 +344,8 @@ class PositionWatch:
     The backtest feeds it the whole holding period at once (`simulate_fill`); the live loop and the replay feed
     it the candles each period brings. Fed the same candles, any cut into pieces gives the same fill
     (`tests/test_live.py` checks it), so a replay's paper fills are the backtest's. Its fields are plain
-    numbers, so the live loop can store it and resume after a restart; but `funding`, the symbol's schedule,
-    which the loop attaches again after loading.
+    numbers, so the live loop can store it and resume after a restart; `funding`, the symbol's schedule, is not
+    stored but attached again by the loop after loading.
     """
 
     order: Order

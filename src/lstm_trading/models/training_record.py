@@ -45,6 +45,7 @@ class TrainingRecord:
     class_weights: tuple[float, ...] = ()
     sources: Sources = field(default_factory=Sources)
     test_start_times: tuple[int, ...] = ()
+    val_start_times: tuple[int, ...] = ()  # the validation trades' moments: where `backtest --sweep` picks thresholds
     epochs_run: int | None = None
     seed: int | None = None
 
@@ -52,6 +53,7 @@ class TrainingRecord:
         document = asdict(self)
         document["train_period"] = list(self.train_period) if self.train_period else None
         document["test_start_times"] = list(self.test_start_times)
+        document["val_start_times"] = list(self.val_start_times)
         document["class_weights"] = list(self.class_weights)
         document["sources"] = {key: value for key, value in document["sources"].items() if value is not None}
         return document
@@ -106,6 +108,7 @@ class TrainingRecord:
             class_weights=tuple(float(w) for w in weights),
             sources=record("sources", Sources),
             test_start_times=tuple(ints("test_start_times")),
+            val_start_times=tuple(ints("val_start_times")),
             epochs_run=part("epochs_run", int, None),
             seed=part("seed", int, None),
         )

@@ -222,10 +222,15 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
                 spread("profit_factor", False),
             )
         )
+    if baselines.get("atr_levels"):
+        rows.append(row(ATR_LEVELS_NAME, baselines["atr_levels"]))
     journal = baselines.get("journal")
     if journal:
         rows.append(row(journal.get("name", "journal"), journal))
     return rows
+
+
+ATR_LEVELS_NAME = "same signals, k x ATR levels"
 
 
 def _random_runs(random: dict[str, Any]) -> int:
@@ -303,10 +308,72 @@ def significance_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
                 "(the null)",
             )
         )
+    if baselines.get("atr_levels"):
+        rows.append(row(ATR_LEVELS_NAME, baselines["atr_levels"]))
     journal = baselines.get("journal")
     if journal:
         rows.append(row(journal.get("name", "journal"), journal))
     return [r for r in rows if r is not None]
+
+
+NOT_TRADED_NAMES = {
+    "no_window": "no usable window (a gap or its warm-up)",
+    "tp_below_costs": "take profit does not pay the costs",
+    "ev_below_min": "EV at or below min-ev",
+    "prob_below_min": "P below min-prob",
+    "position_open": "a position was open",
+    "daily_loss_limit": "daily loss limit",
+    "no_equity": "no equity left",
+    "no_candle": "no candle to enter at",
+}
+
+
+def not_traded_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """Why moments were not traded: the decision rule's reasons, then the account's (signals it refused)."""
+    counts = dict(stats.get("not_traded") or {})
+    for key, value in (stats["model"].get("skipped") or {}).items():
+        counts[key] = counts.get(key, 0) + int(value)
+    return [(NOT_TRADED_NAMES.get(key, str(key)), f"{value:,}") for key, value in counts.items() if value]
+
+
+EV_CALIBRATION_HEADER = ("trades", "predicted EV", "mean predicted EV", "realised net / trade")
+
+
+def ev_calibration_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The model's trades by predicted-EV bin against what they earned (`statistics.ev_calibration`)."""
+    return [
+        (
+            str(row["trades"]),
+            f"{row['ev_low']:+.3f} to {row['ev_high']:+.3f} %",
+            _pct(row["mean_ev_pct"]),
+            _pct(row["mean_return_pct"]),
+        )
+        for row in stats["model"].get("ev_calibration") or []
+    ]
+
+
+SWEEP_HEADER = ("min-prob", "min-ev", "trades", "net / trade", "return")
+
+
+def sweep_rows(stats: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The validation grid of `backtest --sweep`, the chosen cell marked."""
+    sweep = stats.get("sweep")
+    if not sweep:
+        return []
+    chosen = sweep.get("chosen") or {}
+    rows: list[tuple[str, ...]] = []
+    for cell in sweep["grid"]:
+        mark = " *" if cell["min_prob"] == chosen.get("min_prob") and cell["min_ev"] == chosen.get("min_ev") else ""
+        rows.append(
+            (
+                f"{cell['min_prob']:g}{mark}",
+                f"{cell['min_ev']:+g} %",
+                str(cell["trades"]),
+                _pct(cell["expectancy_pct"]),
+                f"{cell['total_return_pct']:+.2f} %",
+            )
+        )
+    return rows
 
 
 def verdict_line(stats: dict[str, Any]) -> str | None:

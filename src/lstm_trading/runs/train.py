@@ -380,6 +380,7 @@ def _save(
             class_weights=tuple(float(w) for w in class_weights(split.train.label, config.train.class_weighting)),
             sources=sources or Sources(),
             test_start_times=tuple(int(t) for t in split.test.start_time),
+            val_start_times=tuple(int(t) for t in split.val.start_time),
             epochs_run=epochs_run,
             seed=config.train.seed,
         ),
