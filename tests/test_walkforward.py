@@ -236,6 +236,7 @@ def _levels_and_exits(trades: pd.DataFrame) -> pd.DataFrame:
 def test_stitched_trades_equal_per_fold_backtests_where_no_position_crosses(wf_out: Path, wf_db: Path) -> None:
     from lstm_trading.backtest.results import run_backtest
     from lstm_trading.models.bundle import load_bundle
+    from lstm_trading.runs.candles import symbol_funding
     from lstm_trading.runs.walkforward import fold_candles
 
     config = wf_config()
@@ -252,7 +253,7 @@ def test_stitched_trades_equal_per_fold_backtests_where_no_position_crosses(wf_o
             warnings.simplefilter("ignore")
             alone = run_backtest(
                 load_bundle(wf_out / "folds" / row.fold), candles, start=start, end=end, config=config.backtest,
-                random_runs=5,
+                random_runs=5, funding=symbol_funding(wf_db, "ETHUSDT", config.backtest.funding).schedule,
             ).model.trades()  # fmt: skip
         mine = stitched[stitched["model"] == row.fold]
         carried_in = ((stitched["entry_time"] < start) & (stitched["exit_time"] > start)).any()
@@ -339,11 +340,37 @@ def test_a_rerun_with_other_settings_or_candles_is_refused_and_changes_nothing(
     record = json.loads(next((out / "folds").glob("*/fold.json")).read_text())
     with CandleStore(db) as store:
         candles = store.read("ETHUSDT", start=record["test_start"], end=record["test_start"] + MINUTE)
-        candles["close"] *= 1.001
+        candles["close"] = candles["high"]  # a repaired close, inside the candle's range
         store.upsert("ETHUSDT", candles, replace=True, source="a repaired minute")
-    with pytest.raises(DataError, match=f"fold {record['run']}: its candles in .* changed since it was trained"):
+    with pytest.raises(DataError, match=f"fold {record['fold']}: its candles in .* changed since it was trained"):
         run_wf(db, out)
     assert snapshot(out) == before
+
+
+def test_a_failed_fold_is_named_the_others_finish_and_no_summary_is_written(
+    wf_out: Path, cli_args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lstm_trading.runs.walkforward as walkforward
+
+    out = tmp_path / "wf"
+    shutil.copytree(wf_out, out)
+    lstm, gbm = sorted((out / "folds").iterdir())[-2:]
+    (lstm / "fold.json").unlink()
+    (gbm / "fold.json").unlink()
+    real = walkforward.train_fold
+
+    def failing(task: Any) -> Any:
+        if task.kind == "gbm":
+            raise DataError("the disk is full")
+        return real(task)
+
+    monkeypatch.setattr(walkforward, "train_fold", failing)
+    result = CliRunner().invoke(app, [*cli_args, "--out", str(out), "--train-span", "36h", "--test-span", "12h"])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert f"fold {gbm.name} failed: the disk is full" in result.output
+    assert result.stderr.startswith(f"error: 1 fold(s) failed ({gbm.name}); no summary.json written")
+    assert (lstm / "fold.json").exists() and not (gbm / "fold.json").exists()
+    assert not (out / "summary.json").exists()
 
 
 # --- executors ---

@@ -486,9 +486,31 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _ray_fold(task: FoldTask) -> FoldOutcome:
+SHIPPED_SKIP = ("checkpoints", "tensorboard")  # what a Ray task's fold folder keeps on its node
+
+
+def _ray_fold(task: FoldTask) -> tuple[FoldOutcome, dict[str, bytes]]:
+    """A fold as a Ray task: trained on whichever node runs it, its folder (but the checkpoints) sent back, so the
+    driver's --out holds every finished fold without a shared file system."""
     pin_threads()
-    return train_fold(task)
+    outcome = train_fold(task)
+    files = {
+        str(path.relative_to(task.run_dir)): path.read_bytes()
+        for path in sorted(task.run_dir.rglob("*"))
+        if path.is_file() and path.relative_to(task.run_dir).parts[0] not in SHIPPED_SKIP
+    }
+    return outcome, files
+
+
+def _receive(task: FoldTask, files: dict[str, bytes]) -> None:
+    """Write a Ray task's fold folder where the driver keeps it (nothing to do where the node shares the disk);
+    its record last, as on the node."""
+    record = WalkForwardFolder.fold_record(RunFolder(task.run_dir)).name
+    for name in sorted(files, key=lambda name: name == record):
+        target = task.run_dir / name
+        if not (target.exists() and target.read_bytes() == files[name]):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(target, files[name])
 
 
 def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
@@ -547,7 +569,8 @@ def _run_ray(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: R
             for ref in done:
                 task = pending.pop(ref)
                 try:
-                    outcome = ray.get(ref)
+                    outcome, files = ray.get(ref)
+                    _receive(task, files)
                 except Exception as error:  # noqa: BLE001 - a RayTaskError wraps the fold's own error
                     report(task, None, getattr(error, "cause", None) or error)
                 else:
@@ -605,7 +628,7 @@ def check_settings(folder: WalkForwardFolder, document: dict[str, Any]) -> None:
         raise DataError(f"{folder.settings}: unreadable ({error}); rerun with --overwrite to start over") from None
     old, new = _flat(recorded), _flat(json_safe(document))
     differing = [
-        f"{key} = {new.get(key)!r} (the folds have {old.get(key)!r})"
+        f"{key.removeprefix('config.')} = {new.get(key)!r} (the folds have {old.get(key)!r})"
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key)
     ]
@@ -661,9 +684,9 @@ def build_tasks(
                     purged=dict(fold.split.purged),
                     trades=trades,
                     config=fold_config,
-                    db=db,
+                    db=db.resolve(),  # a worker (a Ray node) need not share the driver's working folder
                     symbol=symbol,
-                    run_dir=run_dir,
+                    run_dir=run_dir.resolve(),
                     candles_sha256=fingerprint,
                     settings_sha256=inputs,
                     sources=loaded.sources,
