@@ -39,7 +39,8 @@ def test_report_assembles_every_figure(
     write_journal(journal, tiny_trades[["start_time", "entry_price", "side", "stop_loss", "take_profit"]])
     evaluated = runner.invoke(app, ["evaluate", str(run), "--db", str(tiny_db), "--trades", str(journal)])
     assert evaluated.exit_code == 0, evaluated.output
-    tested = runner.invoke(app, ["backtest", str(run), "--db", str(tiny_db), "--min-prob", "0.4", "--no-progress"])
+    backtest = ["backtest", str(run), "--db", str(tiny_db), "--min-prob", "0", "--min-ev", "-1", "--no-progress"]
+    tested = runner.invoke(app, backtest)
     assert tested.exit_code == 0, tested.output
     result = runner.invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
@@ -52,6 +53,8 @@ def test_report_assembles_every_figure(
         assert f'<figure id="{name}"><img alt="{html.escape(title)}" src="data:image/png;base64,' in page, name
     assert len(re.findall(r'src="(?!data:)', page)) == 0  # self-contained: nothing outside the file
     for text in ("macro-F1", "buy and hold", "random entries", "Stop loss and take profit errors"):
+        assert text in page
+    for text in ("Moments not traded", "Predicted EV against realised", "same signals, k x ATR levels"):
         assert text in page
 
 

@@ -216,6 +216,9 @@ def test_outputs_folds_table_and_verdict(wf_out: Path) -> None:
     significance = stats["model"]["significance"]
     assert lstm["verdict"] == significance["verdict"] and lstm["p_random_entries"] == significance["p_random_entries"]
     assert summary["verdict"] == lstm["sentence"] and summary["verdict"].startswith(lstm["verdict"] + ": ")
+    # the machinery has power: the hindsight journal's trades (labels that saw the future) beat every random run
+    hindsight = stats["baselines"]["journal"]["significance"]
+    assert hindsight["p_random_entries"] == pytest.approx(1 / (1 + hindsight["random_runs"]))
     judged = lstm_rows["beats_prior"].dropna()
     assert lstm["folds_with_log_loss"] == len(judged) and lstm["folds_beating_prior"] == int(judged.astype(bool).sum())
     assert "total_seconds" in summary["timings"] and "seconds" not in " ".join(folds.columns)

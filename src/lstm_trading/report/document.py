@@ -29,7 +29,18 @@ from lstm_trading.report.figures import (
     evaluation_figures,
     plot_loss_curves,
 )
-from lstm_trading.report.tables import SIGNIFICANCE_HEADER, _utc, detail_rows, significance_rows, verdict_line
+from lstm_trading.report.tables import (
+    EV_CALIBRATION_HEADER,
+    SIGNIFICANCE_HEADER,
+    SWEEP_HEADER,
+    _utc,
+    detail_rows,
+    ev_calibration_rows,
+    not_traded_rows,
+    significance_rows,
+    sweep_rows,
+    verdict_line,
+)
 
 # --- the HTML report ---
 
@@ -128,7 +139,9 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
         sections.append(
             f"<h2>Backtest {html.escape(period['start_utc'])} to {html.escape(period['end_utc'])}</h2>"
             f"<p>{stats['moments']} decision moments every {settings['every_seconds'] // 60} min, minimum "
-            f"probability {settings['min_prob']}, fee {100 * settings['fee']:.3f} % and slippage "
+            f"probability {settings['min_prob']}, minimum EV {settings.get('min_ev', 0):g} % with "
+            f"{html.escape(str(settings.get('levels', 'model')))} levels, fee {100 * settings['fee']:.3f} % and "
+            "slippage "
             f"{100 * settings['slippage']:.3f} % per side, maximum hold {settings['max_hold_seconds'] / 3600:g} h. "
             "Fills: entry at the open of the candle opening at the moment; stop assumed first when stop and "
             "target fall in one candle "
@@ -152,6 +165,27 @@ def write_report(run_dir: Path, backtest_dir: Path | None = None) -> Report:
             )
         model = stats["model"]
         sections.append(_table(("model", ""), detail_rows(model)))
+        if stats.get("sweep"):
+            sweep = stats["sweep"]
+            chosen = sweep.get("chosen")
+            sections.append(
+                "<h3>Thresholds chosen on the validation period (--sweep)</h3><p>"
+                + html.escape(
+                    sweep["note"] or "chosen (*): " + ", ".join(f"{k} {v:g}" for k, v in (chosen or {}).items())
+                )
+                + "</p>"
+                + _table(SWEEP_HEADER, sweep_rows(stats))
+            )
+        not_traded = not_traded_rows(stats)
+        if not_traded:
+            sections.append("<h3>Moments not traded</h3>" + _table(("reason", "moments"), not_traded))
+        calibration = ev_calibration_rows(stats)
+        if calibration:
+            sections.append(
+                "<h3>Predicted EV against realised net return per trade</h3><p>The model's trades by decile of "
+                "the EV they were taken at. EV counts every non-win as a full stop, so a rule whose EV means what "
+                "it says realises at least its prediction on average.</p>" + _table(EV_CALIBRATION_HEADER, calibration)
+            )
     figures: dict[str, Path] = {}
     missing: dict[str, str] = {}
     blocks: list[str] = []
