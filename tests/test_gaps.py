@@ -117,3 +117,28 @@ def test_the_replay_across_a_long_gap_pauses_entries_and_equals_the_backtest(tin
     decisions = [e for e in events if e.get("action") is not None and paused_from <= e.get("at", 0) < resumed_at]
     assert decisions and {d["reason"] for d in decisions} == {"gap_warm_up"}
     assert not any(d["action"] == "open" for d in decisions)
+
+
+def test_ingest_prints_the_long_gaps_and_label_counts_the_moments_they_skip(gapped, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from lstm_trading.core.config import FeatureConfig, LabelConfig
+    from lstm_trading.features.compute import compute_features
+    from lstm_trading.samples.labels import label_first_touch
+
+    _, candles = gapped
+    csv = tmp_path / "gapped.csv"
+    candles.to_csv(csv, index=False)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["ingest", "csv", str(csv), "--db", str(tmp_path / "new.db"), "--symbol", "ETHUSDT"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "long gaps (over 60 minutes): 1, 180 missing minutes, the longest 180 from " in result.output
+    assert "8,000 minutes of warm-up are not traded or trained on" in result.output
+    config = FeatureConfig(warmup_minutes=600)
+    labelled = label_first_touch(
+        candles, compute_features(candles, config), LabelConfig(every_seconds=600, horizon_seconds=3_600)
+    )
+    # after the long gap, the warm-up's 600 minutes plus the slowest indicator's start are skipped, and counted
+    warm = rows_dropped(config)
+    assert labelled.skipped["in_warm_up"] == pytest.approx(warm / 10, abs=2)
+    assert labelled.skipped["in_gap"] == GAP_MINUTES // 10 + SHORT_MINUTES // 10
+    assert len(labelled.trades) > 0

@@ -277,6 +277,18 @@ def ingest_exchange(
     if result.gaps:
         gaps += f" (`lstm-trading gaps --db {db} --symbol {symbol}` lists them; --since fetches them again)"
     console.print(gaps, markup=False, highlight=False, soft_wrap=True)
+    _print_long_gaps(result.gaps)
+
+
+def _print_long_gaps(gaps: Any) -> None:
+    """The gaps that split the history into segments, with the default feature settings (`FeatureConfig`)."""
+    from lstm_trading.core.config import FeatureConfig
+    from lstm_trading.data.candles import describe_long_gaps
+
+    features = FeatureConfig()
+    line = describe_long_gaps(gaps, features.max_gap_minutes, features.warmup_minutes)
+    if line is not None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @ingest_app.command("funding")
@@ -387,6 +399,7 @@ def ingest_csv(
         span = f"{format_time(held[0])} to {format_time(held[1])}"
         console.print(f"held: {span} ({held[2]:,} candles)", markup=False, highlight=False, soft_wrap=True)
     console.print(f"gaps: {describe_gaps(gaps)}", markup=False, highlight=False, soft_wrap=True)
+    _print_long_gaps(gaps)
 
 
 @db_app.command("migrate")
@@ -510,6 +523,7 @@ def label_command(
     from lstm_trading.core.timeutil import parse_fraction
     from lstm_trading.data.journal import write_journal
     from lstm_trading.runs.features import candles_and_features
+    from lstm_trading.data.candles import find_gaps
     from lstm_trading.samples.labels import cost_warning, label_first_touch
 
     if out.suffix.lower() != ".xlsx":
@@ -553,6 +567,12 @@ def label_command(
         f"{reasons['costs']:,} too small for the costs"
     )
     say(f"median minutes to first touch (of the winning take profits): {result.median_minutes_to_touch:g}")
+    _print_long_gaps(find_gaps(candles["timestamp"].to_numpy()))
+    if any(result.skipped.values()):
+        say(
+            f"skipped moments: {result.skipped['in_warm_up']:,} inside the warm-up after a long gap, "
+            f"{result.skipped['in_gap']:,} inside gaps (no candle to enter at)"
+        )
     say(
         f"costs: {2 * (config.fee + config.slippage):.3%} round trip = {result.cost_share_of_median_tp:.1%} of the "
         "median take-profit distance"
@@ -1139,7 +1159,9 @@ def walkforward_command(
     step: str | None = typer.Option(None, "--step", help="Between fold starts (default: the test span; not shorter)."),
     scheme: str = typer.Option("sliding", "--scheme", help="sliding (the last --train-span) or expanding (all)."),
     val: float = typer.Option(0.15, "--val", help="Share of a fold's training trades, the latest, for validation."),
-    purge: str | None = typer.Option(None, "--purge", help="Label horizon for the purge (default: the journal's)."),
+    purge: str | None = typer.Option(
+        None, "--purge", help="Label horizon for the purge when the journal records none (default 24h)."
+    ),
     out: Path = typer.Option(Path("wf"), "--out", help="Walk-forward folder (folds/, oos/, folds.csv, ...)."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML configuration; flags override it."),
     max_len: int | None = typer.Option(None, "--max-len", help="Window length in minutes (default 129600)."),
@@ -1188,11 +1210,10 @@ def walkforward_command(
     backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
     from dataclasses import replace
 
-    from rich.table import Table
-
     from lstm_trading.core.config import load_config
     from lstm_trading.core.errors import ConfigError
     from lstm_trading.core.timeutil import parse_fraction
+    from lstm_trading.report.tables import text_table
     from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
 
     labelling = {"--label-every": label_every, "--horizon": horizon, "--k-sl": k_sl, "--k-tp": k_tp}
@@ -1262,24 +1283,21 @@ def walkforward_command(
             soft_wrap=True,
         )
         raise typer.Exit(1)
-    table = Table(title=f"Walk-forward folds ({result.trained} trained now, {result.reused} kept)")
     columns = {  # folds.csv's column: its header here
         "model": "model", "fold": "fold", "train_trades": "train", "test_trades": "test", "best_epoch": "best",
         "log_loss": "log-loss", "prior_log_loss": "prior", "macro_f1": "F1", "trades": "trades",
         "expectancy_pct": "exp. %", "return_pct": "return %",
     }  # fmt: skip
-    for column, header in columns.items():
-        table.add_column(header, justify="left" if column in ("model", "fold") else "right")
 
     def cell(value: Any) -> str:
         if value is None or (isinstance(value, float) and value != value):
             return "-"
         return f"{value:.3f}" if isinstance(value, float) else str(value)
 
-    for row in result.rows:
-        if row["status"] == "trained":
-            table.add_row(*(cell(row[column]) for column in columns))
-    console.print(table)
+    rows = [[cell(row[column]) for column in columns] for row in result.rows if row["status"] == "trained"]
+    _echo_plain(f"walk-forward folds ({result.trained} trained now, {result.reused} kept):")
+    for line in text_table(list(columns.values()), rows):
+        _echo_plain(line)
     _echo_plain(f"wrote {out / 'folds.csv'}, {out / 'oos'}, {out / 'summary.json'} and {result.report}")
     main = model_kind
     for kind, figures in result.verdicts.items():  # the main model's verdict last

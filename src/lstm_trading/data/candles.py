@@ -67,6 +67,21 @@ def describe_gaps(gaps: list[Gap], largest: int = 3) -> str:
     return f"{len(gaps):,} gap{'s' if len(gaps) > 1 else ''}, {total:,} missing minutes; largest: {parts}"
 
 
+def describe_long_gaps(gaps: list[Gap], max_gap_minutes: int, warmup_minutes: int) -> str | None:
+    """The gaps that split the history into segments (longer than `features.max_gap_minutes`, DESIGN.md
+    "Gaps") in one line: count, total and longest, and what they cost; None when there is none."""
+    long = [gap for gap in gaps if gap.minutes > max_gap_minutes]
+    if not long:
+        return None
+    total = sum(gap.minutes for gap in long)
+    longest = max(long, key=lambda gap: (gap.minutes, -gap.first_missing))
+    return (
+        f"long gaps (over {max_gap_minutes} minutes): {len(long):,}, {total:,} missing minutes, the longest "
+        f"{longest.minutes:,} from {format_time(longest.first_missing)}; each starts a new segment whose indicators "
+        f"restart and whose first {warmup_minutes:,} minutes of warm-up are not traded or trained on"
+    )
+
+
 def empty_candles() -> pd.DataFrame:
     """A candle frame with no rows and the right dtypes."""
     return pd.DataFrame(

@@ -81,6 +81,7 @@ def folds_figure(folds: pd.DataFrame) -> Figure | None:
     top.set_title("Each fold's model on its test trades, against its class prior (lower is better)")
     top.grid(alpha=0.3)
     top.legend(fontsize="small")
+    bottom.set_xticks(sorted(set(trained["k"].astype(int))))
     bottom.axhline(0, color="black", linewidth=0.8)
     bottom.set_ylabel("% per trade")
     bottom.set_xlabel("fold")

@@ -87,7 +87,7 @@ class WalkForwardSettings:
     step: int | None = None
     scheme: str = "sliding"
     val: float = 0.15
-    purge_seconds: int | None = None  # None: the journal's label horizon, else split.purge_seconds
+    purge_seconds: int | None = None  # for a journal that records no label horizon (None: split.purge_seconds)
     model: str = LSTM_KIND
     baseline: str = GBM_KIND
     fold_workers: int | None = None  # None: one per core
@@ -249,10 +249,8 @@ def load_walkforward(
             end = int(candles["timestamp"].iloc[-1]) + MINUTE
         matrix = feature_matrix(candles, config.features, symbol=symbol, cache_dir=cache_dir)
         samples, _ = build_samples(matrix, trades, config.targets)
-    if settings.purge_seconds is not None:
-        horizon = settings.purge_seconds
-    elif horizon is None:
-        horizon = config.split.purge_seconds
+    if horizon is None:  # as `train`: the journal's own horizon, else --purge, else split.purge_seconds
+        horizon = settings.purge_seconds if settings.purge_seconds is not None else config.split.purge_seconds
     fold_settings = FoldSettings(
         settings.train_span, settings.test_span, settings.step, settings.scheme, settings.val, horizon
     )
@@ -339,7 +337,7 @@ def fold_candles(db: Path, symbol: str, train_start: int, test_end: int, config:
     from lstm_trading.runs.candles import candles_for_moments
 
     history = history_minutes(config.features, config.targets.max_len)
-    return candles_for_moments(db, symbol, train_start, test_end, history, needed_by=f"fold {name}")
+    return candles_for_moments(db, symbol, train_start, test_end, history, needed_by=f"the trades of fold {name}")
 
 
 def train_fold(task: FoldTask) -> FoldOutcome:
@@ -1020,8 +1018,8 @@ def walkforward_run(
     stride = settings.step or settings.test_span
     if stride > settings.test_span:
         echo(
-            f"--step is {(stride - settings.test_span) / 86_400:g} days longer than --test-span: no model decides "
-            "between test periods (no position opens there)"
+            f"--step is {(stride - settings.test_span) / 3600:g} h longer than --test-span: no model decides in "
+            "the gaps between test periods (no position opens there)"
         )
     if outcomes:
         echo(f"{len(outcomes)} of {len(tasks)} folds finished before, with the same settings and candles: kept")

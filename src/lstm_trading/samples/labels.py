@@ -44,6 +44,9 @@ class LabelResult:
     median_minutes_to_touch: float
     cost_share_of_median_tp: float
     invalid_reasons: dict[str, int] = field(default_factory=dict)
+    # moments on the sampling grid left out: no candle opens there (a gap), or no feature row is closed by then
+    # (the warm-up after a long gap): counted, never an error while other moments remain
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,15 @@ def sample_moments(
     config: LabelConfig,
     start: int | None = None,
     end: int | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[str, int]]:
     """The moments to label: multiples of `every` (from the epoch, so hourly moments fall on the hour) in
     `[start, end)` with a candle opening at `t`, features for the candle closed at `t` (row `t - 60`), and the
-    whole horizon inside the data (`t + horizon <= last close`).
+    whole horizon inside the data (`t + horizon <= last close`); and how many grid moments after the first
+    feature row were left out, `in_gap` (no candle opens at `t`) and `in_warm_up` (a candle, but no feature row:
+    the warm-up after a long gap).
     """
     if len(candle_times) == 0 or len(feature_times) == 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), {"in_gap": 0, "in_warm_up": 0}
     every = config.every_seconds
     lo = int(feature_times[0]) + MINUTE
     if start is not None:
@@ -118,7 +123,11 @@ def sample_moments(
     moments = np.arange(first, max(hi, first), every, dtype=np.int64)
     has_candle = np.isin(moments, candle_times, assume_unique=True)
     has_features = np.isin(moments - MINUTE, feature_times, assume_unique=True)
-    return moments[has_candle & has_features]
+    skipped = {
+        "in_gap": int(np.count_nonzero(~has_candle)),
+        "in_warm_up": int(np.count_nonzero(has_candle & ~has_features)),
+    }
+    return moments[has_candle & has_features], skipped
 
 
 @dataclass(frozen=True)
@@ -290,7 +299,7 @@ def label_first_touch(
     if "atr" not in features.columns:
         raise DataError("features lack the 'atr' column; pass the frame that compute_features returns")
     times, prices = candle_arrays(candles)
-    moments = sample_moments(times, features.index.to_numpy(dtype=np.int64), config, start, end)
+    moments, skipped = sample_moments(times, features.index.to_numpy(dtype=np.int64), config, start, end)
     entries = _entries(times, prices["open"], features, config, moments)
     levels = _levels(entries.entry, entries.atr, config)
     horizon_rows = -(-config.horizon_seconds // MINUTE)
@@ -314,6 +323,7 @@ def label_first_touch(
         median_minutes_to_touch=_median_minutes_to_touch(times, entries, touches, outcome),
         cost_share_of_median_tp=_cost_share(entries, levels, config),
         invalid_reasons=_invalid_reasons(outcome),
+        skipped=skipped,
     )
 
 
