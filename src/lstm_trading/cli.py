@@ -518,12 +518,12 @@ def label_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out journal."),
 ) -> None:
     """Make a trade journal from the candles: Buy or Sell where the take profit is touched before the stop."""
-    from lstm_trading.core.config import Config
+    from lstm_trading.core.config import Config, round_trip
     from lstm_trading.core.errors import ConfigError, DataError
     from lstm_trading.core.timeutil import parse_fraction
+    from lstm_trading.data.candles import find_gaps
     from lstm_trading.data.journal import write_journal
     from lstm_trading.runs.features import candles_and_features
-    from lstm_trading.data.candles import find_gaps
     from lstm_trading.samples.labels import cost_warning, label_first_touch
 
     if out.suffix.lower() != ".xlsx":
@@ -574,8 +574,8 @@ def label_command(
             f"{result.skipped['in_gap']:,} inside gaps (no candle to enter at)"
         )
     say(
-        f"costs: {2 * (config.fee + config.slippage):.3%} round trip = {result.cost_share_of_median_tp:.1%} of the "
-        "median take-profit distance"
+        f"costs: {round_trip(config.fee, config.slippage):.3%} round trip = {result.cost_share_of_median_tp:.1%} "
+        "of the median take-profit distance"
     )
     warning = cost_warning(result)
     if warning is not None:

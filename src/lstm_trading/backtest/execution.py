@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_trading.backtest.funding import NO_FUNDING, FundingSchedule
-from lstm_trading.core.config import BacktestConfig
+from lstm_trading.core.config import BacktestConfig, round_trip
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import DAY, MINUTE
 
@@ -81,7 +81,7 @@ class Costs:
 
 def round_trip_pct(config: BacktestConfig) -> float:
     """Fees and slippage of entering and leaving, in % of the entry price: what a trade must earn to break even."""
-    return 100 * 2 * (config.fee + config.slippage)
+    return 100 * round_trip(config.fee, config.slippage)
 
 
 TRADE = "trade"

@@ -29,6 +29,7 @@ from lstm_trading.backtest.execution import (
     Trader,
     book_fill,
     bracket_prices,
+    round_trip_pct,
     simulate_fill,
 )
 from lstm_trading.backtest.funding import FundingSchedule
@@ -225,7 +226,7 @@ def moment_exits(
     usable window (`Signals.usable`: inside a gap or the warm-up after one) are left out: no strategy can trade
     there, so no random run may either."""
     costs = Costs(config.fee, config.slippage)
-    round_trip_pct = 100 * 2 * (config.fee + config.slippage)
+    cost_pct = round_trip_pct(config)
     kept, fills = [], []
     for i in np.argsort(at, kind="stable"):
         row = candles.index_at(int(at[i]))
@@ -260,7 +261,7 @@ def moment_exits(
         fills=fills,
         exit_time=exit_time,
         return_pct=returns,
-        eligible=take_profit > round_trip_pct,
+        eligible=take_profit > cost_pct,
         funding=funding,
     )
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_trading.backtest.execution import CandleArrays
-from lstm_trading.core.config import BacktestConfig
+from lstm_trading.core.config import BacktestConfig, round_trip
 from lstm_trading.core.timeutil import DAY, MINUTE
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def statistics(simulation: Simulation, candles: CandleArrays, config: BacktestCo
     pnl = np.array([f.pnl for f in fills])
     wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
     tp_share = np.array([f.order.take_profit_pct / 100 for f in fills])
-    round_trip = 2 * (config.fee + config.slippage)
+    costs = round_trip(config.fee, config.slippage)
     held = np.array([(f.exit_time - f.entry_time) / MINUTE for f in fills])
     reasons = [f.reason for f in fills]
     return {
@@ -89,7 +89,7 @@ def statistics(simulation: Simulation, candles: CandleArrays, config: BacktestCo
         "average_minutes_held": _finite(float(held.mean())) if len(fills) else None,
         "fees_paid": float(sum(f.fees for f in fills)),
         "slippage_paid": float(sum(f.slippage_cost for f in fills)),
-        "costs_share_of_average_tp": _finite(round_trip / tp_share.mean()) if len(fills) else None,
+        "costs_share_of_average_tp": _finite(costs / tp_share.mean()) if len(fills) else None,
         "exits": {reason: reasons.count(reason) for reason in ("stop_loss", "take_profit", "max_hold", "end_of_data")},
         "same_candle": int(sum(f.same_candle for f in fills)),
         "signals": simulation.signals,

@@ -29,6 +29,12 @@ LEVELS = ("model", "atr")  # where SL and TP come from when trading (DESIGN.md "
 CLASS_WEIGHTINGS = ("inverse", "none")  # how the classification loss weights the classes (DESIGN.md "Probabilities")
 
 
+def round_trip(fee: float, slippage: float) -> float:
+    """Fees and slippage of entering and leaving, as a fraction of the entry price: what a trade must earn to
+    break even (the labeller, the decision rule and the backtest's figures all use this one definition)."""
+    return 2 * (fee + slippage)
+
+
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")

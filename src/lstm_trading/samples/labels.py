@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_trading.core.config import LabelConfig
+from lstm_trading.core.config import LabelConfig, round_trip
 from lstm_trading.core.errors import DataError
 from lstm_trading.core.timeutil import MINUTE
 from lstm_trading.features.compute import candle_arrays
@@ -195,7 +195,7 @@ def _decide(touches: _Touches, levels: _Levels, entry: np.ndarray, config: Label
     # Strictly before: when stop and target fall in the same candle, the stop is assumed first (pessimistic).
     long_first = touches.long_tp < touches.long_sl
     short_first = touches.short_tp < touches.short_sl
-    pays = levels.tp_distance > 2.0 * (config.fee + config.slippage) * entry
+    pays = levels.tp_distance > round_trip(config.fee, config.slippage) * entry
     return _Outcome(
         long_first=long_first,
         short_first=short_first,
@@ -235,7 +235,7 @@ def _cost_share(entries: _Entries, levels: _Levels, config: LabelConfig) -> floa
     """Round-trip costs over the median take-profit distance, both as fractions of entry; NaN with no moments."""
     if not len(entries.moments):
         return float("nan")
-    return float(2.0 * (config.fee + config.slippage) / np.median(levels.tp_distance / entries.entry))
+    return float(round_trip(config.fee, config.slippage) / np.median(levels.tp_distance / entries.entry))
 
 
 def _meta(config: LabelConfig, symbol: str | None) -> dict[str, float | int | str]:
