@@ -48,8 +48,9 @@ def wf_config():  # type: ignore[no-untyped-def]
 def wf_settings(**changes: Any):  # type: ignore[no-untyped-def]
     from lstm_trading.runs.walkforward import WalkForwardSettings
 
+    # the stitching tests trade the settings' thresholds; the per-fold sweep has its own test
     base = WalkForwardSettings(
-        train_span=TRAIN_SPAN, test_span=TEST_SPAN, random_runs=50, fold_workers=1, accelerator="cpu"
+        train_span=TRAIN_SPAN, test_span=TEST_SPAN, random_runs=50, fold_workers=1, accelerator="cpu", sweep=False
     )
     return replace(base, **changes)
 
@@ -449,3 +450,37 @@ def test_ray_not_installed_names_the_extra(
         "error: --executor ray: Ray is not installed; install the cluster extra: pip install 'lstm-trading[cluster]'\n"
     )
     assert not (tmp_path / "wf").exists()
+
+
+@pytest.mark.parametrize("min_trades", [30, 3])
+def test_each_folds_thresholds_are_chosen_on_its_own_validation_period(
+    wf_out: Path, wf_db: Path, tmp_path, monkeypatch, min_trades: int
+) -> None:  # type: ignore[no-untyped-def]
+    """The decisions issue's sweep per fold: the grid traded on the fold's validation period (never its test),
+    its best cell with enough trades applied to the fold's test moments; a fold without one does not trade.
+    The tiny folds' validation periods hold fewer than the rule's 30 trades, so a lower bar is tried too."""
+    from lstm_trading.backtest import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "MIN_SWEEP_TRADES", min_trades)
+    out = Path(shutil.copytree(wf_out, tmp_path / "wf"))
+    config = wf_config().with_overrides("backtest", fee=0.0005)  # costs make the cells differ
+    result = run_wf(wf_db, out, config=config, sweep=True)
+    assert not result.failures and result.trained == 0  # the folds are reused: only the stitching is redone
+    stats = json.loads((out / "oos" / "stats.json").read_text())
+    trades = pd.read_csv(out / "oos" / "trades.csv")
+    folds = folds_frame(out).set_index("fold")
+    chosen_any = False
+    for fold in stats["folds"]:
+        sweep = fold["sweep"]
+        assert sweep["validation_period"][1] <= fold["test_start"]  # chosen before its test period begins
+        eligible = [cell for cell in sweep["grid"] if cell["trades"] >= min_trades]
+        mine = trades[trades["model"] == fold["model"]]
+        chosen_any = chosen_any or bool(eligible)
+        if eligible:
+            best = max(eligible, key=lambda cell: cell["expectancy_pct"])
+            assert sweep["chosen"] == {"min_prob": best["min_prob"], "min_ev": best["min_ev"]}
+            assert folds.loc[fold["model"], "min_prob"] == best["min_prob"]
+            assert (mine["probability"] >= best["min_prob"]).all()
+        else:
+            assert sweep["chosen"] is None and len(mine) == 0
+    assert chosen_any == (min_trades == 3)  # both branches are exercised

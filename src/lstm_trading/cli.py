@@ -468,6 +468,25 @@ def gaps_command(
 
 # --- features, label (runs/features.py, samples/labels.py) ---
 
+FEATURE_SET_OPTION = typer.Option(
+    None,
+    "--feature-set",
+    help="seed (default: the original 13 changes) or levels (the same indicators as scale-free levels against "
+    "price; README, Features).",
+)
+WITH_OPTION = typer.Option(
+    None,
+    "--with",
+    "--with-symbols",
+    help="Add another symbol's features from the same --db, aligned on the minute (repeatable: --with BTCUSDT).",
+)
+
+
+def _feature_overrides(config: Any, feature_set: str | None, with_symbols: list[str] | None) -> Any:
+    return config.with_overrides(
+        "features", feature_set=feature_set, with_symbols=tuple(with_symbols) if with_symbols else None
+    )
+
 
 @app.command("features")
 def features_command(
@@ -477,17 +496,21 @@ def features_command(
     start: str | None = typer.Option(None, "--from", help="Only rows from this moment (ISO or Unix time)."),
     end: str | None = typer.Option(None, "--to", help="Only rows before this moment (ISO or Unix time)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    feature_set: str | None = FEATURE_SET_OPTION,
+    with_symbols: list[str] | None = WITH_OPTION,
 ) -> None:
-    """Write the 13 features (and the ATR level) of each minute after the warm-up, for inspection."""
+    """Write the features (13 per symbol) and the ATR level of each minute after the warm-up, for inspection."""
+    from lstm_trading.core.config import Config
     from lstm_trading.core.errors import DataError
-    from lstm_trading.features.compute import FEATURE_NAMES, features_file_format, write_features
+    from lstm_trading.features.compute import features_file_format, write_features
     from lstm_trading.runs.features import candles_and_features
 
+    config = _feature_overrides(Config(), feature_set, with_symbols).features
     features_file_format(out)  # a wrong suffix fails now, not after the features are computed
     _refuse_existing(out, overwrite)
     first = _moment(start, "--from")
     last = _moment(end, "--to")
-    _, features = candles_and_features(db, symbol)
+    _, features = candles_and_features(db, symbol, config)
     held = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
     features = features.loc[first : None if last is None else last - 1]
     if features.empty:
@@ -495,7 +518,7 @@ def features_command(
     write_features(features, out)
     span = f"{format_time(features.index[0])} to {format_time(features.index[-1])}"
     console.print(
-        f"wrote {len(features):,} rows ({span}) of {len(FEATURE_NAMES)} features and atr to {out}",
+        f"wrote {len(features):,} rows ({span}) of {features.shape[1] - 1} features and atr to {out}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -682,6 +705,8 @@ def train_command(
         help="Train seeds --seed .. --seed+N-1 (into RUN/seeds/seed-S), print test metrics as mean ± std, keep "
         "the best-validation seed as RUN's model.",
     ),
+    feature_set: str | None = FEATURE_SET_OPTION,
+    with_symbols: list[str] | None = WITH_OPTION,
 ) -> None:
     """Train a model (the LSTM, or `--model gbm`) on a journal's trades and write the run folder (logs, model
     bundle, and the LSTM's checkpoints)."""
@@ -707,6 +732,7 @@ def train_command(
     )
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
     config = config.with_overrides("split", scaler=scaler, purge_seconds=_duration(purge or None, "--purge"))
+    config = _feature_overrides(config, feature_set, with_symbols)
     # refuse first: before the journal is read and the samples built
     check_training(
         config, out, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=model_kind, n_seeds=n_seeds
@@ -1203,6 +1229,11 @@ def walkforward_command(
         None, "--ray-address", help="With --executor ray: the head's HOST:PORT (default: a local Ray for the run)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Train every fold again (clears --out's folds)."),
+    fold_sweep: bool = typer.Option(
+        True,
+        "--sweep/--no-sweep",
+        help="Choose each fold's --min-prob / --min-ev on its validation period (default), or use the given ones.",
+    ),
     cache_dir: Path | None = CACHE_DIR_OPTION,
     cache: bool | None = CACHE_OPTION,
 ) -> None:
@@ -1268,6 +1299,7 @@ def walkforward_command(
         random_runs=random_runs,
         trials=trials,
         overwrite=overwrite,
+        sweep=fold_sweep,
     )
     source = TradeSource(journal=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
     result = walkforward_run(config, settings, db=db, symbol=symbol, source=source, out=out, echo=_echo_plain)

@@ -89,6 +89,13 @@ TRADE = "trade"
 DECISION_SKIPS = ("no_window", "tp_below_costs", "ev_below_min", "prob_below_min")
 
 
+class Thresholds(NamedTuple):
+    """Per-moment min-prob and min-EV (% of entry), where they differ between moments."""
+
+    min_prob: np.ndarray
+    min_ev: np.ndarray
+
+
 class Decisions(NamedTuple):
     """What `decide` made of each moment's probabilities and levels."""
 
@@ -115,12 +122,14 @@ def decide(
     take_profit_pct: np.ndarray | float,
     config: BacktestConfig,
     usable: np.ndarray | None = None,
+    thresholds: Thresholds | None = None,
 ) -> Decisions:
     """The one decision rule, for predict, backtest, replay and live: for each side its (prior-corrected) label
     probability p (long: P(Buy), short: P(Sell)) and the EV of its levels after the round-trip costs; the side
     with the larger EV is traded when its take profit pays the costs, its EV exceeds `min_ev` and its p reaches
     `min_prob`. `proba` is (n, 3) in the class order Buy, Sell, Invalid; `usable` False where a moment had no
-    window (never traded)."""
+    window (never traded); `thresholds` per moment replace `config`'s min-prob and min-EV (a walk-forward's
+    folds, each with the thresholds its validation period chose)."""
     proba = np.atleast_2d(np.asarray(proba, dtype=np.float64))
     sl = np.broadcast_to(np.asarray(stop_loss_pct, dtype=np.float64), (len(proba),))
     tp = np.broadcast_to(np.asarray(take_profit_pct, dtype=np.float64), (len(proba),))
@@ -132,9 +141,10 @@ def decide(
     p = np.where(long_better, proba[:, 0], proba[:, 1])
     ev = np.where(long_better, ev_long, ev_short)
     reason = np.full(len(proba), TRADE, dtype=object)
+    min_prob, min_ev = (config.min_prob, config.min_ev) if thresholds is None else thresholds
     checks = (
-        ("prob_below_min", p < config.min_prob),
-        ("ev_below_min", ev <= config.min_ev),
+        ("prob_below_min", p < min_prob),
+        ("ev_below_min", ev <= min_ev),
         ("tp_below_costs", tp <= cost),
         ("no_window", np.zeros(len(proba), dtype=bool) if usable is None else ~np.asarray(usable, dtype=bool)),
     )

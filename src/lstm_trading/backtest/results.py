@@ -24,6 +24,7 @@ from lstm_trading.backtest.execution import (
     SHORT,
     CandleArrays,
     Decisions,
+    Thresholds,
     decide,
 )
 from lstm_trading.backtest.funding import FundingSchedule
@@ -135,14 +136,18 @@ def backtest_period(
     seed: int = 0,
     trials: int = 1,
     funding: FundingSchedule | None = None,
+    thresholds: Thresholds | None = None,
 ) -> BacktestResult:
     """The backtest of signals already computed for a period (`period_signals`, or a walk-forward's signals
     stitched from its folds' models): the decisions, the model's fills, the baselines and the statistics.
+    `thresholds`: per-moment min-prob / min-EV instead of `config`'s (a walk-forward's per-fold choice).
     `bundle` gives the journal's targets (its `target_config`); the signals' levels are `config.levels`'."""
     _check_backtest(start, traded.end, random_runs, trials)
     period, end, moments, features = traded.period, traded.end, traded.moments, traded.features
     signals = traded.signals.with_levels(config.levels)
-    decisions = decide(signals.proba, signals.stop_loss_pct, signals.take_profit_pct, config, signals.usable)
+    decisions = decide(
+        signals.proba, signals.stop_loss_pct, signals.take_profit_pct, config, signals.usable, thresholds
+    )
     direction, top = decisions.direction, decisions.probability
     args = (period, signals.at, direction, signals.stop_loss_pct, signals.take_profit_pct, config)
     model = simulate(*args, probability=top, name="model", funding=funding)

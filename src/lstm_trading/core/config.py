@@ -27,6 +27,7 @@ MAX_SEED = 2**32 - 1  # numpy and Lightning seed with 32 bits
 CHECKPOINT_CRITERIA = ("val_class_loss", "val_loss")
 LEVELS = ("model", "atr")  # where SL and TP come from when trading (DESIGN.md "Decision")
 CLASS_WEIGHTINGS = ("inverse", "none")  # how the classification loss weights the classes (DESIGN.md "Probabilities")
+FEATURE_SETS = ("seed", "levels")  # what each minute's features are (DESIGN.md "Features"; features/compute.py)
 
 
 def round_trip(fee: float, slippage: float) -> float:
@@ -56,6 +57,11 @@ class FeatureConfig:
     warmup_minutes: int = 8_000
     pct_clip: float = 10_000.0
     max_gap_minutes: int = 60  # a longer gap splits the history into segments (DESIGN.md, "Gaps")
+    # seed: the original 13 changes; levels: the same indicators as scale-free levels against price. Bundles
+    # written before the setting existed load as seed.
+    feature_set: str = "seed"
+    volume_window: int = 1_440  # rows of the levels set's volume z-score
+    with_symbols: tuple[str, ...] = ()  # other symbols of the same store whose features join each minute's
 
     def __post_init__(self) -> None:
         for name in ("sma", "ema", "rsi", "macd_fast", "macd_slow", "macd_signal", "bollinger", "atr"):
@@ -79,6 +85,20 @@ class FeatureConfig:
             "features.max_gap_minutes",
             f"must be in 0..{MAX_HISTORY_MINUTES:,} minutes",
         )
+        _check(self.feature_set in FEATURE_SETS, "features.feature_set", f"must be one of {', '.join(FEATURE_SETS)}")
+        _check(
+            2 <= self.volume_window <= TALIB_MAX_PERIOD,
+            "features.volume_window",
+            f"must be in 2..{TALIB_MAX_PERIOD:,} minutes",
+        )
+        for symbol in self.with_symbols:
+            _check(
+                isinstance(symbol, str) and symbol.strip() == symbol and symbol != "" and "." not in symbol,
+                "features.with_symbols",
+                f"{symbol!r} is not a symbol name as the store holds them (e.g. BTCUSDT)",
+            )
+        repeated = sorted({s for s in self.with_symbols if self.with_symbols.count(s) > 1})
+        _check(not repeated, "features.with_symbols", f"{', '.join(repeated)} is listed twice")
 
 
 @dataclass(frozen=True)
@@ -331,6 +351,9 @@ def _finite(value: Any) -> bool:
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:  # tuple[str, ...]: a TOML array (a list) or a tuple
+        (item, *_) = typing.get_args(annotation)
+        return isinstance(value, list | tuple) and all(_type_ok(v, item) for v in value)
     if annotation is float:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if annotation is int:
@@ -347,11 +370,22 @@ def _build(cls: type[_T], values: dict[str, Any], section: str) -> _T:
         if key not in names:
             raise ConfigError(f"unknown key '{section}.{key}'{_did_you_mean(key, names)}")
         if not _type_ok(value, hints[key]):
-            expected = getattr(hints[key], "__name__", str(hints[key]))
+            expected = (
+                "list" if typing.get_origin(hints[key]) is tuple else getattr(hints[key], "__name__", str(hints[key]))
+            )
             raise ConfigError(f"{section}.{key}: expected {expected}, got {type(value).__name__} {value!r}")
         if not _finite(value):
             raise ConfigError(f"{section}.{key}: must be a finite number, got {value!r}")
-    return cls(**{k: float(v) if hints[k] is float else v for k, v in values.items()})
+    return cls(**{k: _coerced(v, hints[k]) for k, v in values.items()})
+
+
+def _coerced(value: Any, annotation: Any) -> Any:
+    """An int where a float belongs as that float; a TOML array where a tuple belongs as a tuple (frozen)."""
+    if annotation is float:
+        return float(value)
+    if typing.get_origin(annotation) is tuple:
+        return tuple(value)
+    return value
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -397,6 +431,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 
 

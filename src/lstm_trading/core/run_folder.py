@@ -109,6 +109,7 @@ class RunFolder:
 FOLDS_DIR = "folds"
 FOLD_FILE = "fold.json"  # a fold's record, written last: a fold folder with it holds a finished fold
 FOLD_SIGNALS_FILE = "signals.npz"  # the fold model's signals at its test period's decision moments
+FOLD_VAL_SIGNALS_FILE = "val_signals.npz"  # ... and at its validation period's: where its thresholds are chosen
 OOS_DIR = "oos"
 WALKFORWARD_SETTINGS_FILE = "settings.json"
 FOLDS_TABLE_FILE = "folds.csv"
@@ -142,6 +143,10 @@ class WalkForwardFolder:
     @staticmethod
     def fold_signals(fold: RunFolder) -> Path:
         return fold.root / FOLD_SIGNALS_FILE
+
+    @staticmethod
+    def fold_val_signals(fold: RunFolder) -> Path:
+        return fold.root / FOLD_VAL_SIGNALS_FILE
 
     def oos(self, kind: str | None = None) -> Path:
         return self.root / OOS_DIR if kind is None else self.root / OOS_DIR / kind

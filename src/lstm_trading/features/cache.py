@@ -1,10 +1,11 @@
 """An on-disk cache of feature matrices, so a second train, predict or backtest on unchanged candles skips TA-Lib.
 
 An entry is a folder in the cache folder (by default `DB.features/` beside the database) holding `values.npy`
-(N, 13) float32, `timestamps.npy` (N,) int64 and `atr.npy` (N,) float64, loaded memory-mapped, and
+(N, F) float32, `timestamps.npy` (N,) int64 and `atr.npy` (N,) float64, loaded memory-mapped, and
 `header.json`, which is written last and is what makes an entry exist. The entry's name is a key over what
 the features depend on: the symbol, the candles (first and last timestamp, row count, SHA-256 checksums of the
-timestamp and OHLCV arrays), the feature parameters and names, and the versions of this package and TA-Lib.
+timestamp and OHLCV arrays, and of the other symbols' joined columns), the feature parameters (the feature set
+and the other symbols among them) and names, and the versions of this package and TA-Lib.
 Any change to the candles (new candles, a repaired row) is a different key, so a miss.
 
 The header records each array file's shape, dtype and CRC-32; an entry whose header cannot be read, whose
@@ -38,8 +39,9 @@ from lstm_trading import __version__
 from lstm_trading.core.atomic import atomic_path, write_text_atomic
 from lstm_trading.core.config import FeatureConfig, RuntimeConfig
 from lstm_trading.core.errors import DataError, WriteError
-from lstm_trading.features.compute import CANDLE_COLUMNS, FEATURE_NAMES, compute_features
+from lstm_trading.features.compute import CANDLE_COLUMNS, compute_features, feature_names
 from lstm_trading.features.matrix import FeatureMatrix
+from lstm_trading.features.symbols import require_joined
 
 FORMAT = "lstm-trading-features"
 FORMAT_VERSION = 1
@@ -86,18 +88,19 @@ def candles_identity(candles: pd.DataFrame, config: FeatureConfig, symbol: str) 
             f"candles lack the column(s) {', '.join(missing)}; a candle frame has {', '.join(CANDLE_COLUMNS)}"
         )
     arrays = [np.ascontiguousarray(candles["timestamp"].to_numpy(dtype=np.int64))]
-    arrays += [np.ascontiguousarray(candles[c].to_numpy(dtype=np.float64)) for c in CANDLE_COLUMNS[1:]]
+    columns = [*CANDLE_COLUMNS[1:], *require_joined(candles, config.with_symbols)]
+    arrays += [np.ascontiguousarray(candles[c].to_numpy(dtype=np.float64)) for c in columns]
     timestamps = arrays[0]
     with ThreadPoolExecutor() as pool:  # hashlib lets go of the GIL: one column per core
-        columns = list(pool.map(_digest, arrays))
+        digests = list(pool.map(_digest, arrays))
     return {
         "symbol": symbol,
         "rows": len(candles),
         "first_timestamp": int(timestamps[0]) if len(timestamps) else None,
         "last_timestamp": int(timestamps[-1]) if len(timestamps) else None,
-        "candles_sha256": columns,
-        "feature_config": asdict(config),
-        "feature_names": list(FEATURE_NAMES),
+        "candles_sha256": digests,
+        "feature_config": json.loads(json.dumps(asdict(config))),  # as the header reads back: lists, not tuples
+        "feature_names": list(feature_names(config)),
         "package_version": __version__,
         "talib_version": str(getattr(talib, "__version__", "unknown")),
     }
@@ -195,10 +198,13 @@ class FeatureCache:
             if list(array.shape) != described.get("shape") or str(array.dtype) != described.get("dtype"):
                 raise CacheEntryError(f"corrupt feature cache entry ({path.name} has another shape or dtype)")
             arrays[name] = array
+        # Feature rows are candle rows minus each segment's warm-up (and, with other symbols, minus the minutes
+        # one of them lacks): so their timestamps are an increasing subset of the candles', not their last rows.
         stamps = candles["timestamp"].to_numpy(dtype=np.int64)
-        rows = len(arrays["timestamps"])
-        if not (rows <= len(stamps) and np.array_equal(arrays["timestamps"], stamps[len(stamps) - rows :])):
-            raise CacheEntryError("stale feature cache entry (its timestamps are not the candles' last rows)")
+        kept = np.asarray(arrays["timestamps"])
+        at = np.minimum(np.searchsorted(stamps, kept), max(len(stamps) - 1, 0))
+        if len(kept) and not (len(stamps) and (np.diff(kept) > 0).all() and np.array_equal(stamps[at], kept)):
+            raise CacheEntryError("stale feature cache entry (its timestamps are not among the candles')")
         return FeatureMatrix(
             values=arrays["values"],
             timestamps=np.asarray(arrays["timestamps"]),

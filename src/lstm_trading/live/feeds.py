@@ -4,6 +4,7 @@ into the candle store each period) or stored candles (the replay)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -75,14 +76,16 @@ class ReplayFeed:
 
 
 class ExchangeFeed:
-    """The candle store kept current from the exchange (`data.exchange.ingest`), one request per period."""
+    """The candle store kept current from the exchange (`data.exchange.ingest`), one request per period: for the
+    traded symbol and for each symbol the model reads beside it (`others`, `features.with_symbols`)."""
 
-    def __init__(self, db: Path, source: Any, symbol: str, retry: Retry) -> None:
+    def __init__(self, db: Path, source: Any, symbol: str, retry: Retry, others: Sequence[str] = ()) -> None:
         from lstm_trading.data.store import CandleStore
 
         self.db = db
         self.source = source
         self.symbol = symbol
+        self.others = tuple(others)
         self.retry = retry
         self.store = CandleStore(db, create=True)
         self._exchange_symbol: str | None = None
@@ -96,17 +99,19 @@ class ExchangeFeed:
     def advance(self, now: int) -> None:
         from lstm_trading.data.exchange import ingest
 
-        try:
-            ingest(
-                self.store,
-                self.source,
-                self.symbol,
-                retries=self.retry.retries,
-                backoff_s=self.retry.backoff_s,
-                sleep=self.retry.sleep,
-            )
-        except DataError as error:
-            raise ExchangeUnavailable(f"ingest: {redact(str(error))}") from redacted(error)
+        for symbol in (self.symbol, *self.others):
+            try:
+                ingest(
+                    self.store,
+                    self.source,
+                    symbol,
+                    retries=self.retry.retries,
+                    backoff_s=self.retry.backoff_s,
+                    sleep=self.retry.sleep,
+                )
+            except DataError as error:
+                where = "" if symbol == self.symbol else f" {symbol}"
+                raise ExchangeUnavailable(f"ingest{where}: {redact(str(error))}") from redacted(error)
 
     def closed(self, start: int, now: int) -> CandleArrays:
         return CandleArrays.from_frame(self.store.read(self.symbol, start, now - MINUTE + 1))

@@ -125,6 +125,7 @@ class LoopSettings:
     quantity: float | None  # units per order instead of the sizing rule (`--qty`); None: the rule
     max_errors: int  # consecutive failed periods before the loop stops
     funding: FundingSchedule | None = None  # the symbol's funding (None: spot), charged to every fill
+    inputs: tuple[str, ...] = ()  # other symbols the model reads (`features.with_symbols`), ingested too
 
 
 def client_order_id(account: str, symbol: str, at: int) -> str:
@@ -609,7 +610,7 @@ def run_live(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
-    feed = ExchangeFeed(db, source, settings.symbol, retry)
+    feed = ExchangeFeed(db, source, settings.symbol, retry, others=settings.inputs)
     log = DecisionLog(out_dir, echo, quiet=quiet)
     try:
         with LiveState(db, settings.account) as state:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from lstm_trading.core.errors import DataError, NoWindow
 from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.features.symbols import symbol_column
 
 
 class Signal(NamedTuple):
@@ -53,6 +54,13 @@ class ModelSignals:
                 f"the {self.symbol} minute closed at {format_time(moment)} is not stored (the newest closed at "
                 f"{format_time(last + MINUTE)}): the exchange has not published it; no decision this period"
             )
+        for other in self.bundle.feature_config.with_symbols:  # the same for each symbol the model reads
+            close = candles[symbol_column(other, "close")]
+            if not np.isfinite(close.iloc[-1]):
+                raise DataError(
+                    f"the {other} minute closed at {format_time(moment)} is not stored (the model reads {other} "
+                    f"beside {self.symbol}): the exchange has not published it; no decision this period"
+                )
         try:
             row = predict_moments(self.bundle, candles, [moment], workers=1, levels=self.levels).iloc[0]
         except NoWindow:  # after a long gap in the exchange's candles: wait out the new segment's warm-up

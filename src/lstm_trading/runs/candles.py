@@ -3,11 +3,16 @@
 So a moment gets the same history whichever command asks (DESIGN.md, "Window" and "Warm-up"), and a rule about
 which candles a window may see (such as the one for gaps) changes in this module only. Each reader answers
 "these candles" or a `DataError` that says what the store holds instead.
+
+A model that reads other symbols (`features.with_symbols`) gets them here too: each reader given `with_symbols`
+joins those symbols' candles over the span it read into the frame (`features/symbols.py`), so the features of
+every command see the same minutes of every symbol.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +23,7 @@ from lstm_trading.backtest.funding import FundingSchedule
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.data.store import CandleStore
+from lstm_trading.features.symbols import join_symbols
 
 if TYPE_CHECKING:
     from lstm_trading.models.bundle import Bundle
@@ -28,11 +34,45 @@ def _holdings(store: CandleStore, symbol: str) -> str:
     return f"it holds {format_time(held[0])} to {format_time(held[1])}" if held else f"it has no {symbol} candles"
 
 
+def _with_symbols(
+    store: CandleStore, db: Path, symbol: str, candles: pd.DataFrame, others: Sequence[str]
+) -> pd.DataFrame:
+    """`candles` with the other symbols' candles of the same span joined in (`features/symbols.join_symbols`);
+    a symbol the store lacks, or holds nothing of in the span, is an error naming the ingest command."""
+    if not others or candles.empty:
+        return candles
+    first, last = int(candles["timestamp"].iloc[0]), int(candles["timestamp"].iloc[-1])
+    frames = {}
+    for other in others:
+        if other == symbol:
+            raise ConfigError(f"features.with_symbols: {other} is the symbol the model trades; list other symbols only")
+        frame = store.read(other, start=first, end=last + MINUTE)
+        if frame.empty:
+            info = store.symbol_info(symbol)
+            venue = f" --exchange {info[0]} --market {info[1]}" if info is not None else ""
+            held = "no" if store.time_range(other) is None else f"no {format_time(first)} to {format_time(last)}"
+            raise DataError(
+                f"{db}: {held} {other} candles, which the model reads beside {symbol} (features.with_symbols); "
+                f"ingest them: lstm-trading ingest exchange --db {db}{venue} --symbol {other} --since "
+                f"{format_time(first)[:10]}"
+            )
+        frames[other] = frame
+    return join_symbols(candles, frames)
+
+
 def candles_for_moments(
-    db: Path, symbol: str, first: int, end: int, history_minutes: int, *, needed_by: str
+    db: Path,
+    symbol: str,
+    first: int,
+    end: int,
+    history_minutes: int,
+    *,
+    needed_by: str,
+    with_symbols: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Candles with open time in `[first - history, end)`: the window and warm-up of every moment from `first`
-    to `end` (a window at `t` holds the candles closed by `t`, so nothing at or after `end` is read)."""
+    to `end` (a window at `t` holds the candles closed by `t`, so nothing at or after `end` is read); the
+    `with_symbols` joined in."""
     start = first - history_minutes * MINUTE
     with CandleStore(db) as store:
         candles = store.read(symbol, start=start, end=end)
@@ -41,11 +81,14 @@ def candles_for_moments(
                 f"{db}: no {symbol} candles from {format_time(start)} to {format_time(end)}, the history that "
                 f"{needed_by} need ({_holdings(store, symbol)})"
             )
-    return candles
+        return _with_symbols(store, db, symbol, candles, with_symbols)
 
 
-def candles_before(db: Path, symbol: str, moment: int | None, history_minutes: int) -> pd.DataFrame:
-    """`predict`'s read: the history of one moment (default: just after the last stored candle).
+def candles_before(
+    db: Path, symbol: str, moment: int | None, history_minutes: int, *, with_symbols: Sequence[str] = ()
+) -> pd.DataFrame:
+    """`predict`'s read: the history of one moment (default: just after the last stored candle), the
+    `with_symbols` joined in.
 
     A moment after the last candle's close is refused: its window would miss the minutes before it, and the
     entry would be a stale close.
@@ -64,33 +107,35 @@ def candles_before(db: Path, symbol: str, moment: int | None, history_minutes: i
         # by rows, not clock time (DESIGN.md, "Gaps"): the last `history_minutes` candles opened before the moment,
         # so a window after a gap gets its full warm-up when the store holds it
         candles = store.read_last(symbol, history_minutes, end=moment)
-        if moment is None:
-            return candles
-    if candles.empty:
-        raise DataError(
-            f"{db}: no {symbol} candles before --at {format_time(moment)}; "
-            f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
-        )
-    return candles
+        if candles.empty and moment is not None:
+            raise DataError(
+                f"{db}: no {symbol} candles before --at {format_time(moment)}; "
+                f"they run from {format_time(first)} to {format_time(last)}: give an --at within them"
+            )
+        return _with_symbols(store, db, symbol, candles, with_symbols)
 
 
-def latest_candles(db: Path, symbol: str, moment: int, history_minutes: int) -> pd.DataFrame:
-    """The live loop's read at a period boundary: the last `history_minutes` candles opened before `moment`."""
+def latest_candles(
+    db: Path, symbol: str, moment: int, history_minutes: int, *, with_symbols: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The live loop's read at a period boundary: the last `history_minutes` candles opened before `moment`,
+    the `with_symbols` joined in."""
     with CandleStore(db) as store:
         candles = store.read_last(symbol, history_minutes, end=moment)
-    if candles.empty:
-        raise DataError(f"{db}: no {symbol} candles before {format_time(moment)} to predict from")
-    return candles
+        if candles.empty:
+            raise DataError(f"{db}: no {symbol} candles before {format_time(moment)} to predict from")
+        return _with_symbols(store, db, symbol, candles, with_symbols)
 
 
-def all_candles(db: Path, symbol: str) -> pd.DataFrame:
-    """Every candle of `symbol` (`features` and `label` compute from the start of the data)."""
+def all_candles(db: Path, symbol: str, *, with_symbols: Sequence[str] = ()) -> pd.DataFrame:
+    """Every candle of `symbol` (`features` and `label` compute from the start of the data), the
+    `with_symbols` joined in."""
     with CandleStore(db) as store:
         candles = store.read(symbol)
         if candles.empty:
             have = ", ".join(store.symbols()) or "none"
             raise DataError(f"{db}: no candles for {symbol} (symbols held: {have}); choose one with --symbol")
-    return candles
+        return _with_symbols(store, db, symbol, candles, with_symbols)
 
 
 def period_end(db: Path, symbol: str, start: int, end: int | None) -> int:
@@ -125,7 +170,13 @@ def period_candles(bundle: Bundle, db_path: Path, symbol: str, start: int, end: 
     replay of it reads: the period and the bundle's history before it. One reading, so both see the same."""
     end = period_end(db_path, symbol, start, end)
     return end, candles_for_moments(
-        db_path, symbol, start, end, bundle.history_minutes, needed_by="the backtest period"
+        db_path,
+        symbol,
+        start,
+        end,
+        bundle.history_minutes,
+        needed_by="the backtest period",
+        with_symbols=bundle.feature_config.with_symbols,
     )
 
 

@@ -137,8 +137,16 @@ def evaluate_run(
     db_path, symbol = run_sources(bundle, db, symbol)
     times = chosen["start_time"].to_numpy(dtype=np.int64)
     history = max(bundle.history_minutes, other.history_minutes if other is not None else 0)
+    # the other symbols either run reads (each run's features take their own and ignore the rest)
+    inputs = (*bundle.feature_config.with_symbols, *(other.feature_config.with_symbols if other is not None else ()))
     candles = candles_for_moments(
-        db_path, symbol, int(times.min()), int(times.max()), history, needed_by="the trades to evaluate"
+        db_path,
+        symbol,
+        int(times.min()),
+        int(times.max()),
+        history,
+        needed_by="the trades to evaluate",
+        with_symbols=tuple(dict.fromkeys(inputs)),
     )
     document = evaluate_bundle(bundle, candles, chosen, split=split, seed=seed)
     document["run"] = str(run_dir)

@@ -18,7 +18,7 @@ def candles_and_features(
     """All of a symbol's candles and their features: computed from the whole history, so that a row's values
     are the ones training and prediction see (the warm-up is spent once, at the start of the data)."""
     config = config or FeatureConfig()
-    candles = all_candles(db, symbol)
+    candles = all_candles(db, symbol, with_symbols=config.with_symbols)
     features = compute_features(candles, config)
     if features.empty:
         raise DataError(

@@ -46,9 +46,14 @@ def check_sizing_flags(quantity: float | None, *, risk: str | None, position_sha
 
 
 def loop_settings(
-    settings: LiveSettings, symbol: str, config: BacktestConfig, funding: FundingSchedule | None = None
+    settings: LiveSettings,
+    symbol: str,
+    config: BacktestConfig,
+    funding: FundingSchedule | None = None,
+    inputs: tuple[str, ...] = (),
 ) -> LoopSettings:
-    """What the loop trades, with the account and symbol resolved; `funding` the symbol's (None: spot)."""
+    """What the loop trades, with the account and symbol resolved; `funding` the symbol's (None: spot); `inputs`
+    the other symbols the model reads."""
     return LoopSettings(
         account=settings.account_name,
         symbol=symbol,
@@ -57,6 +62,7 @@ def loop_settings(
         quantity=settings.quantity,
         max_errors=settings.max_errors,
         funding=funding,
+        inputs=inputs,
     )
 
 
@@ -123,7 +129,9 @@ def live_run(
         if echo is not None:
             echo(f"warning: {problem}")
     credentials = brokers.credentials_from_env(environ) if settings.live else None
-    _check_candles(db, symbol, bundle.history_minutes)
+    inputs = bundle.feature_config.with_symbols
+    for held in (symbol, *inputs):
+        _check_candles(db, held, bundle.history_minutes)
     # the store's record of the symbol, else the market the loop's feed is about to record it under
     funding = symbol_funding(db, symbol, config.funding, market=settings.market)
     if echo is not None:
@@ -131,13 +139,13 @@ def live_run(
     market = _connect(settings, symbol, credentials, Costs(config.fee, config.slippage), clock, echo)
     return run_live(
         db=db,
-        settings=loop_settings(settings, symbol, config, funding.schedule),
+        settings=loop_settings(settings, symbol, config, funding.schedule, inputs),
         mode=settings.mode,
         source=market.source,
         broker=market.broker,
         signals=ModelSignals(
             bundle,
-            partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes),
+            partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes, with_symbols=inputs),
             symbol,
             levels=config.levels,
         ),

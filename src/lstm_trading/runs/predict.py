@@ -40,7 +40,9 @@ def predict_run(
     trading = trading or RunFolder(run).backtest_config()
     bundle = load_bundle(run)
     db_path, symbol = run_sources(bundle, db, symbol)  # as evaluate and backtest: the run's own by default
-    candles = candles_before(db_path, symbol, at, bundle.history_minutes)
+    candles = candles_before(
+        db_path, symbol, at, bundle.history_minutes, with_symbols=bundle.feature_config.with_symbols
+    )
     predictions = predict_moments(
         bundle,
         candles,

@@ -152,6 +152,7 @@ def _check_seeds(config: Config, folder: RunFolder, n_seeds: int, *, resume: boo
 
 
 RESUME_FIXED = ("features", "targets", "split", "labels", "model")  # what the checkpoint's weights depend on
+DERIVED = {("model", "input_size")}  # set by `train_run` from the features, whatever the configuration says
 
 
 def check_resumable(config: Config, folder: RunFolder) -> None:
@@ -164,7 +165,7 @@ def check_resumable(config: Config, folder: RunFolder) -> None:
         f"{section}.{key} = {value!r} (the run has {getattr(getattr(recorded, section), key)!r})"
         for section in RESUME_FIXED
         for key, value in asdict(getattr(config, section)).items()
-        if getattr(getattr(recorded, section), key) != value
+        if getattr(getattr(recorded, section), key) != value and (section, key) not in DERIVED
     ]
     if differing:
         raise ConfigError(
@@ -199,7 +200,13 @@ def prepare_journal(
     times = journal.trades["start_time"]
     history = history_minutes(config.features, config.targets.max_len)
     candles = candles_for_moments(
-        db, symbol, int(times.min()), int(times.max()), history, needed_by=f"the trades of {trades}"
+        db,
+        symbol,
+        int(times.min()),
+        int(times.max()),
+        history,
+        needed_by=f"the trades of {trades}",
+        with_symbols=config.features.with_symbols,
     )
     horizon = journal.meta.get("horizon_seconds")
     with warnings.catch_warnings(record=True) as caught:
@@ -246,6 +253,8 @@ def train_run(
     A run folder that already holds a model or checkpoints is continued only with `resume`, replaced only with
     `overwrite`, and otherwise refused: a finished run is never lost to a typo.
     """
+    # the model reads as many inputs as the feature set (and the other symbols) gives: 13 per symbol
+    config = config.with_overrides("model", input_size=prepared.matrix.values.shape[1])
     check_training(config, run_dir, resume=resume, overwrite=overwrite, accelerator=accelerator, kind=kind)
     folder = RunFolder(run_dir)
     if not resume:

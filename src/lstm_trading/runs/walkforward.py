@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -29,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_trading.backtest.execution import CandleArrays
+from lstm_trading.backtest.execution import CandleArrays, Thresholds
 from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, PeriodSignals
+from lstm_trading.backtest.sweep import SweepResult, sweep_thresholds
 from lstm_trading.core.atomic import write_bytes_atomic, write_text_atomic, write_texts_atomic
-from lstm_trading.core.config import Config
+from lstm_trading.core.config import BacktestConfig, Config
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder, WalkForwardFolder
@@ -71,6 +71,8 @@ FOLD_COLUMNS = (
     "trades",
     "expectancy_pct",
     "return_pct",
+    "min_prob",
+    "min_ev",
     "reason",
 )
 
@@ -98,6 +100,7 @@ class WalkForwardSettings:
     trials: int = 1
     seed: int = 0  # the random-entry runs' and the bootstrap's
     overwrite: bool = False
+    sweep: bool = True  # each fold's min-prob / min-EV chosen on its validation period (backtest/sweep.py)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -352,6 +355,7 @@ def train_fold(task: FoldTask) -> FoldOutcome:
     started = time.perf_counter()
     folder = RunFolder(task.run_dir)
     record_path, signals_path = WalkForwardFolder.fold_record(folder), WalkForwardFolder.fold_signals(folder)
+    val_signals_path = WalkForwardFolder.fold_val_signals(folder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         candles = fold_candles(task.db, task.symbol, task.train_start, task.test_end, task.config, task.run_name)
@@ -361,6 +365,7 @@ def train_fold(task: FoldTask) -> FoldOutcome:
             )
         record_path.unlink(missing_ok=True)  # from here on the fold is unfinished until its record is back
         signals_path.unlink(missing_ok=True)
+        val_signals_path.unlink(missing_ok=True)
 
         def split_with(samples: Any) -> Split:
             parts = {
@@ -399,6 +404,11 @@ def train_fold(task: FoldTask) -> FoldOutcome:
         every = task.config.backtest.every_seconds
         traded = period_signals(bundle, candles, task.test_start, task.test_end, every, workers=inference)
         write_bytes_atomic(signals_path, _signals_bytes(traded.signals))
+        # and over its validation period, where the stitched backtest chooses the fold's thresholds
+        validated = period_signals(
+            bundle, candles, int(split.val.start_time[0]), task.test_start, every, workers=inference
+        )
+        write_bytes_atomic(val_signals_path, _signals_bytes(validated.signals))
     record = {
         "fold": task.fold,
         "run": task.run_name,
@@ -459,6 +469,10 @@ def read_fold_signals(path: Path) -> Signals:
 
 def _saved_signals(task: FoldTask) -> Signals:
     return read_fold_signals(WalkForwardFolder.fold_signals(RunFolder(task.run_dir)))
+
+
+def _saved_val_signals(task: FoldTask) -> Signals:
+    return read_fold_signals(WalkForwardFolder.fold_val_signals(RunFolder(task.run_dir)))
 
 
 # --- executors ---
@@ -711,6 +725,8 @@ def finished_outcome(task: FoldTask) -> FoldOutcome | None:
     path, signals = WalkForwardFolder.fold_record(folder), WalkForwardFolder.fold_signals(folder)
     if not (path.exists() and signals.exists() and folder.model.exists()):
         return None
+    if not WalkForwardFolder.fold_val_signals(folder).exists():
+        return None  # finished before folds kept their validation signals: trained again
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -740,6 +756,7 @@ class FoldSignals:
     test_start: int
     test_end: int
     signals: Signals
+    validation: Signals | None = None  # at the validation period's moments (up to `test_start`)
 
 
 def stitch_signals(
@@ -789,6 +806,27 @@ class Stitched:
     out_dir: Path
 
 
+def fold_thresholds(
+    folds: Sequence[FoldSignals],
+    candles: pd.DataFrame,
+    features: Features,
+    config: BacktestConfig,
+    funding: Any,
+) -> dict[str, SweepResult]:
+    """Each fold's min-prob / min-EV, chosen by `backtest --sweep`'s rule on the fold's own validation period
+    (its validation trades' first moment to its test start), never on its test: by fold name."""
+    everything = CandleArrays.from_frame(candles)
+    chosen = {}
+    for fold in folds:
+        if fold.validation is None or len(fold.validation) == 0:
+            raise DataError(f"fold {fold.run}: no validation signals to choose its thresholds on")
+        start = int(fold.validation.at[0])
+        period = everything.between(start, fold.test_start)
+        validation = PeriodSignals(period, fold.test_start, fold.validation.at, features, fold.validation)
+        chosen[fold.run] = sweep_thresholds(validation, config, funding=funding)
+    return chosen
+
+
 def stitched_backtest(
     kind: str,
     folds: Sequence[FoldSignals],
@@ -810,9 +848,18 @@ def stitched_backtest(
 
     # the journal baseline reads the feature rows only (its levels); the folds' own scalings stay in the folds
     features = Features(loaded.matrix, loaded.matrix.values)
-    traded, _ = stitch_signals(loaded.candles, folds, features)
+    traded, names = stitch_signals(loaded.candles, folds, features)
     start = min(f.test_start for f in folds)
     funding = symbol_funding(db, symbol, config.backtest.funding, start=start, end=traded.end)
+    chosen: dict[str, Any] = {}
+    thresholds = None
+    if settings.sweep:
+        chosen = fold_thresholds(folds, loaded.candles, features, config.backtest, funding.schedule)
+        cells = [chosen[str(name)].config(config.backtest) for name in names]
+        thresholds = Thresholds(
+            np.array([cell.min_prob for cell in cells], dtype=np.float64),
+            np.array([cell.min_ev for cell in cells], dtype=np.float64),
+        )
     result = backtest_period(
         traded,
         bundle,
@@ -824,9 +871,18 @@ def stitched_backtest(
         seed=settings.seed,
         trials=settings.trials,
         funding=funding.schedule,
+        thresholds=thresholds,
     )
     result.stats["funding"] = funding_record(funding, result)
-    result.stats["folds"] = [{"model": f.run, "test_start": f.test_start, "test_end": f.test_end} for f in folds]
+    result.stats["folds"] = [
+        {
+            "model": f.run,
+            "test_start": f.test_start,
+            "test_end": f.test_end,
+            **({"sweep": chosen[f.run].to_json()} if f.run in chosen else {}),
+        }
+        for f in folds
+    ]
     trades = result.model.trades()
     trades.insert(0, "model", model_column(trades["entry_time"].to_numpy(), folds))
     equity = equity_frame(result)
@@ -891,6 +947,7 @@ def fold_rows(
                 "trades": len(mine),
                 "expectancy_pct": float(mine["return_pct"].mean()) if len(mine) else None,
                 "return_pct": 100 * (closing / opening - 1),
+                **_chosen_thresholds(stitched, task.run_name),
                 "reason": "",
             }
         )
@@ -908,6 +965,17 @@ def fold_rows(
             }
         )
     return sorted(rows, key=lambda row: int(row["k"]))
+
+
+def _chosen_thresholds(stitched: Stitched, run: str) -> dict[str, Any]:
+    """The fold's min-prob and min-EV as its stitched backtest used them: chosen on its validation period
+    (`--sweep`, None when no cell had enough trades: the fold did not trade), else the settings'."""
+    settings = stitched.result.stats["settings"]
+    for fold in stitched.result.stats.get("folds", []):
+        if fold["model"] == run and "sweep" in fold:
+            chosen = fold["sweep"]["chosen"]
+            return {"min_prob": chosen and chosen["min_prob"], "min_ev": chosen and chosen["min_ev"]}
+    return {"min_prob": settings["min_prob"], "min_ev": settings["min_ev"]}
 
 
 def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -1028,23 +1096,21 @@ def walkforward_run(
     trained_at = time.perf_counter()
 
     def report(task: FoldTask, outcome: FoldOutcome | None, error: BaseException | None) -> None:
-        if outcome is not None:
-            outcomes[task.run_name] = outcome
-            fold_warnings.extend(f"fold {task.run_name}: {message}" for message in outcome.warnings)
-            done = len(outcomes) - (len(tasks) - len(pending))
-        else:
+        """After each fold: its line, the folds done and an estimate of the time left (or its error)."""
+        if outcome is None:
             message = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
             failures.append(FoldFailure(task.run_name, message.splitlines()[0] if message else repr(error)))
-            done = len(outcomes) - (len(tasks) - len(pending))
             echo(f"fold {task.run_name} failed: {failures[-1].error}")
-        finished = done + len(failures)
+            return
+        outcomes[task.run_name] = outcome
+        fold_warnings.extend(f"fold {task.run_name}: {message}" for message in outcome.warnings)
+        finished = len(outcomes) - (len(tasks) - len(pending)) + len(failures)
         elapsed = time.perf_counter() - trained_at
-        left = elapsed / finished * (len(pending) - finished) if finished else math.nan
-        if outcome is not None:
-            echo(
-                f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
-                f"{elapsed:.0f} s so far, about {left:.0f} s left"
-            )
+        left = elapsed / finished * (len(pending) - finished)
+        echo(
+            f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
+            f"{elapsed:.0f} s so far, about {left:.0f} s left"
+        )
 
     run_tasks(pending, settings, report)
     if failures:
@@ -1058,7 +1124,9 @@ def walkforward_run(
     stitched_by_kind: dict[str, Stitched] = {}
     for kind in settings.kinds:
         mine = [task for task in tasks if task.kind == kind]
-        signals = [FoldSignals(t.run_name, t.test_start, t.test_end, _saved_signals(t)) for t in mine]
+        signals = [
+            FoldSignals(t.run_name, t.test_start, t.test_end, _saved_signals(t), _saved_val_signals(t)) for t in mine
+        ]
         stitched = stitched_backtest(
             kind,
             signals,

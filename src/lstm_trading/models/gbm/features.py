@@ -8,7 +8,8 @@ moment gets the same inputs in training, in a backtest and one moment at a time.
 - the close's compounded return over its last 60, 240 and 1,440 rows (fewer where the window is shorter), in
   percent: `100 * (prod(1 + close_pct / 100) - 1)`. `close_pct` is turned back from the scaled column into
   percent first (`CloseColumn`); with the `standard` scaler that is the training-quantile-clipped percentage,
-  which differs from the raw one on about 0.2 % of minutes only.
+  which differs from the raw one on about 0.2 % of minutes only. The `levels` feature set has `close_ret`, the
+  same change as a fraction (`close / previous close - 1`), which `CloseColumn` turns into percent alike.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from lstm_trading.models.base import Progress
 
 RETURN_ROWS = (60, 240, 1_440)
 CLOSE_FEATURE = "close_pct"
+# The close's one-row change in each feature set, and what turns its value into percent.
+CLOSE_FEATURES = {CLOSE_FEATURE: 1.0, "close_ret": 100.0}
 STATISTICS = ("mean", "std", "min", "max")
 ROWS_PER_THREAD = 2_000_000  # window rows a summary thread must have to pay for itself (about 0.1 s of work)
 WINDOWS_PER_SHARE = 256  # windows between two progress reports
@@ -32,7 +35,8 @@ WINDOWS_PER_SHARE = 256  # windows between two progress reports
 
 @dataclass(frozen=True)
 class CloseColumn:
-    """Where `close_pct` sits in the scaled matrix and how to turn it back into percent: `scaled * scale + offset`."""
+    """Where the close's change (`close_pct` or `close_ret`) sits in the scaled matrix and how to turn it back
+    into percent: `scaled * scale + offset`."""
 
     index: int
     offset: float
@@ -40,13 +44,16 @@ class CloseColumn:
 
     @classmethod
     def of(cls, names: Sequence[str], offset: np.ndarray, scale: np.ndarray) -> CloseColumn:
-        """From the feature names and the feature scaler's `offset` and `scale` (`samples/scalers.py`)."""
-        if CLOSE_FEATURE not in names:
+        """From the feature names and the feature scaler's `offset` and `scale` (`samples/scalers.py`): the main
+        symbol's own column (another symbol's is named `SYMBOL.close_pct`)."""
+        found = [name for name in CLOSE_FEATURES if name in names]
+        if not found:
             raise DataError(
-                f"the gbm model needs the feature {CLOSE_FEATURE} for its returns, but the features are {list(names)}"
+                f"the gbm model needs the feature {' or '.join(CLOSE_FEATURES)} for its returns, but the features "
+                f"are {list(names)}"
             )
-        index = list(names).index(CLOSE_FEATURE)
-        return cls(index=index, offset=float(offset[index]), scale=float(scale[index]))
+        index, percent = list(names).index(found[0]), CLOSE_FEATURES[found[0]]
+        return cls(index=index, offset=percent * float(offset[index]), scale=percent * float(scale[index]))
 
 
 def summary_names(names: Sequence[str], return_rows: Sequence[int] = RETURN_ROWS) -> list[str]:
