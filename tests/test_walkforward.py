@@ -484,3 +484,37 @@ def test_each_folds_thresholds_are_chosen_on_its_own_validation_period(
         else:
             assert sweep["chosen"] is None and len(mine) == 0
     assert chosen_any == (min_trades == 3)  # both branches are exercised
+
+
+def test_warm_start_continues_each_fold_from_the_one_before(wf_db: Path, tmp_path: Path) -> None:
+    """--warm-start: fold k starts from fold k-1's weights at the fine-tuning rate and keeps its scalers (so the
+    weights read the inputs they were trained on); folds.csv says which fold each started from."""
+    import torch
+
+    from lstm_trading.models.bundle import load_bundle
+
+    threads = torch.get_num_threads()
+    try:
+        result = run_wf(wf_db, tmp_path / "warm", warm_start=True, baseline="none")
+    finally:
+        torch.set_num_threads(threads)
+    assert not result.failures
+    folds = folds_frame(tmp_path / "warm")
+    trained = folds[folds["status"] == "trained"].sort_values("k")
+    names = list(trained["fold"])
+    assert len(names) >= 2
+    assert trained["warm_from"].fillna("").tolist() == ["", *names[:-1]]
+    first = load_bundle(tmp_path / "warm" / "folds" / names[0])
+    config = wf_config()
+    for name in names[1:]:
+        bundle = load_bundle(tmp_path / "warm" / "folds" / name)
+        assert bundle.feature_scaler.to_json() == first.feature_scaler.to_json()
+        logged = pd.read_csv(tmp_path / "warm" / "folds" / name / "logs" / "metrics.csv")
+        rates = logged.filter(like="lr-").stack()
+        assert len(rates) and float(rates.max()) <= config.train.fine_tune_lr * (1 + 1e-9)
+    refused = CliRunner().invoke(
+        app,
+        ["walkforward", "--db", str(wf_db), "--train-span", "2d", "--test-span", "1d", "--warm-start",
+         "--executor", "ray", "--out", str(tmp_path / "ray")],
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "--warm-start" in refused.output

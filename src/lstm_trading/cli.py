@@ -1229,6 +1229,12 @@ def walkforward_command(
         None, "--ray-address", help="With --executor ray: the head's HOST:PORT (default: a local Ray for the run)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Train every fold again (clears --out's folds)."),
+    warm_start: bool = typer.Option(
+        False,
+        "--warm-start",
+        help="Start each LSTM fold from the fold before's weights and scalers, at train.fine_tune_lr (folds then "
+        "run one after another).",
+    ),
     fold_sweep: bool = typer.Option(
         True,
         "--sweep/--no-sweep",
@@ -1300,6 +1306,7 @@ def walkforward_command(
         trials=trials,
         overwrite=overwrite,
         sweep=fold_sweep,
+        warm_start=warm_start,
     )
     source = TradeSource(journal=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
     result = walkforward_run(config, settings, db=db, symbol=symbol, source=source, out=out, echo=_echo_plain)

@@ -189,6 +189,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     lr: float = 5e-4
+    fine_tune_lr: float = 5e-5  # a warm-started fold's learning rate (walkforward --warm-start): a tenth of lr
     weight_decay: float = 1e-5
     warmup_epochs: int = 5
     plateau_factor: float = 0.5
@@ -224,6 +225,7 @@ class TrainConfig:
         _check(self.epochs <= 100_000, "train.epochs", "must be at most 100,000")
         _check(self.lr > 0, "train.lr", "must be positive")
         _check(self.lr <= 1, "train.lr", "must be at most 1 (AdamW steps by about lr per update)")
+        _check(0 < self.fine_tune_lr <= 1, "train.fine_tune_lr", "must be in (0, 1]")
         _check(self.weight_decay >= 0, "train.weight_decay", "must not be negative")
         _check(self.warmup_epochs >= 0, "train.warmup_epochs", "must not be negative")
         _check(0 < self.plateau_factor < 1, "train.plateau_factor", "must be in (0, 1)")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,18 +64,23 @@ def prepare(
     horizon_seconds: int | None = None,
     cache_dir: Path | None = None,
     split_with: Callable[[Samples], Split] | None = None,
+    scalers: tuple[FeatureScaler, TargetScaler] | None = None,
 ) -> Prepared:
     """Features (through the feature cache in `cache_dir`, if given), samples, time split, and scalers fitted on
-    the training rows and trades only. `split_with` replaces the 70/15/15 time split (a walk-forward fold's own)."""
+    the training rows and trades only. `split_with` replaces the 70/15/15 time split (a walk-forward fold's own);
+    `scalers` replace the fit (a warm-started fold keeps the scalers its starting weights were trained with)."""
     matrix = feature_matrix(candles, config.features, symbol=symbol, cache_dir=cache_dir)
     samples, report = build_samples(matrix, trades, config.targets)
     if split_with is None:
         split = split_by_time(samples, config.split, horizon_seconds=horizon_seconds)
     else:
         split = split_with(samples)
-    rows = training_rows(split.train)
-    feature_scaler = FeatureScaler.fit(matrix.values[rows], config.split.scaler)
-    target_scaler = TargetScaler.fit(split.train)
+    if scalers is None:
+        rows = training_rows(split.train)
+        feature_scaler = FeatureScaler.fit(matrix.values[rows], config.split.scaler)
+        target_scaler = TargetScaler.fit(split.train)
+    else:
+        feature_scaler, target_scaler = scalers
     scaled = feature_scaler.transform(matrix.values)
     bad = ~np.isfinite(scaled)
     if bad.any():
@@ -247,11 +253,13 @@ def train_run(
     progress: bool = True,
     sources: Sources | None = None,
     kind: str = LSTM_KIND,
+    warm_start: Any = None,
 ) -> TrainRun:
     """Train a model of `kind`, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only).
 
     A run folder that already holds a model or checkpoints is continued only with `resume`, replaced only with
-    `overwrite`, and otherwise refused: a finished run is never lost to a typo.
+    `overwrite`, and otherwise refused: a finished run is never lost to a typo. `warm_start`: an LSTM bundle
+    whose weights the training starts from, at the fine-tuning learning rate (prepare with its scalers).
     """
     # the model reads as many inputs as the feature set (and the other symbols) gives: 13 per symbol
     config = config.with_overrides("model", input_size=prepared.matrix.values.shape[1])
@@ -263,9 +271,18 @@ def train_run(
     if not resume:  # a resumed run's config.toml changes only once the resumed training has worked
         write_text_atomic(folder.config, dump_config(config))
     if kind == GBM_KIND:
+        if warm_start is not None:
+            raise ConfigError("a warm start continues an LSTM's weights; the gbm kind trains from scratch")
         return _train_gbm(prepared, config, folder, sources)
     run = _train_lstm(
-        prepared, config, folder, resume=resume, accelerator=accelerator, progress=progress, sources=sources
+        prepared,
+        config,
+        folder,
+        resume=resume,
+        accelerator=accelerator,
+        progress=progress,
+        sources=sources,
+        initial_model=None if warm_start is None else warm_start.model.model,
     )
     if resume and run.is_global_zero:
         write_text_atomic(folder.config, dump_config(config))
@@ -281,6 +298,7 @@ def _train_lstm(
     accelerator: str,
     progress: bool,
     sources: Sources | None,
+    initial_model: Any = None,
 ) -> TrainRun:
     from lstm_trading.models.lstm.predictor import LstmPredictor
     from lstm_trading.models.lstm.training import fit
@@ -297,6 +315,7 @@ def _train_lstm(
         resume=resume,
         accelerator=accelerator,
         progress=progress,
+        initial_model=initial_model,
     )
     if result.is_global_zero:
         _save(

@@ -73,6 +73,7 @@ FOLD_COLUMNS = (
     "return_pct",
     "min_prob",
     "min_ev",
+    "warm_from",
     "reason",
 )
 
@@ -101,6 +102,7 @@ class WalkForwardSettings:
     seed: int = 0  # the random-entry runs' and the bootstrap's
     overwrite: bool = False
     sweep: bool = True  # each fold's min-prob / min-EV chosen on its validation period (backtest/sweep.py)
+    warm_start: bool = False  # each LSTM fold starts from the fold before's weights and scalers (train.fine_tune_lr)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -131,6 +133,11 @@ def check_walkforward(config: Config, settings: WalkForwardSettings, out: Path) 
         raise ConfigError(f"--fold-workers: must be at least 1, got {settings.fold_workers}")
     if settings.ray_address is not None and settings.executor != "ray":
         raise ConfigError("--ray-address: only with --executor ray")
+    if settings.warm_start and settings.executor == "ray":
+        raise ConfigError(
+            "--warm-start: each fold starts from the one before, so the folds run one after another here; "
+            "leave out --executor ray"
+        )
     if settings.executor == "ray":
         check_ray(settings.ray_address)
     window = config.targets.max_len * MINUTE
@@ -326,6 +333,8 @@ class FoldTask:
     settings_sha256: str
     sources: Sources
     accelerator: str
+    warm_from: Path | None = None  # the fold whose weights and scalers this one starts from (--warm-start)
+    predict_test: bool = True  # False: live retraining, whose test period has not happened yet
 
 
 @dataclass(frozen=True)
@@ -373,7 +382,13 @@ def train_fold(task: FoldTask) -> FoldOutcome:
             }
             return Split(train=parts["train"], val=parts["val"], test=parts["test"], purged=dict(task.purged))
 
-        prepared = prepare(candles, task.trades, task.config, symbol=task.symbol, split_with=split_with)
+        start_from = None
+        if task.warm_from is not None:  # the fold before has finished: its weights and scalers carry on
+            start_from = load_bundle(task.warm_from)
+        scalers = None if start_from is None else (start_from.feature_scaler, start_from.target_scaler)
+        prepared = prepare(
+            candles, task.trades, task.config, symbol=task.symbol, split_with=split_with, scalers=scalers
+        )
         run = train_run(
             prepared,
             task.config,
@@ -383,6 +398,7 @@ def train_fold(task: FoldTask) -> FoldOutcome:
             progress=False,
             sources=task.sources,
             kind=task.kind,
+            warm_start=start_from,
         )
         trained = time.perf_counter()
         bundle = load_bundle(task.run_dir)  # what the bundle holds, as every later command reads it
@@ -402,8 +418,9 @@ def train_fold(task: FoldTask) -> FoldOutcome:
             }
         # the one path every backtest takes (features, batched prediction, ATR levels) over the test period
         every = task.config.backtest.every_seconds
-        traded = period_signals(bundle, candles, task.test_start, task.test_end, every, workers=inference)
-        write_bytes_atomic(signals_path, _signals_bytes(traded.signals))
+        if task.predict_test:
+            traded = period_signals(bundle, candles, task.test_start, task.test_end, every, workers=inference)
+            write_bytes_atomic(signals_path, _signals_bytes(traded.signals))
         # and over its validation period, where the stitched backtest chooses the fold's thresholds
         validated = period_signals(
             bundle, candles, int(split.val.start_time[0]), task.test_start, every, workers=inference
@@ -422,6 +439,7 @@ def train_fold(task: FoldTask) -> FoldOutcome:
         "purged": split.purged,
         "class_counts": split.train.class_counts(),
         "val_from": int(split.val.start_time[0]),
+        "warm_from": "" if task.warm_from is None else task.warm_from.name,
         "best_epoch": _best_epoch(run, bundle.meta),
         "epochs_run": run.epochs_run,
         "best_val_loss": run.best_val_loss,
@@ -541,7 +559,7 @@ def run_tasks(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: 
     if settings.executor == "ray":
         _run_ray(tasks, settings, report)
         return
-    workers = local_workers(settings, len(tasks))
+    workers = 1 if settings.warm_start else local_workers(settings, len(tasks))  # warm: each waits for the last
     if workers == 1:  # in this process: no pool to start (the training stack is imported already)
         with _one_thread():
             for task in tasks:
@@ -610,6 +628,7 @@ def settings_document(config: Config, settings: WalkForwardSettings, loaded: Loa
             "val": settings.val,
             "purge_seconds": loaded.horizon_seconds,
             "models": list(settings.kinds),
+            "warm_start": settings.warm_start,
         },
         "trades": loaded.sources.journal or "first-touch labels",
         "symbol": symbol,
@@ -670,6 +689,7 @@ def build_tasks(
     alone = settings.executor == "local" and local_workers(settings, len(loaded.plan.folds) * len(settings.kinds)) == 1
     inference = config.runtime.workers if alone else 1
     tasks = []
+    previous: Path | None = None  # the LSTM fold before, where --warm-start starts each fold from
     for fold in loaded.plan.folds:
         rows = {part: getattr(fold.split, part).journal_row.copy() for part in ("train", "val", "test")}
         used = np.concatenate(list(rows.values()))
@@ -703,8 +723,11 @@ def build_tasks(
                     settings_sha256=inputs,
                     sources=loaded.sources,
                     accelerator=settings.accelerator,
+                    warm_from=previous if settings.warm_start and kind == LSTM_KIND else None,
                 )
             )
+        if settings.warm_start:
+            previous = folder.fold(fold.name, None if settings.model == LSTM_KIND else LSTM_KIND).root.resolve()
     return tasks
 
 
@@ -948,6 +971,7 @@ def fold_rows(
                 "expectancy_pct": float(mine["return_pct"].mean()) if len(mine) else None,
                 "return_pct": 100 * (closing / opening - 1),
                 **_chosen_thresholds(stitched, task.run_name),
+                "warm_from": record.get("warm_from", ""),
                 "reason": "",
             }
         )

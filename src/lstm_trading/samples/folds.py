@@ -38,6 +38,9 @@ class FoldSettings:
     val: float = 0.15
     horizon_seconds: int = 86_400  # the label horizon: the purge
     min_train_trades: int = MIN_TRAIN_TRADES
+    # live retraining's gate: the trades of the last `holdout_seconds` before t_k are kept out of the fold's
+    # training (the gate scores the new model on them); 0, the walk-forward's: none
+    holdout_seconds: int = 0
 
     def __post_init__(self) -> None:
         for flag, value in (("--train-span", self.train_span), ("--test-span", self.test_span), ("--step", self.step)):
@@ -54,6 +57,8 @@ class FoldSettings:
             raise ConfigError(f"--val: must be a fraction in (0, 1), got {self.val!r}")
         if self.horizon_seconds < 0:
             raise ConfigError(f"--purge: must not be negative, got {self.horizon_seconds} s")
+        if self.holdout_seconds < 0 or self.holdout_seconds % MINUTE:
+            raise ConfigError(f"--gate-days: must be a whole number of minutes, got {self.holdout_seconds} s")
         if self.min_train_trades < 2:
             raise ConfigError(f"min_train_trades: must be at least 2, got {self.min_train_trades}")
 
@@ -122,9 +127,11 @@ def plan_folds(
     settings: FoldSettings,
     *,
     seed: int,
+    first: int | None = None,
 ) -> FoldPlan:
     """Cut the samples into folds (module docstring). `usable_times`: open times of the feature rows a window may
-    use (after the warm-up, outside long gaps); `data_end`: the close of the last candle.
+    use (after the warm-up, outside long gaps); `data_end`: the close of the last candle; `first`: the first
+    fold's t_k instead of the first trade plus the training span (live retraining's `--from`).
 
     A `ConfigError` when the test span is longer than the data or no fold's training span fits in it; a
     `DataError` when every fold was skipped (their reasons in the message).
@@ -141,7 +148,7 @@ def plan_folds(
             f"{format_time(data_start)} and the candles end at {format_time(data_end)} "
             f"({(data_end - data_start) / DAY:.1f} days); choose a shorter --test-span"
         )
-    first = data_start + settings.train_span
+    first = data_start + settings.train_span if first is None else first
     if first >= data_end:
         raise ConfigError(
             f"--train-span {_span(settings.train_span)}: no fold fits, the first whole training span "
@@ -158,7 +165,8 @@ def plan_folds(
         t_k = first + k * settings.stride
         test_end = min(t_k + settings.test_span, data_end)
         train_start = t_k - settings.train_span if settings.scheme == "sliding" else data_start
-        in_span = (starts >= train_start) & (starts + horizon <= t_k)  # the label is known before t_k
+        cutoff = t_k - settings.holdout_seconds
+        in_span = (starts >= train_start) & (starts + horizon <= cutoff)  # the label is known before t_k
         crossing = int(((starts >= train_start) & (starts < t_k) & ~in_span).sum())
         test = samples.subset((starts >= t_k) & (starts < test_end))
         reason = _skip_reason(samples.subset(in_span), usable, t_k, test_end, settings)

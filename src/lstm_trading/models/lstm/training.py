@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -558,9 +558,13 @@ def fit(
     resume: bool = False,
     accelerator: str = "auto",
     progress: bool = True,
+    initial_model: LSTMModel | None = None,
 ) -> FitResult:
     """Train with Lightning; the best checkpoint, early stopping and the learning-rate plateau follow
-    `train_config.checkpoint_criterion`."""
+    `train_config.checkpoint_criterion`. `initial_model`: start from its weights (a warm-started walk-forward
+    fold, from the fold before) at `train_config.fine_tune_lr` instead of a fresh initialisation at `lr`."""
+    if initial_model is not None:
+        train_config = replace(train_config, lr=train_config.fine_tune_lr)
     if len(val) == 0:
         raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
     L.seed_everything(train_config.seed, workers=True, verbose=False)
@@ -585,6 +589,12 @@ def fit(
         train=train_config.__dict__.copy(),
         class_weights=[float(w) for w in class_weights(train.label, train_config.class_weighting)],
     )
+    if initial_model is not None:
+        mine, theirs = module.model.state_dict(), initial_model.state_dict()
+        shapes = {k: tuple(v.shape) for k, v in mine.items()} != {k: tuple(v.shape) for k, v in theirs.items()}
+        if shapes:
+            raise DataError("the warm start's model has other sizes than this configuration's model")
+        module.model.load_state_dict(theirs)
     data = WindowDataModule(
         scaled, train, val, target_scaler, batch_size=train_config.batch_size, seed=train_config.seed
     )
