@@ -518,3 +518,39 @@ def test_warm_start_continues_each_fold_from_the_one_before(wf_db: Path, tmp_pat
          "--executor", "ray", "--out", str(tmp_path / "ray")],
     )  # fmt: skip
     assert refused.exit_code == 2 and "--warm-start" in refused.output
+
+
+def test_on_a_random_walk_the_verdict_finds_no_edge(tmp_path: Path) -> None:
+    """Minutes whose returns are independent draws hold nothing to learn: trading every fold's signals, the
+    stitched verdict must not claim an edge (its size, over many draws, is the decisions issue's test)."""
+    import torch
+
+    from lstm_trading.data.store import CandleStore
+
+    rng = np.random.default_rng(11)
+    minutes = int(DAYS * 24 * 60)
+    close = 2_000 * np.exp(np.cumsum(rng.normal(0, 6e-4, minutes)))
+    opens = np.r_[2_000, close[:-1]]
+    spread = np.abs(rng.normal(0, 3e-4, minutes)) * close
+    candles = pd.DataFrame(
+        {
+            "timestamp": 1_704_067_200 + 60 * np.arange(minutes, dtype=np.int64),
+            "open": opens,
+            "high": np.maximum(opens, close) + spread,
+            "low": np.minimum(opens, close) - spread,
+            "close": close,
+            "volume": rng.lognormal(3, 0.5, minutes),
+        }
+    )
+    db = tmp_path / "walk.db"
+    with CandleStore(db, create=True) as store:
+        store.upsert("ETHUSDT", candles, source="a random walk")
+    threads = torch.get_num_threads()
+    try:
+        result = run_wf(db, tmp_path / "wf", baseline="none", random_runs=200)
+    finally:
+        torch.set_num_threads(threads)
+    assert not result.failures
+    figures = result.verdicts["lstm"]
+    assert figures["trades"] >= 30  # enough trades that the verdict is a judgement, not "too few"
+    assert figures["verdict"] == "no evidence of an edge", figures
