@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from _common import load_average
-
 from lstm_trading.core.config import Config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
