@@ -155,6 +155,21 @@ def plot_calibration(table: Sequence[dict[str, float]], ece: float, out: Path) -
 # --- backtest ---
 
 
+def random_band(axes: Any, times: Any, equity: pd.DataFrame) -> None:
+    """The random-entry runs' 5-95 % equity band, where the frame has it (every equity plot shows the null)."""
+    if "random_p05" not in equity:
+        return
+    axes.fill_between(
+        times,
+        equity["random_p05"],
+        equity["random_p95"],
+        color=_COLOURS["random"],
+        alpha=0.15,
+        linewidth=0,
+        label="random entries, 5-95 %",
+    )
+
+
 def plot_equity(equity: pd.DataFrame, out: Path) -> Path:
     """Every strategy's equity; the model's drawdown shaded (above) and in percent (below)."""
     times = _times(equity["timestamp"])
@@ -164,15 +179,7 @@ def plot_equity(equity: pd.DataFrame, out: Path) -> Path:
     peak = np.maximum.accumulate(model)
     top.fill_between(times, model, peak, color="red", alpha=0.15, linewidth=0, label="model drawdown")
     if "random_mean" in equity:
-        top.fill_between(
-            times,
-            equity["random_p05"],
-            equity["random_p95"],
-            color=_COLOURS["random"],
-            alpha=0.15,
-            linewidth=0,
-            label="random entries, 5-95 %",
-        )
+        random_band(top, times, equity)
         top.plot(times, equity["random_mean"], color=_COLOURS["random"], linewidth=1, label="random entries, mean")
     top.plot(times, equity["buy_and_hold"], color=_COLOURS["buy_and_hold"], linewidth=1, label="buy and hold")
     if "journal" in equity:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.report.document import _STYLE, _table
-from lstm_trading.report.figures import _COLOURS, _times
+from lstm_trading.report.figures import _COLOURS, _times, random_band
 from lstm_trading.report.tables import SIGNIFICANCE_HEADER, SUMMARY_HEADER, significance_rows, summary_rows
 
 if TYPE_CHECKING:
@@ -36,16 +36,7 @@ def equity_figure(equity: pd.DataFrame, boundaries: list[int], title: str) -> Fi
     times = _times(equity["timestamp"])
     figure = Figure(figsize=(10, 4.5))
     axes = figure.subplots()
-    if "random_p05" in equity:
-        axes.fill_between(
-            times,
-            equity["random_p05"],
-            equity["random_p95"],
-            color=_COLOURS["random"],
-            alpha=0.15,
-            linewidth=0,
-            label="random entries, 5-95 %",
-        )
+    random_band(axes, times, equity)
     axes.plot(times, equity["buy_and_hold"], color=_COLOURS["buy_and_hold"], linewidth=1, label="buy and hold")
     axes.plot(times, equity["model"], color=_COLOURS["model"], linewidth=1.3, label="model (each fold's own)")
     for i, boundary in enumerate(boundaries):
