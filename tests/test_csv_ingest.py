@@ -62,6 +62,9 @@ def test_binance_file_imports_and_reports_its_one_270_minute_gap(binance_gap_csv
         f"ETHUSDT in {db}: 50,000 rows added, 0 already present, 0 conflicts",
         "held: 2021-08-09 03:00 UTC to 2021-09-13 00:49 UTC (50,000 candles)",
         "gaps: 1 gap, 270 missing minutes; largest: 270 min from 2021-08-13 02:00 UTC",
+        "long gaps (over 60 minutes): 1, 270 missing minutes, the longest 270 from 2021-08-13 02:00 UTC; each "
+        "starts a new segment whose indicators restart and whose first 8,000 minutes of warm-up are not traded or "
+        "trained on",
     ]
     with CandleStore(db) as store:
         assert [(gap.minutes, gap.first_missing) for gap in store.gaps("ETHUSDT")] == [
