@@ -377,17 +377,7 @@ def test_a_failed_fold_is_named_the_others_finish_and_no_summary_is_written(
     assert not (out / "summary.json").exists()
 
 
-# --- executors ---
-
-
-@pytest.fixture(scope="session")
-def ray_session():  # type: ignore[no-untyped-def]
-    """One local Ray for every Ray test: 2 CPUs, no dashboard, a small object store."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+# --- executors (the session's one local Ray: `ray_session` in conftest.py) ---
 
 
 def test_local_processes_and_ray_tasks_give_identical_folds(
@@ -554,3 +544,14 @@ def test_on_a_random_walk_the_verdict_finds_no_edge(tmp_path: Path) -> None:
     figures = result.verdicts["lstm"]
     assert figures["trades"] >= 30  # enough trades that the verdict is a judgement, not "too few"
     assert figures["verdict"] == "no evidence of an edge", figures
+
+
+def test_walkforward_reads_the_other_symbols_it_is_given(wf_db: Path, tmp_path: Path) -> None:
+    """--with reaches the folds' candle loader: a symbol the database lacks is the loader's one-line error."""
+    result = CliRunner().invoke(
+        app,
+        ["walkforward", "--db", str(wf_db), "--train-span", "36h", "--test-span", "12h", "--max-len", "60",
+         "--with", "BTCUSDT", "--out", str(tmp_path / "wf")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "BTCUSDT" in result.output and "lstm-trading ingest exchange" in result.output

@@ -119,6 +119,14 @@ def _duration(text: str | None, option: str) -> int | None:
     return None if text is None else parse_duration(text, option=option)
 
 
+def _on_off(text: str, option: str) -> bool:
+    from lstm_trading.core.errors import ConfigError
+
+    if text.lower() not in ("on", "off"):
+        raise ConfigError(f"{option}: expected on or off, got {text!r}")
+    return text.lower() == "on"
+
+
 def _trading_settings(
     run: Path,
     *,
@@ -1242,6 +1250,8 @@ def walkforward_command(
     ),
     cache_dir: Path | None = CACHE_DIR_OPTION,
     cache: bool | None = CACHE_OPTION,
+    feature_set: str | None = FEATURE_SET_OPTION,
+    with_symbols: list[str] | None = WITH_OPTION,
 ) -> None:
     """Retrain on rolling periods, decide each out-of-sample moment with its fold's model in one stitched
     backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
@@ -1263,6 +1273,7 @@ def walkforward_command(
         "train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
     )
     config = config.with_overrides("split", scaler=scaler)
+    config = _feature_overrides(config, feature_set, with_symbols)
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir, workers=workers)
     backtest = _trading_settings(
         out,
@@ -1345,6 +1356,189 @@ def walkforward_command(
     _echo_plain(f"verdict: {result.verdicts[main]['sentence']}")
 
 
+# --- tuning (runs/tune.py) ---
+
+
+def _options_of(command: Any) -> dict[str, Any]:
+    """A command's typer options by parameter name: `tune` declares the walk-forward's flags with walkforward's own
+    definitions, so the two commands cannot drift apart in a flag's name, default or help."""
+    import inspect
+
+    return {name: parameter.default for name, parameter in inspect.signature(command).parameters.items()}
+
+
+_WF = _options_of(walkforward_command)
+
+
+def _holdout(text: str) -> tuple[float, int | None]:
+    """`--holdout 20%` (a share of the data's time span, also `0.2`) or a span (`7d`, `36h`)."""
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.core.timeutil import parse_fraction
+
+    if text.strip()[-1:].lower() in ("s", "m", "h", "d", "w"):
+        return 0.0, _duration(text, "--holdout")
+    share = parse_fraction(text, option="--holdout")
+    if not 0 < share < 1:
+        raise ConfigError(f"--holdout: must be a share of the data in (0 %, 100 %) or a span like 7d, got {text!r}")
+    return share, None
+
+
+@app.command("tune")
+def tune_command(
+    db: Path = DB_OPTION,
+    symbol: str = SYMBOL_OPTION,
+    space: Path = typer.Option(..., "--space", help="Search space (TOML): each section.key with low/high or choices."),
+    trials: int = typer.Option(50, "--trials", min=1, help="Completed plus pruned trials the study runs to."),
+    holdout: str = typer.Option(
+        "20%", "--holdout", help="The data's end kept from every trial: a share (20%) or a span (7d)."
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default sqlite in --out); several machines may share one."
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name in the storage (default: --out's name)."),
+    objective: str = typer.Option(
+        "oos_log_loss_skill", "--objective", help="oos_log_loss_skill (mean 1 - LL/LL_prior) or oos_expectancy."
+    ),
+    executor: str = typer.Option("local", "--executor", help="local (processes) or ray (Ray Tune trials)."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="With --executor ray: the head's HOST:PORT (default: a local Ray for the run)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Trials at once, one process each (default: one per core)."
+    ),
+    out: Path = typer.Option(Path("tune"), "--out", help="Tune folder (trials.csv, best.toml, holdout/, ...)."),
+    trades: Path | None = _WF["trades"],
+    sheet: str = _WF["sheet"],
+    skip_bad_rows: bool = _WF["skip_bad_rows"],
+    label_every: str | None = _WF["label_every"],
+    horizon: str | None = _WF["horizon"],
+    k_sl: float | None = _WF["k_sl"],
+    k_tp: float | None = _WF["k_tp"],
+    train_span: str = _WF["train_span"],
+    test_span: str = _WF["test_span"],
+    step: str | None = _WF["step"],
+    scheme: str = _WF["scheme"],
+    val: float = _WF["val"],
+    purge: str | None = _WF["purge"],
+    config_file: Path | None = _WF["config_file"],
+    max_len: int | None = _WF["max_len"],
+    min_history: int | None = _WF["min_history"],
+    epochs: int | None = _WF["epochs"],
+    batch_size: int | None = _WF["batch_size"],
+    lr: float | None = _WF["lr"],
+    seed: int | None = _WF["seed"],
+    scaler: str | None = _WF["scaler"],
+    precision: str | None = _WF["precision"],
+    accelerator: str = _WF["accelerator"],
+    model_kind: str = _WF["model_kind"],
+    baseline: str = _WF["baseline"],
+    every: str | None = EVERY_OPTION,
+    min_prob: float | None = MIN_PROB_OPTION,
+    min_ev: float | None = MIN_EV_OPTION,
+    levels: str | None = LEVELS_OPTION,
+    fee: str | None = FEE_OPTION,
+    slippage: str | None = SLIPPAGE_OPTION,
+    max_hold: str | None = MAX_HOLD_OPTION,
+    risk: str | None = RISK_OPTION,
+    position_share: str | None = POSITION_SHARE_OPTION,
+    daily_loss_limit: str | None = DAILY_LOSS_LIMIT_OPTION,
+    funding: str | None = FUNDING_OPTION,
+    random_runs: int = _WF["random_runs"],
+    warm_start: bool = _WF["warm_start"],
+    fold_sweep: bool = _WF["fold_sweep"],
+    cache_dir: Path | None = CACHE_DIR_OPTION,
+    cache: bool | None = CACHE_OPTION,
+) -> None:
+    """Search the settings with Optuna on the walk-forward folds of a tuning period, then judge the best once on
+    a holdout no trial saw (trials.csv, best.toml, holdout/, summary.json, report.html)."""
+    from dataclasses import replace
+
+    from lstm_trading.core.config import load_config
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.core.timeutil import parse_fraction
+    from lstm_trading.runs.tune import TuneSettings, tune_run
+    from lstm_trading.runs.tune_space import load_space
+    from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings
+
+    labelling = {"--label-every": label_every, "--horizon": horizon, "--k-sl": k_sl, "--k-tp": k_tp}
+    given = [flag for flag, value in labelling.items() if value is not None]
+    if trades is not None and given:
+        raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
+    config = load_config(config_file)
+    config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
+    config = config.with_overrides("train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+    config = config.with_overrides("split", scaler=scaler)
+    config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
+    backtest = _trading_settings(
+        out,
+        every=every,
+        min_prob=min_prob,
+        fee=fee,
+        slippage=slippage,
+        max_hold=max_hold,
+        risk=risk,
+        position_share=position_share,
+        daily_loss_limit=daily_loss_limit,
+        funding=funding,
+        min_ev=min_ev,
+        levels=levels,
+        base=config.backtest,
+    )
+    config = replace(config, backtest=backtest)
+    config = config.with_overrides(
+        "labels",
+        every_seconds=_duration(label_every, "--label-every"),
+        horizon_seconds=_duration(horizon, "--horizon"),
+        k_sl=k_sl,
+        k_tp=k_tp,
+        fee=None if fee is None else parse_fraction(fee, option="--fee"),
+        slippage=None if slippage is None else parse_fraction(slippage, option="--slippage"),
+    )
+    walk = WalkForwardSettings(
+        train_span=_duration(train_span, "--train-span"),
+        test_span=_duration(test_span, "--test-span"),
+        step=_duration(step, "--step"),
+        scheme=scheme,
+        val=val,
+        purge_seconds=_duration(purge, "--purge"),
+        model=model_kind,
+        baseline=baseline,
+        accelerator=accelerator,
+        random_runs=random_runs,
+        sweep=fold_sweep,
+        warm_start=warm_start,
+    )
+    share, span = _holdout(holdout)
+    settings = TuneSettings(
+        space=space,
+        trials=trials,
+        holdout=share,
+        holdout_seconds=span,
+        storage=storage,
+        study=study,
+        objective=objective,
+        executor=executor,
+        ray_address=ray_address,
+        workers=workers,
+    )
+    searched = load_space(space, config)
+    source = TradeSource(journal=trades, sheet=sheet, skip_bad_rows=skip_bad_rows)
+    result = tune_run(config, settings, walk, searched, db=db, symbol=symbol, source=source, out=out, echo=_echo_plain)
+    summary = result.summary
+    best, held = summary["best"], summary["holdout"]
+    counted = ", ".join(f"{count} {state}" for state, count in sorted(summary["trials"].items()))
+    _echo_plain(f"trials: {counted}; wrote {result.folder.trials_table} and {result.folder.best}")
+    if held.get("objective") is None:
+        _echo_plain(f"holdout: no score ({'; '.join(held.get('failures') or []) or 'nothing to score'})")
+    else:
+        _echo_plain(
+            f"holdout: {objective} {held['objective']:+.4f} against {best['objective']:+.4f} in the search "
+            f"(gap {summary['gap']:+.4f}); PSR {'-' if held['psr'] is None else format(held['psr'], '.3f')}"
+        )
+        _echo_plain(f"holdout verdict: {held['sentence']}")
+    _echo_plain(f"report: {result.folder.report}")
+
+
 # --- automatic trading (runs/live.py, live/) ---
 
 
@@ -1403,6 +1597,28 @@ def live_command(
     ),
     periods: int | None = typer.Option(None, "--periods", min=1, help="Stop after this many periods (default: never)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per decision (guards and errors still show)."),
+    retrain_every: str | None = typer.Option(
+        None,
+        "--retrain-every",
+        help="Retrain on a schedule (e.g. 7d): walk-forward's fold at each boundary, gated, swapped in; a replay's "
+        "first model is trained at --from.",
+    ),
+    train_span: str | None = typer.Option(None, "--train-span", help="--retrain-every: training period (60d)."),
+    scheme: str | None = typer.Option(None, "--scheme", help="--retrain-every: sliding (default) or expanding."),
+    gate: str | None = typer.Option(None, "--gate", help="--retrain-every: on (default) or off."),
+    gate_days: str | None = typer.Option(
+        None, "--gate-days", help="--retrain-every: the gate's window before a boundary, kept out of training (3d)."
+    ),
+    gate_tolerance: float | None = typer.Option(
+        None, "--gate-tolerance", help="--retrain-every: log-loss a new model may lose, nats (default 0.01)."
+    ),
+    sweep: bool | None = typer.Option(
+        None, "--sweep/--no-sweep", help="--retrain-every: each model's min-prob / min-EV from its validation period."
+    ),
+    fold_workers: int | None = typer.Option(
+        None, "--fold-workers", min=1, help="--retrain-every --replay: boundary models trained at once (default 1)."
+    ),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="--retrain-every: auto, cpu or cuda."),
 ) -> None:
     """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
 
@@ -1448,6 +1664,15 @@ def live_command(
         out_dir=out,
         periods=periods,
         quiet=quiet,
+        retrain_every_s=_duration(retrain_every, "--retrain-every"),
+        train_span_s=_duration(train_span, "--train-span"),
+        scheme=scheme,
+        gate=None if gate is None else _on_off(gate, "--gate"),
+        gate_span_s=_duration(gate_days, "--gate-days"),
+        gate_tolerance=gate_tolerance,
+        sweep=sweep,
+        fold_workers=fold_workers,
+        accelerator=accelerator,
     )
     if settings.replay:
         with warnings.catch_warnings(record=True) as caught:

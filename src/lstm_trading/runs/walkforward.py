@@ -103,6 +103,11 @@ class WalkForwardSettings:
     overwrite: bool = False
     sweep: bool = True  # each fold's min-prob / min-EV chosen on its validation period (backtest/sweep.py)
     warm_start: bool = False  # each LSTM fold starts from the fold before's weights and scalers (train.fine_tune_lr)
+    # `tune`'s hooks: a trial reads no candle and uses no trade at or after `until` (the holdout stays unseen);
+    # the holdout's own walk-forward tests no moment before `first_test`. None: the whole data, as before.
+    until: int | None = None
+    first_test: int | None = None
+    figures: bool = True  # False: no PNGs and no report.html (tune's trials: only their scores are read)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -242,18 +247,30 @@ def load_walkforward(
 
             journal = read_journal(source.journal, sheet=source.sheet, skip_bad_rows=source.skip_bad_rows)
             trades = journal.trades
+            if settings.until is not None:  # tune: only the trades before the holdout
+                trades = trades[trades["start_time"] < settings.until].reset_index(drop=True)
+                if trades.empty:
+                    raise DataError(f"{source.journal}: no trade before {format_time(settings.until)}")
             recorded = journal.meta.get("horizon_seconds")
             horizon = int(recorded) if recorded else None
             hindsight = journal.meta.get("labeller") == "first-touch"
             journal_name = "journal (hindsight labels)" if hindsight else "journal trades"
             times = trades["start_time"]
             end = _data_end(db, symbol)
+            if settings.until is not None:
+                end = min(end, settings.until)
             history = history_minutes(config.features, config.targets.max_len)
             candles = candles_for_moments(
-                db, symbol, int(times.min()), end, history, needed_by=f"the trades of {source.journal}"
+                db,
+                symbol,
+                int(times.min()),
+                end,
+                history,
+                needed_by=f"the trades of {source.journal}",
+                with_symbols=config.features.with_symbols,
             )
         else:
-            trades, candles = _label(config, db, symbol)
+            trades, candles = _label(config, db, symbol, until=settings.until)
             horizon = config.labels.horizon_seconds
             journal_name = "journal (hindsight labels)"
             end = int(candles["timestamp"].iloc[-1]) + MINUTE
@@ -264,7 +281,7 @@ def load_walkforward(
     fold_settings = FoldSettings(
         settings.train_span, settings.test_span, settings.step, settings.scheme, settings.val, horizon
     )
-    plan = plan_folds(samples, matrix.timestamps, end, fold_settings, seed=config.train.seed)
+    plan = plan_folds(samples, matrix.timestamps, end, fold_settings, seed=config.train.seed, first=settings.first_test)
     sources = Sources(
         db=str(db.resolve()),
         symbol=symbol,
@@ -291,13 +308,36 @@ def own_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     return list(dict.fromkeys(str(w.message) for w in caught if str(Path(w.filename).resolve()).startswith(package)))
 
 
-def _label(config: Config, db: Path, symbol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A first-touch journal of the whole history, as the journal reader would return it."""
+def _label(
+    config: Config, db: Path, symbol: str, *, until: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A first-touch journal of the whole history (or of the candles opened before `until`), as the journal reader
+    would return it."""
     from lstm_trading.runs.features import candles_and_features
     from lstm_trading.samples.labels import label_first_touch
     from lstm_trading.samples.targets import CLASS_NAMES
 
-    candles, features = candles_and_features(db, symbol, config.features)
+    if until is None:
+        candles, features = candles_and_features(db, symbol, config.features)
+    else:  # tune's trials: nothing at or after `until` is read (the same features: computed from the data's start)
+        from lstm_trading.data.store import CandleStore
+        from lstm_trading.features.compute import compute_features
+        from lstm_trading.runs.candles import candles_for_moments
+
+        with CandleStore(db) as store:
+            held = store.time_range(symbol)
+        if held is None:
+            raise DataError(f"{db}: no {symbol} candles; choose the symbol with --symbol")
+        needed_by = f"the labels before {format_time(until)}"
+        candles = candles_for_moments(
+            db, symbol, int(held[0]), until, 0, needed_by=needed_by, with_symbols=config.features.with_symbols
+        )
+        features = compute_features(candles, config.features)
+        if features.empty:
+            raise DataError(
+                f"{db}: {len(candles):,} {symbol} candles before {format_time(until)}; features need more than the "
+                f"warm-up of {config.features.warmup_minutes:,} minutes"
+            )
     labelled = label_first_touch(candles, features, config.labels, symbol=symbol)
     if labelled.trades.empty:
         raise DataError(f"{db}: no {symbol} moment to label: each needs its whole --horizon inside the candles")
@@ -349,7 +389,15 @@ def fold_candles(db: Path, symbol: str, train_start: int, test_end: int, config:
     from lstm_trading.runs.candles import candles_for_moments
 
     history = history_minutes(config.features, config.targets.max_len)
-    return candles_for_moments(db, symbol, train_start, test_end, history, needed_by=f"the trades of fold {name}")
+    return candles_for_moments(
+        db,
+        symbol,
+        train_start,
+        test_end,
+        history,
+        needed_by=f"the trades of fold {name}",
+        with_symbols=config.features.with_symbols,
+    )
 
 
 def train_fold(task: FoldTask) -> FoldOutcome:
@@ -629,6 +677,8 @@ def settings_document(config: Config, settings: WalkForwardSettings, loaded: Loa
             "purge_seconds": loaded.horizon_seconds,
             "models": list(settings.kinds),
             "warm_start": settings.warm_start,
+            **({"until": settings.until} if settings.until is not None else {}),
+            **({"first_test": settings.first_test} if settings.first_test is not None else {}),
         },
         "trades": loaded.sources.journal or "first-touch labels",
         "symbol": symbol,
@@ -917,7 +967,8 @@ def stitched_backtest(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_texts_atomic(files)
-    backtest_figures(equity, trades, out_dir)
+    if settings.figures:
+        backtest_figures(equity, trades, out_dir)
     return Stitched(kind, result, trades, equity, out_dir)
 
 
@@ -1079,9 +1130,13 @@ def walkforward_run(
     source: TradeSource,
     out: Path,
     echo: Callable[[str], None] = print,
+    on_fold: Callable[[FoldTask, FoldOutcome], None] | None = None,
 ) -> WalkForwardResult:
     """Plan the folds, train the unfinished ones on the executor, stitch each kind's out-of-sample signals into
-    one backtest, and write folds.csv, summary.json and report.html (see the module docstring)."""
+    one backtest, and write folds.csv, summary.json and report.html (see the module docstring).
+
+    `on_fold(task, outcome)` runs after each fold trained now (`tune` reports fold scores to its pruner there);
+    an exception it raises ends the walk-forward (at once where the folds run in this process)."""
     from lstm_trading.models.bundle import load_bundle
 
     started = time.perf_counter()
@@ -1135,6 +1190,8 @@ def walkforward_run(
             f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
             f"{elapsed:.0f} s so far, about {left:.0f} s left"
         )
+        if on_fold is not None:
+            on_fold(task, outcome)
 
     run_tasks(pending, settings, report)
     if failures:
@@ -1195,13 +1252,15 @@ def walkforward_run(
     write_text_atomic(folder.summary, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     from lstm_trading.report.walkforward import write_walkforward_report
 
-    report_path = write_walkforward_report(
-        folder.report,
-        summary,
-        frame,
-        {kind: (s.equity, s.result.stats) for kind, s in stitched_by_kind.items()},
-        main=settings.model,
-    )
+    report_path = None
+    if settings.figures:
+        report_path = write_walkforward_report(
+            folder.report,
+            summary,
+            frame,
+            {kind: (s.equity, s.result.stats) for kind, s in stitched_by_kind.items()},
+            main=settings.model,
+        )
     return WalkForwardResult(
         out, loaded.plan, rows, verdicts, [], len(pending), len(tasks) - len(pending), summary, report_path,
         loaded.warnings + fold_warnings,
