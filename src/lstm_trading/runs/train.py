@@ -316,6 +316,7 @@ def _train_lstm(
         accelerator=accelerator,
         progress=progress,
         initial_model=initial_model,
+        feature_names=tuple(prepared.matrix.names),
     )
     if result.is_global_zero:
         _save(

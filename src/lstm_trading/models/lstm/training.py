@@ -81,13 +81,14 @@ def trading_loss(
     return LossParts(class_weight * ce + reg_weight * regression, ce, regression)
 
 
-def _first_non_finite(batch: Batch) -> str:
-    """Where a batch first holds a NaN or infinity, for the error message (else: the optimiser diverged)."""
+def _first_non_finite(batch: Batch, names: tuple[str, ...] = FEATURE_NAMES) -> str:
+    """Where a batch first holds a NaN or infinity, for the error message (else: the optimiser diverged);
+    `names`: the feature columns' (the feature set's, with the other symbols')."""
     bad = ~torch.isfinite(batch.features)
     if not bad.any():
         return "the features are finite: the optimiser diverged; lower --lr (or train.gradient_clip in --config)"
     sample, step, column = (int(v) for v in torch.nonzero(bad)[0])
-    name = f"{FEATURE_NAMES[column]}, " if batch.features.shape[2] == len(FEATURE_NAMES) else ""
+    name = f"{names[column]}, " if batch.features.shape[2] == len(names) else ""
     return (
         f"first non-finite feature: {name}column {column} at step {step} of sample {int(batch.index[sample])} "
         "of the split; check the candles for extreme values"
@@ -103,6 +104,7 @@ class LSTMTrainingModule(L.LightningModule):
         self.train_config = TrainConfig(**train)
         self.model = LSTMModel.from_config(ModelConfig(**model), chunk_len=self.train_config.chunk_len)
         self.register_buffer("weights", torch.tensor(class_weights, dtype=torch.float32))
+        self.feature_names: tuple[str, ...] = FEATURE_NAMES  # for error messages; `fit` sets the run's
         self.weights: torch.Tensor
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
@@ -130,7 +132,7 @@ class LSTMTrainingModule(L.LightningModule):
             raise DataError(
                 f"non-finite {what} in epoch {self.current_epoch}, batch {batch_idx} "
                 f"(classification {parts.classification.item()}, regression {parts.regression.item()}); "
-                f"{_first_non_finite(batch)}"
+                f"{_first_non_finite(batch, self.feature_names)}"
             )
         size, logged = len(batch), self._per_sample(parts.total, len(batch))
         self.log("train_loss", logged, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
@@ -559,6 +561,7 @@ def fit(
     accelerator: str = "auto",
     progress: bool = True,
     initial_model: LSTMModel | None = None,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
 ) -> FitResult:
     """Train with Lightning; the best checkpoint, early stopping and the learning-rate plateau follow
     `train_config.checkpoint_criterion`. `initial_model`: start from its weights (a warm-started walk-forward
@@ -589,6 +592,7 @@ def fit(
         train=train_config.__dict__.copy(),
         class_weights=[float(w) for w in class_weights(train.label, train_config.class_weighting)],
     )
+    module.feature_names = tuple(feature_names)
     if initial_model is not None:
         mine, theirs = module.model.state_dict(), initial_model.state_dict()
         shapes = {k: tuple(v.shape) for k, v in mine.items()} != {k: tuple(v.shape) for k, v in theirs.items()}
