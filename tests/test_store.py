@@ -455,3 +455,40 @@ def test_migrate_refuses_a_named_backup_that_exists_and_changes_nothing(tmp_path
     assert path.read_bytes() == original
     assert (tmp_path / "seed.db.bak").read_text() == "an older backup"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.db", "seed.db.bak"]
+
+
+def test_a_database_open_in_this_process_is_never_read_behind_sqlites_back(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POSIX drops all of a process's locks on a file when any descriptor of it closes: a header check with
+    Python's open() beside an open connection (the live state, every period's candle store) would unlock it."""
+    import builtins
+    import io
+
+    from lstm_trading.data import sqlite_files
+    from lstm_trading.live.state import LiveState
+
+    opened: list[str] = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def recording(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def recording_io(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(str(file))
+        return real_io_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording)
+    monkeypatch.setattr(io, "open", recording_io)
+    with CandleStore(db):  # the first connection checks the header: nothing else holds the file
+        assert str(db) in opened
+        opened.clear()
+        with CandleStore(db) as second, LiveState(db, "acct"):
+            assert len(second.read("ETHUSDT")) > 0
+        assert str(db) not in opened
+    assert not sqlite_files.open_here(db)  # every connection let go of its count
+    opened.clear()
+    with LiveState(db, "acct"), CandleStore(db):
+        pass
+    assert str(db) not in opened

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_trading.core.errors import ConfigError, DataError
+from lstm_trading.data import sqlite_files
 from lstm_trading.data.candles import (
     CANDLE_COLUMNS,
     VALUE_COLUMNS,
@@ -147,16 +148,18 @@ class CandleStore:
         self.extra_columns: tuple[str, ...] = ()
         self._wal = False
         self._text_times = False
-        _check_file(self.path, create)
+        if not sqlite_files.open_here(self.path):  # else checked when it was opened: reading it now would drop
+            _check_file(self.path, create)  # this process's SQLite locks on it (`sqlite_files`)
         try:
             self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as error:
             raise DataError(f"{self.path}: cannot open the database ({error})") from None
+        self._held = sqlite_files.hold(self.path)
         try:
             with self._errors():
                 self._inspect(create)
         except BaseException:
-            self._connection.close()
+            self.close()
             raise
 
     # --- opening ---
@@ -579,6 +582,8 @@ class CandleStore:
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
         self._connection.close()
+        sqlite_files.release(self._held)
+        self._held = None
 
     def __enter__(self) -> CandleStore:
         return self

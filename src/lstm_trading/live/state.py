@@ -19,12 +19,13 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lstm_trading.backtest.execution import Costs, Fill, Order, PositionWatch
 from lstm_trading.core.errors import DataError
+from lstm_trading.data import sqlite_files
 from lstm_trading.data.store import is_lock_error, write_transaction
 
 _R = TypeVar("_R")
@@ -139,6 +140,9 @@ class Step:
     fills: tuple[tuple[str, Fill], ...] = ()
     orders: tuple[tuple[str, str, dict[str, Any]], ...] = ()  # (client id, status, record)
     equity: float | None = None
+    # live_meta keys written with the period: a model swap (the model in use and its retraining's record) is
+    # part of the transaction of the first decision it makes
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _without(record: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -156,11 +160,20 @@ class LiveState:
             raise DataError(f"{self.path}: no such database; the live loop keeps its state in the candle database")
         try:
             self._connection = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.DatabaseError as error:
+            raise DataError(f"{self.path}: cannot keep the live state there ({error})") from None
+        self._held = sqlite_files.hold(self.path)  # nothing reads the file behind SQLite's back meanwhile
+        try:
             self._connection.execute("PRAGMA journal_mode = WAL")
             self._connection.executescript(_SCHEMA)  # IF NOT EXISTS: idempotent, so no transaction needed
         except sqlite3.DatabaseError as error:
+            self.close()
             raise DataError(f"{self.path}: cannot keep the live state there ({error})") from None
-        self._check_version()
+        try:
+            self._check_version()
+        except BaseException:
+            self.close()
+            raise
 
     def _check_version(self) -> None:
         row = self._connection.execute("SELECT version FROM live_schema").fetchone()
@@ -299,6 +312,8 @@ class LiveState:
                     "INSERT OR REPLACE INTO live_equity (account, at, equity) VALUES (?, ?, ?)",
                     (self.account, step.at, step.equity),
                 )
+            for key, value in step.meta.items():
+                self._put_meta(connection, key, value)
             self._put_meta(connection, "trader", step.trader)
             self._put_meta(connection, "last_moment", step.at)
 
@@ -310,6 +325,8 @@ class LiveState:
 
     def close(self) -> None:
         self._connection.close()
+        sqlite_files.release(self._held)
+        self._held = None
 
     def __enter__(self) -> LiveState:
         return self
