@@ -555,3 +555,41 @@ def test_walkforward_reads_the_other_symbols_it_is_given(wf_db: Path, tmp_path: 
     )  # fmt: skip
     assert result.exit_code == 2
     assert "BTCUSDT" in result.output and "lstm-trading ingest exchange" in result.output
+
+
+def test_a_skipped_fold_keeps_the_model_before_it(wf_out: Path, wf_db: Path) -> None:
+    """As a live loop that retrains keeps its model when a retraining is skipped: a skipped fold's test period
+    is decided by the last trained fold's model, exactly as that model predicts there; before any trained fold
+    nothing decides."""
+    from lstm_trading.backtest.simulation import period_signals
+    from lstm_trading.models.bundle import load_bundle
+    from lstm_trading.runs.walkforward import FoldSignals, carried_signals, fold_candles, read_fold_signals
+    from lstm_trading.samples.folds import FoldPlan, SkippedFold
+
+    config = wf_config()
+    folds = folds_frame(wf_out)
+    trained = folds[(folds["status"] == "trained") & (folds["model"] == "lstm")].sort_values("k")
+    records = [json.loads((wf_out / "folds" / name / "fold.json").read_text()) for name in trained["fold"]]
+    first, last = records[0], records[-1]
+    signals = [
+        FoldSignals(
+            r["run"], r["test_start"], r["test_end"], read_fold_signals(wf_out / "folds" / r["run"] / "signals.npz"),
+            None, wf_out / "folds" / r["run"],
+        )
+        for r in records[:-1]
+    ]  # fmt: skip
+    # the last trained fold's period, as if it had been skipped; and one before every trained fold
+    skipped = [
+        SkippedFold(last["k"], last["test_start"], last["test_end"], "too few trades"),
+        SkippedFold(0, first["test_start"] - 6 * HOUR, first["test_start"], "too few trades"),
+    ]
+    plan = FoldPlan(first=first["test_start"], folds=[], skipped=skipped)
+    carried = carried_signals(signals, plan, config, db=wf_db, symbol="ETHUSDT")
+    assert len(carried) == 1 and carried[0].run == records[-2]["run"]
+    bundle = load_bundle(wf_out / "folds" / records[-2]["run"])
+    candles = fold_candles(wf_db, "ETHUSDT", last["test_start"], last["test_end"], config, "check")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = period_signals(bundle, candles, last["test_start"], last["test_end"], 900, workers=1).signals
+    np.testing.assert_array_equal(carried[0].signals.at, expected.at)
+    np.testing.assert_allclose(carried[0].signals.proba, expected.proba, rtol=0, atol=0)

@@ -308,9 +308,7 @@ def own_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     return list(dict.fromkeys(str(w.message) for w in caught if str(Path(w.filename).resolve()).startswith(package)))
 
 
-def _label(
-    config: Config, db: Path, symbol: str, *, until: int | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _label(config: Config, db: Path, symbol: str, *, until: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A first-touch journal of the whole history (or of the candles opened before `until`), as the journal reader
     would return it."""
     from lstm_trading.runs.features import candles_and_features
@@ -830,6 +828,7 @@ class FoldSignals:
     test_end: int
     signals: Signals
     validation: Signals | None = None  # at the validation period's moments (up to `test_start`)
+    run_dir: Path | None = None  # the fold's run folder (its bundle)
 
 
 def stitch_signals(
@@ -879,6 +878,47 @@ class Stitched:
     out_dir: Path
 
 
+def carried_signals(
+    trained: Sequence[FoldSignals], plan: FoldPlan, config: Config, *, db: Path, symbol: str
+) -> list[FoldSignals]:
+    """A skipped fold keeps the model before it (as a live loop that retrains would: issue 16): its test
+    period decided by the last trained fold's model, under that fold's name and thresholds. A skipped period
+    before the first trained fold, or with no usable window (a gap of months), stays untraded."""
+    from lstm_trading.backtest.simulation import period_signals
+    from lstm_trading.models.bundle import load_bundle
+
+    carried = []
+    ordered = sorted(trained, key=lambda f: f.test_start)
+    for skipped in plan.skipped:
+        before = [f for f in ordered if f.test_end <= skipped.test_start]
+        if not before:
+            continue
+        previous = before[-1]
+        if previous.run_dir is None:
+            continue
+        bundle = load_bundle(previous.run_dir)
+        try:
+            candles = fold_candles(db, symbol, skipped.test_start, skipped.test_end, config, skipped.name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # moments without a window: untraded, as in any backtest
+                traded = period_signals(
+                    bundle, candles, skipped.test_start, skipped.test_end, config.backtest.every_seconds, workers=1
+                )
+        except DataError:  # no candle or no usable window in the skipped period: nothing to decide
+            continue
+        carried.append(
+            FoldSignals(
+                previous.run,
+                skipped.test_start,
+                skipped.test_end,
+                traded.signals,
+                previous.validation,
+                previous.run_dir,
+            )
+        )
+    return carried
+
+
 def fold_thresholds(
     folds: Sequence[FoldSignals],
     candles: pd.DataFrame,
@@ -891,6 +931,8 @@ def fold_thresholds(
     everything = CandleArrays.from_frame(candles)
     chosen = {}
     for fold in folds:
+        if fold.run in chosen:  # a skipped fold carried by this model: chosen with it, on its validation
+            continue
         if fold.validation is None or len(fold.validation) == 0:
             raise DataError(f"fold {fold.run}: no validation signals to choose its thresholds on")
         start = int(fold.validation.at[0])
@@ -1036,10 +1078,18 @@ def fold_rows(
                 "status": "skipped",
                 "test_from": format_time(skipped.test_start),
                 "test_to": format_time(skipped.test_end),
-                "reason": skipped.reason,
+                "reason": skipped.reason + _carried_by(stitched, skipped.test_start),
             }
         )
     return sorted(rows, key=lambda row: int(row["k"]))
+
+
+def _carried_by(stitched: Stitched, test_start: int) -> str:
+    """Which model decided a skipped fold's period (the last trained before it), as folds.csv says it."""
+    for fold in stitched.result.stats.get("folds", []):
+        if fold["test_start"] == test_start:
+            return f"; decided by {fold['model']}, the model before it"
+    return ""
 
 
 def _chosen_thresholds(stitched: Stitched, run: str) -> dict[str, Any]:
@@ -1206,8 +1256,10 @@ def walkforward_run(
     for kind in settings.kinds:
         mine = [task for task in tasks if task.kind == kind]
         signals = [
-            FoldSignals(t.run_name, t.test_start, t.test_end, _saved_signals(t), _saved_val_signals(t)) for t in mine
+            FoldSignals(t.run_name, t.test_start, t.test_end, _saved_signals(t), _saved_val_signals(t), t.run_dir)
+            for t in mine
         ]
+        signals += carried_signals(signals, loaded.plan, config, db=db, symbol=symbol)
         stitched = stitched_backtest(
             kind,
             signals,
