@@ -217,6 +217,10 @@ def test_outputs_folds_table_and_verdict(wf_out: Path) -> None:
     significance = stats["model"]["significance"]
     assert lstm["verdict"] == significance["verdict"] and lstm["p_random_entries"] == significance["p_random_entries"]
     assert summary["verdict"] == lstm["sentence"] and summary["verdict"].startswith(lstm["verdict"] + ": ")
+    judged = trained[(trained["model"] == "lstm") & trained["log_loss"].notna()]
+    above = judged["log_loss"].mean() > judged["prior_log_loss"].mean()
+    assert lstm["mean_log_loss"] == pytest.approx(judged["log_loss"].mean())
+    assert (lstm["no_information"] is not None) == above  # the evaluation's line, over the folds
     # the machinery has power: the hindsight journal's trades (labels that saw the future) beat every random run
     hindsight = stats["baselines"]["journal"]["significance"]
     assert hindsight["p_random_entries"] == pytest.approx(1 / (1 + hindsight["random_runs"]))

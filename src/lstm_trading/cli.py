@@ -1353,6 +1353,10 @@ def walkforward_command(
     for kind, figures in result.verdicts.items():  # the main model's verdict last
         if kind != main:
             _echo_plain(f"{kind} (baseline): {figures['sentence']}")
+            if figures.get("no_information"):
+                _echo_plain(f"{kind} (baseline), over the folds: {figures['no_information']}")
+    if result.verdicts[main].get("no_information"):
+        _echo_plain(f"over the folds: {result.verdicts[main]['no_information']}")
     _echo_plain(f"verdict: {result.verdicts[main]['sentence']}")
 
 
@@ -1528,15 +1532,26 @@ def tune_command(
     best, held = summary["best"], summary["holdout"]
     counted = ", ".join(f"{count} {state}" for state, count in sorted(summary["trials"].items()))
     _echo_plain(f"trials: {counted}; wrote {result.folder.trials_table} and {result.folder.best}")
-    if held.get("objective") is None:
-        _echo_plain(f"holdout: no score ({'; '.join(held.get('failures') or []) or 'nothing to score'})")
+    _echo_plain(f"report: {result.folder.report}")
+    if held.get("failures"):
+        why = "; ".join(held["failures"])
+        err_console.print(
+            f"error: the holdout's walk-forward has no score ({why}); the study and best.toml are kept: run the "
+            "same command again once that is fixed",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    psr = "-" if held["psr"] is None else format(held["psr"], ".3f")
+    if held["objective"] is None:  # e.g. no trade on the holdout for oos_expectancy
+        _echo_plain(f"holdout: no {objective} ({held['reason']}); PSR {psr}")
     else:
         _echo_plain(
             f"holdout: {objective} {held['objective']:+.4f} against {best['objective']:+.4f} in the search "
-            f"(gap {summary['gap']:+.4f}); PSR {'-' if held['psr'] is None else format(held['psr'], '.3f')}"
+            f"(gap {summary['gap']:+.4f}); PSR {psr}"
         )
-        _echo_plain(f"holdout verdict: {held['sentence']}")
-    _echo_plain(f"report: {result.folder.report}")
+    _echo_plain(f"holdout verdict: {held['sentence']}")
 
 
 # --- automatic trading (runs/live.py, live/) ---

@@ -1105,7 +1105,10 @@ def _chosen_thresholds(stitched: Stitched, run: str) -> dict[str, Any]:
 
 def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The kind's verdict: its stitched expectancy, interval, p-value and PSR (the backtest's significance
-    block, whose rule gives the verdict), the share of folds beating the class prior, and one sentence."""
+    block, whose rule gives the verdict), the share of folds beating the class prior, one sentence, and the
+    evaluation's "no information" line when the folds' mean log-loss is above their priors'."""
+    from lstm_trading.evaluate.metrics import no_information
+
     sig = stats["model"]["significance"]
     judged = [row for row in rows if row["beats_prior"] is not None]
     beating = sum(bool(row["beats_prior"]) for row in judged)
@@ -1123,6 +1126,11 @@ def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) ->
         "share_beating_prior": beating / len(judged) if judged else None,
     }
     figures["sentence"] = verdict_sentence(figures)
+    # over the folds' test trades together: the mean log-loss against the mean of the folds' priors
+    log_loss = float(np.mean([row["log_loss"] for row in judged])) if judged else None
+    prior = float(np.mean([row["prior_log_loss"] for row in judged])) if judged else None
+    figures["mean_log_loss"], figures["mean_prior_log_loss"] = log_loss, prior
+    figures["no_information"] = no_information(log_loss, prior)
     return figures
 
 
