@@ -172,8 +172,8 @@ def test_other_symbols_join_on_the_minute_and_a_missing_minute_is_a_gap(tiny_can
     btc = btc_candles()
     config = FeatureConfig(warmup_minutes=2_000, feature_set="levels", with_symbols=("BTCUSDT",), max_gap_minutes=60)
     stamps = tiny_candles["timestamp"].to_numpy()
-    short = stamps[5_000]  # one minute BTC lacks
-    long_gap = stamps[7_000:7_090]  # 90 minutes BTC lacks: longer than max_gap_minutes
+    short = stamps[3_000]  # one minute BTC lacks
+    long_gap = stamps[5_500:5_590]  # 90 minutes BTC lacks: longer than max_gap_minutes
     thin = btc[~btc["timestamp"].isin([short, *long_gap])].reset_index(drop=True)
     joined = join_symbols(tiny_candles, {"BTCUSDT": thin})
     assert len(joined) == len(tiny_candles) and joined["BTCUSDT.close"].isna().sum() == 91

@@ -37,10 +37,12 @@ import pandas as pd
 from lstm_trading.backtest.execution import (
     FLAT,
     SIDE_NAMES,
+    CandleArrays,
     Costs,
     Fill,
     Order,
     PositionWatch,
+    Thresholds,
     Trader,
     bracket_prices,
     decide,
@@ -51,7 +53,19 @@ from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.timeutil import DAY, MINUTE, format_time
 from lstm_trading.live.brokers import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
 from lstm_trading.live.feeds import Clock, ExchangeFeed, Feed, ReplayFeed, next_moment
-from lstm_trading.live.signals import PrecomputedSignals, Signal, SignalSource
+from lstm_trading.live.retraining import (
+    MODEL_KEY,
+    RETRAIN_KEY,
+    SCHEDULE_KEY,
+    BoundaryOutcome,
+    LogWrite,
+    ModelInUse,
+    ModelSchedule,
+    ReplaySchedule,
+    Swap,
+    log_swap,
+)
+from lstm_trading.live.signals import PAUSED, PrecomputedSignals, Signal, SignalSource
 from lstm_trading.live.state import LiveState, Position, Step, fill_record
 
 SETTLE_S = 5  # wait this long after a boundary: the exchange has closed the minute (ingest keeps a 3 s margin)
@@ -125,6 +139,9 @@ class LoopSettings:
     quantity: float | None  # units per order instead of the sizing rule (`--qty`); None: the rule
     max_errors: int  # consecutive failed periods before the loop stops
     funding: FundingSchedule | None = None  # the symbol's funding (None: spot), charged to every fill
+    # paper and live: a model whose training data ends longer ago opens no new position (`model_expired`);
+    # None: no limit (a replay, which trades as the backtest does)
+    max_model_age_s: int | None = None
     inputs: tuple[str, ...] = ()  # other symbols the model reads (`features.with_symbols`), ingested too
 
 
@@ -176,16 +193,38 @@ class LiveLoop:
     paused: bool = False  # inside the warm-up after a long gap (no new entries)
     kill_switch_day: int | None = None
     attempted: int | None = None  # the last moment stepped, done or skipped after an error
+    # retraining: a model to swap in before a period, a training to start after it (None: RUN's model only)
+    schedule: ModelSchedule | None = None
+    initial_model: ModelInUse | None = None  # the model decided with until the state names one
+    model: ModelInUse | None = field(init=False, default=None)
+    model_named: bool = field(init=False, default=False)  # the state records the model in use
+    expired: bool = False  # the model in use is older than max_model_age_s (no new entries)
 
     def __post_init__(self) -> None:
-        self._reload()
+        self._reload(starting=True)
 
-    def _reload(self) -> None:
-        """The trader, counters and position as last committed: a failed period leaves no trace in memory."""
+    def _reload(self, *, starting: bool = False) -> None:
+        """The trader, counters, position and model as last committed: a failed period leaves no trace in memory.
+        At the start the model is `initial_model` when given (the runs layer chose it: the one the state names,
+        or RUN's when the account changes runs), and the state names it with the first period."""
         self.trader, self.signal_count = restore_trader(self.settings.config, self.state.meta("trader"))
         self.position = self._with_funding(self.state.position())
         if self.position is not None:
             self.trader.opened()
+        named = self.state.meta(MODEL_KEY)
+        recorded = None if named is None else ModelInUse.from_record(named)
+        model = self.initial_model if recorded is None or (starting and self.initial_model is not None) else recorded
+        self.model_named = recorded is not None and recorded == model
+        if model != self.model:
+            self._use(model)
+        self.model = model
+
+    def _use(self, model: ModelInUse | None) -> None:
+        """Have the signal source predict with `model` (live and paper load its bundle; a replay's signals are
+        stitched by model already)."""
+        use = getattr(self.signals, "use", None)
+        if use is not None and model is not None:
+            use(model)
 
     def _with_funding(self, position: Position | None) -> Position | None:
         """The symbol's funding schedule on a position's watch: the state stores plain numbers, not the rates."""
@@ -274,10 +313,23 @@ class LiveLoop:
                 fills.append((self.position.client_id, fill))
                 orders.append((self.position.client_id, "closed", self._order_row(self.position)))
                 self.position = None
-        signal = self.signals.at(at)
-        self._pause(at, signal.paused)
-        decided = decide(signal.proba, signal.stop_loss_pct, signal.take_profit_pct, self.config)
-        direction = FLAT if signal.paused else int(decided.direction[0])
+        previous, meta = self.model, {}
+        swap = None if self.schedule is None else self.schedule.poll(at, self.model)
+        if swap is not None:  # named in the state with this period's commit: a crash before it keeps the old one
+            swap = self._swap_in(at, swap)
+        if swap is not None:
+            self.model = swap.model
+            meta = {MODEL_KEY: None if swap.model is None else swap.model.record(), RETRAIN_KEY: swap.record}
+        elif self.model is not None and not self.model_named:
+            meta = {MODEL_KEY: self.model.record()}
+        no_model = self.schedule is not None and self.model is None  # a replay whose first retraining was skipped
+        signal = PAUSED if no_model else self.signals.at(at)
+        self._pause(at, signal.paused and not no_model)
+        self._expire(at)
+        decided = decide(
+            signal.proba, signal.stop_loss_pct, signal.take_profit_pct, self.config, thresholds=self._thresholds()
+        )
+        direction = FLAT if signal.paused or self.expired else int(decided.direction[0])
         probability = float(decided.probability[0])
         entry = None
         if direction != FLAT:
@@ -299,7 +351,9 @@ class LiveLoop:
             self.position = position
             orders.append((client_id, "filled", self._order_row(position)))
         if signal.paused:
-            reason = "gap_warm_up"
+            reason = "no_model" if no_model else "gap_warm_up"
+        elif self.expired:
+            reason = "model_expired"
         if reason == "daily_loss_limit":
             self._kill_switch(at)
         record = self._decision_record(at, signal, direction, entry, order, reason, client_id)
@@ -312,9 +366,58 @@ class LiveLoop:
                 fills=tuple(fills),
                 orders=tuple(orders),
                 equity=self.trader.equity,
+                meta=meta,
             )
         )
+        self.model_named = self.model_named or MODEL_KEY in meta
         self.log.write("decision", record, _decision_line(record))
+        if swap is not None:
+            log_swap(self.log.write, swap, previous)
+        if self.schedule is not None:
+            self.schedule.after(at, self.model)
+
+    def _swap_in(self, at: int, swap: Swap) -> Swap | None:
+        """Load the new model; one that no longer loads (its folder removed since its gate) keeps the current one."""
+        try:
+            self._use(swap.model)
+        except LstmTradingError as error:
+            reason = f"the new model does not load: {short_error(error, 300)}"
+            self.state.set_meta(**{RETRAIN_KEY: {**swap.record, "status": "failed", "reason": reason}})
+            name = None if self.model is None else self.model.name
+            self.log.write("error", {"at": at, "error": reason}, f"{format_time(at)}  {reason}; {name} stays in use")
+            return None
+        return swap
+
+    def _thresholds(self) -> Thresholds | None:
+        """The model's own min-prob / min-EV (chosen on its validation period), else the settings'."""
+        chosen = None if self.model is None else self.model.thresholds
+        if chosen is None:
+            return None
+        return Thresholds(np.array([chosen[0]]), np.array([chosen[1]]))
+
+    def _expire(self, at: int) -> None:
+        """Stop new entries while the model in use is older than --max-model-age (logged when it starts and
+        when a newer model ends it); an open position is still managed."""
+        limit = self.settings.max_model_age_s
+        expired = self.model is not None and self.model.expired(at, limit)
+        if expired == self.expired:
+            return
+        self.expired = expired
+        if expired:
+            assert self.model is not None and self.model.data_end is not None and limit is not None
+            age = (at - self.model.data_end) / DAY
+            message = (
+                f"model_expired: the model {self.model.name} was trained on data ending "
+                f"{format_time(self.model.data_end)}, {age:.1f} days ago, more than --max-model-age {limit / DAY:g}d; "
+                "no new entries until a newer model is in use (retrain it, or raise --max-model-age)"
+            )
+        else:
+            message = "a model within --max-model-age is in use: new entries resume"
+        self.log.write(
+            "guard",
+            {"at": at, "guard": "model_expired", "expired": expired, "model": getattr(self.model, "name", None)},
+            f"guard: {message}",
+        )
 
     def _pause(self, at: int, paused: bool) -> None:
         """Log when new entries stop after a long gap in the candles (the new segment's warm-up; an open
@@ -409,6 +512,7 @@ class LiveLoop:
             "reason": reason,
             "client_id": client_id if order is not None else None,
             "equity": self.trader.equity,
+            "model": None if self.model is None else self.model.name,
         }
 
     def _log_fill(self, fill: Fill, client_id: str) -> None:
@@ -516,6 +620,19 @@ def check_bundle(bundle: Any, symbol: str, now: float, max_age_s: int, *, live: 
 
 
 @dataclass(frozen=True)
+class RetrainedPeriod:
+    """A replay's signals when it retrains: each moment decided by the model in force at it (trained before the
+    replay by the runs layer), and the retraining at each boundary."""
+
+    period: CandleArrays
+    end: int
+    moments: np.ndarray
+    signals: PrecomputedSignals
+    outcomes: list[BoundaryOutcome]
+    settings: dict[str, Any]  # `RetrainSettings.record()`, for the state and live-status
+
+
+@dataclass(frozen=True)
 class ReplayResult:
     start: int
     end: int
@@ -529,7 +646,7 @@ class ReplayResult:
 
 def replay(
     bundle: Any,
-    candles: pd.DataFrame,
+    candles: pd.DataFrame | None,
     *,
     db: Path,
     start: int,
@@ -542,32 +659,42 @@ def replay(
     workers: int | None = None,
     echo: Callable[[str], None] | None = None,
     quiet: bool = False,
+    retrained: RetrainedPeriod | None = None,
 ) -> ReplayResult:
     """The live loop over `candles` (history before `start` included) from `start` to `end`, paper fills.
 
     `fresh` forgets the account's earlier state first; without it a stopped replay resumes where it stopped.
     `max_periods` stops after that many periods (the restart test). `trades.csv` is written once the period
-    is done, in the backtest's format.
+    is done, in the backtest's format; with `retrained` (a replay that retrains: `bundle` is then only RUN's) the
+    models come from it and trades.csv starts with the `model` that decided each trade, as walk-forward's.
     """
     from lstm_trading.backtest.simulation import period_signals, trades_frame
 
     if end <= start:
         raise ConfigError(f"--from {format_time(start)} is not before --to {format_time(end)}; the period is empty")
-    traded = period_signals(
-        bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
-    )
-    period, end, moments = traded.period, traded.end, traded.moments
-    batched = traded.signals.with_levels(settings.config.levels)  # as the backtest trades them
-    signals = PrecomputedSignals(
-        batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct, batched.usable
-    )
+    if retrained is None:
+        if candles is None:
+            raise ValueError("replay without retraining needs the candles")
+        traded = period_signals(
+            bundle, candles, start, end, settings.config.every_seconds, batch_size=batch_size, workers=workers
+        )
+        period, end, moments = traded.period, traded.end, traded.moments
+        batched = traded.signals.with_levels(settings.config.levels)  # as the backtest trades them
+        signals = PrecomputedSignals(
+            batched.at, batched.proba, batched.stop_loss_pct, batched.take_profit_pct, batched.usable
+        )
+    else:
+        period, end, moments, signals = retrained.period, retrained.end, retrained.moments, retrained.signals
     with LiveState(db, settings.account) as state:
         if fresh:
             state.clear()
         state.set_meta(settings=_settings_record(settings, "replay"), period=[start, end])
+        if retrained is not None:
+            state.set_meta(**{SCHEDULE_KEY: {**retrained.settings, "anchor": start}})
         log = DecisionLog(out_dir, echo, quiet=quiet, fresh=fresh)
         try:
-            loop = LiveLoop(settings, state, ReplayFeed(period), PaperBroker(), signals, log)
+            schedule = None if retrained is None else ReplaySchedule(retrained.outcomes, state, log.write)
+            loop = LiveLoop(settings, state, ReplayFeed(period), PaperBroker(), signals, log, schedule=schedule)
             loop.start()
             ran = loop.run(moments, max_periods=max_periods)
             finished = max_periods is None or ran < max_periods or loop.last_moment == int(moments[-1])
@@ -581,7 +708,11 @@ def replay(
             from lstm_trading.core.atomic import write_text_atomic
 
             trades_path = out_dir / "trades.csv"
-            write_text_atomic(trades_path, trades_frame(fills).to_csv(index=False))
+            frame = trades_frame(fills)
+            if retrained is not None:  # the model that decided each trade, as walk-forward's oos/trades.csv
+                decided_by = {int(d["at"]): d.get("model") or "" for d in state.decisions()}
+                frame.insert(0, "model", [decided_by.get(int(t), "") for t in frame["entry_time"]])
+            write_text_atomic(trades_path, frame.to_csv(index=False))
         summary = status(state)
     return ReplayResult(start, end, len(moments), fills, trades_path, summary, ran=ran, finished=finished)
 
@@ -608,14 +739,19 @@ def run_live(
     initial_equity: float | None = None,
     echo: Callable[[str], None] | None = None,
     quiet: bool = False,
+    model: ModelInUse | None = None,
+    retrain: Callable[[LiveState, LogWrite], ModelSchedule] | None = None,
 ) -> dict[str, Any]:
-    """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end."""
+    """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end.
+    `model` is the one decided with until the state names another; `retrain` makes the loop's retraining
+    schedule (`--retrain-every`) from its state and log."""
     feed = ExchangeFeed(db, source, settings.symbol, retry, others=settings.inputs)
     log = DecisionLog(out_dir, echo, quiet=quiet)
     try:
         with LiveState(db, settings.account) as state:
             state.set_meta(settings=_settings_record(settings, mode))
-            loop = LiveLoop(settings, state, feed, broker, signals, log)
+            schedule = None if retrain is None else retrain(state, log.write)
+            loop = LiveLoop(settings, state, feed, broker, signals, log, schedule=schedule, initial_model=model)
             loop.start(initial_equity)
             log.write(
                 "start",
@@ -644,7 +780,10 @@ def status(state: LiveState, *, now: float | None = None, last: int = 10) -> dic
     initial = (
         float(settings.get("initial_equity", BacktestConfig().initial_equity)) if equity is None else equity - total
     )
-    today = int((time.time() if now is None else now) // DAY)
+    last_moment = state.meta("last_moment")
+    # the account's own clock: a replay's day is its last moment's, a live account's the wall clock's
+    clock = last_moment if settings.get("mode") == "replay" and last_moment is not None else now
+    today = int((time.time() if clock is None else clock) // DAY)
     position = state.position()
     return {
         "account": state.account,
@@ -658,7 +797,23 @@ def status(state: LiveState, *, now: float | None = None, last: int = 10) -> dic
         "last_moment": state.meta("last_moment"),
         "decisions": state.decisions(last),
         "initial_equity": initial,
+        "model": state.meta(MODEL_KEY),
+        "retraining": state.meta(RETRAIN_KEY),
+        "next_retraining": _next_retraining(state, last_moment),
     }
+
+
+def _next_retraining(state: LiveState, last_moment: int | None) -> int | None:
+    """The next retraining boundary after the last period done (None without retraining, or past a replay's end)."""
+    schedule = state.meta(SCHEDULE_KEY)
+    if not schedule or not schedule.get("every_s") or last_moment is None:
+        return None
+    every, anchor = int(schedule["every_s"]), int(schedule.get("anchor") or 0)
+    boundary = anchor + ((int(last_moment) - anchor) // every + 1) * every
+    period = state.meta("period")
+    if period is not None and boundary >= int(period[1]):
+        return None
+    return boundary
 
 
 def _position_summary(position: Position) -> dict[str, Any]:

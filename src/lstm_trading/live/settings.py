@@ -14,8 +14,19 @@ from typing import Any
 from lstm_trading.core.errors import ConfigError
 from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.core.timeutil import DAY
+from lstm_trading.live.retraining import GATE_TOLERANCE, RetrainSettings
 
 MODES = ("paper", "live")
+RETRAIN_FLAGS = {  # what only --retrain-every uses
+    "train_span_s": "--train-span",
+    "scheme": "--scheme",
+    "gate": "--gate",
+    "gate_span_s": "--gate-days",
+    "gate_tolerance": "--gate-tolerance",
+    "sweep": "--sweep/--no-sweep",
+    "fold_workers": "--fold-workers",
+    "accelerator": "--accelerator",
+}
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -51,6 +62,16 @@ class LiveSettings:
     out_dir: Path | None = None  # live.jsonl (and a replay's trades.csv); None: see `folder`
     periods: int | None = None  # stop after this many periods; None: never (a replay: at its end)
     quiet: bool = False  # no line per decision on the console (guards and errors still show)
+    # retraining (live/retraining.py): None, RUN's model only; the others apply with it
+    retrain_every_s: int | None = None  # --retrain-every
+    train_span_s: int = 60 * DAY  # --train-span
+    scheme: str = "sliding"  # --scheme
+    gate: bool = True  # --gate on / off
+    gate_span_s: int = 3 * DAY  # --gate-days
+    gate_tolerance: float = GATE_TOLERANCE  # --gate-tolerance, nats of prior-corrected log-loss
+    sweep: bool = True  # --sweep / --no-sweep: each model's thresholds chosen on its validation period
+    fold_workers: int | None = None  # --fold-workers: a replay's boundary models trained at once (None: one)
+    accelerator: str = "auto"  # --accelerator: where retraining trains
 
     def __post_init__(self) -> None:
         _check(self.max_errors >= 1, f"--max-errors {self.max_errors}", "must be at least 1")
@@ -63,6 +84,7 @@ class LiveSettings:
             self._check_replay()
         else:
             self._check_loop()
+        self.retraining  # noqa: B018  (its own checks, naming the flags)
 
     def _check_replay(self) -> None:
         if self.quantity is not None:
@@ -100,7 +122,28 @@ class LiveSettings:
     @classmethod
     def from_flags(cls, **flags: Any) -> LiveSettings:
         """The settings the flags given choose; a flag not given arrives as None and keeps the default here."""
+        if flags.get("retrain_every_s") is None:
+            given = [flag for name, flag in RETRAIN_FLAGS.items() if flags.get(name) is not None]
+            if given:
+                raise ConfigError(f"{given[0]} is for --retrain-every: without it the loop trades RUN's model as is")
         return cls(**{name: value for name, value in flags.items() if value is not None})
+
+    @property
+    def retraining(self) -> RetrainSettings | None:
+        """The retraining schedule and gate (`--retrain-every`), None without it."""
+        if self.retrain_every_s is None:
+            return None
+        return RetrainSettings(
+            every_s=self.retrain_every_s,
+            train_span_s=self.train_span_s,
+            gate=self.gate,
+            gate_span_s=self.gate_span_s,
+            gate_tolerance=self.gate_tolerance,
+            sweep=self.sweep,
+            scheme=self.scheme,
+            fold_workers=self.fold_workers or 1,
+            accelerator=self.accelerator,
+        )
 
     @property
     def live(self) -> bool:

@@ -42,6 +42,15 @@ class ModelSignals:
         self.read = read
         self.symbol = symbol
         self.levels = levels  # `backtest.levels`: the heads' SL/TP or k x ATR, as the backtest trades them
+        self.path: str | None = None  # the run folder of the bundle in use, once a retraining schedule names it
+
+    def use(self, model: Any) -> None:
+        """Predict with `model`'s bundle (`retraining.ModelInUse`: the state names it) from now on."""
+        from lstm_trading.models.bundle import load_bundle
+
+        if model.path != self.path:
+            self.bundle = load_bundle(model.path)
+            self.path = model.path
 
     def at(self, moment: int) -> Signal:
         from lstm_trading.predict import predict_moments

@@ -21,14 +21,18 @@ from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.data.exchange import CcxtSource
 from lstm_trading.live import brokers
 from lstm_trading.live.feeds import Clock, SystemClock
-from lstm_trading.live.loop import LoopSettings, ReplayResult, check_bundle, replay, run_live, status
+from lstm_trading.live.loop import LogWrite, LoopSettings, ReplayResult, check_bundle, replay, run_live, status
+from lstm_trading.live.retraining import MODEL_KEY, ModelInUse, ModelSchedule, Retrainer, RetrainSettings, Trainer
 from lstm_trading.live.settings import LiveSettings
 from lstm_trading.live.signals import ModelSignals
 from lstm_trading.live.state import LiveState
 from lstm_trading.runs.candles import latest_candles, symbol_funding
+from lstm_trading.runs.retraining import RETRAIN_DIR, FoldTrainer, RetrainSource, retrain_source, retrained_period
 
 # The live command takes its clock from here, so tests can run days of periods without waiting.
 clock_factory: Callable[[], Clock] = SystemClock
+# ... and its retraining's trainer: a process per training (tests train inline, in step with the simulated clock)
+trainer_factory: Callable[[RetrainSource, RetrainSettings], Trainer] = FoldTrainer
 
 
 # --- what the commands call ---
@@ -63,6 +67,8 @@ def loop_settings(
         max_errors=settings.max_errors,
         funding=funding,
         inputs=inputs,
+        # the model's age is checked at every period in paper and live mode; a replay trades as backtests do
+        max_model_age_s=None if settings.replay else settings.max_model_age_s,
     )
 
 
@@ -87,7 +93,19 @@ def replay_run(
         raise ValueError("replay_run takes LiveSettings(replay=True, start=...)")
     bundle = load_bundle(run_dir)
     db_path, symbol = run_sources(bundle, settings.db, settings.symbol)
-    end, candles = period_candles(bundle, db_path, symbol, start, settings.end)
+    retraining = settings.retraining
+    retrained = None
+    if retraining is None:
+        end, candles = period_candles(bundle, db_path, symbol, start, settings.end)
+    else:  # the first model is trained at --from, not RUN's (whose data may reach past it)
+        from lstm_trading.runs.candles import period_end
+
+        candles = None
+        end = period_end(db_path, symbol, start, settings.end)
+        source = retrain_source(run_dir, bundle, db=db_path, symbol=symbol, backtest=config)
+        folder = settings.folder(run_dir) / RETRAIN_DIR
+        retrained = retrained_period(source, retraining, start=start, end=end, folder=folder, echo=echo)
+        end = retrained.end
     funding = symbol_funding(db_path, symbol, config.funding, start=start, end=end)  # as `backtest_run` reads it
     return replay(
         bundle,
@@ -103,6 +121,7 @@ def replay_run(
         workers=settings.workers,
         echo=echo,
         quiet=settings.quiet,
+        retrained=retrained,
     )
 
 
@@ -125,6 +144,12 @@ def live_run(
     clock = clock or clock_factory()
     bundle = load_bundle(run_dir)
     symbol = settings.symbol or bundle.training.data.symbol or "ETHUSDT"
+    retraining = settings.retraining
+    source = None
+    if retraining is not None:  # refused before anything trades: a run without label settings cannot retrain
+        source = retrain_source(run_dir, bundle, db=db, symbol=symbol, backtest=config)
+        retraining.check_horizon(source.config.labels.horizon_seconds)
+    model, bundle = _model_in_use(run_dir, bundle, db, settings.account_name, echo)
     for problem in check_bundle(bundle, symbol, clock.now(), settings.max_model_age_s, live=settings.live):
         if echo is not None:
             echo(f"warning: {problem}")
@@ -137,18 +162,29 @@ def live_run(
     if echo is not None:
         echo(f"funding: {funding.description}")
     market = _connect(settings, symbol, credentials, Costs(config.fee, config.slippage), clock, echo)
+    signals = ModelSignals(
+        bundle,
+        partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes, with_symbols=inputs),
+        symbol,
+        levels=config.levels,
+    )
+    signals.path = model.path
+    schedule = None
+    if retraining is not None and source is not None:
+        folder = settings.folder(run_dir) / RETRAIN_DIR
+        trainer = trainer_factory(source, retraining)
+        now = clock.now
+
+        def schedule(state: LiveState, write: LogWrite) -> ModelSchedule:
+            return Retrainer(retraining, trainer, state, write, folder, now)
+
     return run_live(
         db=db,
         settings=loop_settings(settings, symbol, config, funding.schedule, inputs),
         mode=settings.mode,
         source=market.source,
         broker=market.broker,
-        signals=ModelSignals(
-            bundle,
-            partial(latest_candles, db, symbol, history_minutes=bundle.history_minutes, with_symbols=inputs),
-            symbol,
-            levels=config.levels,
-        ),
+        signals=signals,
         clock=clock,
         retry=market.retry,
         out_dir=settings.folder(run_dir),
@@ -156,7 +192,44 @@ def live_run(
         initial_equity=market.initial_equity,
         echo=echo,
         quiet=settings.quiet,
+        model=model,
+        retrain=schedule,
     )
+
+
+def _model_in_use(
+    run_dir: Path, bundle: Any, db: Path, account: str, echo: Callable[[str], None] | None
+) -> tuple[ModelInUse, Any]:
+    """The model the account's state names (a retrained one swapped in before the last stop), else RUN's."""
+    from lstm_trading.core.errors import ModelFileError
+    from lstm_trading.live.state import accounts
+    from lstm_trading.models.bundle import load_bundle
+
+    home = str(run_dir.resolve())
+    own = ModelInUse(name=run_dir.name, path=home, data_end=bundle.training.data.last_timestamp, run=home)
+    if not db.exists() or account not in accounts(db):  # read without creating the state's tables
+        return own, bundle
+    with LiveState(db, account) as state:
+        named = state.meta(MODEL_KEY)
+    if named is None:
+        return own, bundle
+    model = ModelInUse.from_record(named)
+    if model.path == own.path:
+        return own, bundle
+    if model.run != home:  # started with another RUN: its own model, not one retrained from the one before
+        if echo is not None:
+            echo(f"the account's state names the model {model.name} of another run ({model.run}); trading {home}")
+        return own, bundle
+    try:
+        chosen = load_bundle(model.path)
+    except ModelFileError as error:
+        raise ModelFileError(
+            f"the state of account {account!r} in {db} names the model {model.name} ({model.path}), which does not "
+            f"load: {error}; restore it, or start another --account"
+        ) from None
+    if echo is not None:
+        echo(f"model in use: {model.name}, as the account's state names it (retrained; RUN's own is {run_dir.name})")
+    return model, chosen
 
 
 @contextmanager
@@ -254,6 +327,36 @@ def _price(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _model_lines(summary: dict[str, Any]) -> list[str]:
+    """The model in use (when it was trained, on what data) and the retraining: the next one and the last gate."""
+    from lstm_trading.core.timeutil import format_time
+
+    def when(value: Any) -> str:
+        return "-" if value is None else format_time(int(value))
+
+    lines = []
+    model = summary.get("model")
+    if model is not None:
+        trained = "RUN's own" if model.get("trained_at") is None else f"trained {when(model['trained_at'])}"
+        lines.append(f"model: {model['name']} ({trained}, on data to {when(model.get('data_end'))})")
+    record, upcoming = summary.get("retraining"), summary.get("next_retraining")
+    if record is None and upcoming is None:
+        return lines
+    text = f"retraining: next at {when(upcoming)}"
+    if record is not None and record.get("k", -1) >= 0:
+        gate = record.get("gate") or {}
+        scores = ""
+        if gate.get("new_log_loss") is not None:
+            current = gate.get("current_log_loss")
+            scores = f", log-loss {gate['new_log_loss']:.4f}" + ("" if current is None else f" vs {current:.4f}")
+        text += (
+            f"; last for {when(record['boundary'])} ({record.get('name')}): {record['status']}{scores}"
+            f" ({record.get('reason') or gate.get('reason') or '-'})"
+        )
+    lines.append(text)
+    return lines
+
+
 def status_lines(summary: dict[str, Any]) -> list[str]:
     """`live-status`'s text: the account, its position, and the last decisions as a plain table (rich squeezed
     these nine columns into 80 when piped, cutting the time to "2025-…")."""
@@ -274,6 +377,7 @@ def status_lines(summary: dict[str, Any]) -> list[str]:
             f"{position['opened_utc']}, SL {position['stop_loss']:.2f}, TP {position['take_profit']:.2f}, "
             f"closes by {position['close_by_utc']}"
         )
+    lines.extend(_model_lines(summary))
     lines.append(f"last {len(summary['decisions'])} decisions")
     header = ("time", "P(Buy)", "P(Sell)", "P(Invalid)", "signal", "SL", "TP", "action", "reason")
     rows = [
