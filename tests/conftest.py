@@ -94,6 +94,17 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def ray_session():  # type: ignore[no-untyped-def]
+    """One local Ray for every Ray test of the session (walk-forward folds, tuning trials): 2 CPUs, no dashboard,
+    a small object store."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 * 1024, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 # --- a tiny market, journal and trained run, shared by the model-side tests ---
 
 TINY_DAYS = 6.0

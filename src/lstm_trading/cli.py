@@ -1269,9 +1269,7 @@ def walkforward_command(
         raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
     config = load_config(config_file)
     config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
-    config = config.with_overrides(
-        "train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
-    )
+    config = config.with_overrides("train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
     config = config.with_overrides("split", scaler=scaler)
     config = _feature_overrides(config, feature_set, with_symbols)
     config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir, workers=workers)

@@ -184,9 +184,7 @@ def backtest_period(
         "total_return": optimistic_stats["total_return"],
         "trades": optimistic_stats["trades"],
     }
-    model_stats["ev_calibration"] = ev_calibration(
-        _entry_values(model, signals.at, decisions.ev_pct), returns(model)
-    )
+    model_stats["ev_calibration"] = ev_calibration(_entry_values(model, signals.at, decisions.ev_pct), returns(model))
     hold_stats = statistics(hold, period, config)
     hold_stats["significance"] = significance(returns(hold), daily(hold), seed=seed)
     baselines: dict[str, Any] = {

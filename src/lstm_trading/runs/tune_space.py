@@ -110,7 +110,7 @@ class SearchSpace:
         """The largest value a setting takes in any trial: its parameter's, else `default` (the base config's)."""
         parameter = self.parameter(name)
         value = None if parameter is None else parameter.largest
-        return default if value is None else max(value, default) if parameter is None else value
+        return default if value is None else value
 
     def document(self) -> list[dict[str, Any]]:
         return [p.document() for p in self.parameters]
@@ -191,9 +191,8 @@ def _parameter(base: Config, path: Path, name: str, annotation: Any, table: Any)
             raise ConfigError(f"{where}: a range needs low and high; {bound} is missing (or give choices)")
     low, high, log, step = table["low"], table["high"], table.get("log", False), table.get("step")
     kind = INT if annotation is int else FLOAT
-    for label, value in (("low", low), ("high", high), ("step", step)):
-        if value is None and label == "step":
-            continue
+    checked: list[tuple[str, Any]] = [("low", low), ("high", high)] + ([] if step is None else [("step", step)])
+    for label, value in checked:
         if not _is_number(value) or not math.isfinite(value):
             raise ConfigError(f"{where}: {label} must be a number, got {value!r}")
         if kind == INT and not isinstance(value, int):
