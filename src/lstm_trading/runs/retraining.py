@@ -244,6 +244,11 @@ def gate_check(
         return GateResult(False, f"the new model does not load: {error}", tolerance=tolerance)
     horizon = source.config.labels.horizon_seconds
     start = boundary - settings.gate_span_s
+    if current is not None and current.boundary is None and current.data_end is not None:
+        # held out from both: RUN's own model (the current one at the first boundary) may have trained on the
+        # window's trades, and scoring it there would favour it; a retrained model never did (its training
+        # stops before the window)
+        start = max(start, current.data_end + horizon)
     times = np.asarray(samples.start_time, dtype=np.int64)  # the labelled moments that have a window
     chosen = (times >= start) & (times + horizon <= boundary)
     gate_times = times[chosen]
@@ -267,8 +272,9 @@ def gate_check(
         new_loss = log_loss(new)
     except ModelFileError as error:
         return GateResult(False, f"the new model does not predict finite values: {error}", tolerance=tolerance)
-    except DataError as error:  # the candles, not the model: nothing to compare on
-        return GateResult(True, f"not compared: {error}", tolerance=tolerance)
+    except DataError as error:  # not shown to predict at the boundary: the current model stays, if there is one
+        kept = "; the current model stays" if current is not None else ""
+        return GateResult(current is None, f"not compared: {error}{kept}", tolerance=tolerance)
     if len(labels) == 0:
         return gate_verdict(0.0, None, 0, tolerance)
     current_loss = None
