@@ -372,3 +372,22 @@ def test_the_space_refuses_settings_it_cannot_search(tmp_path: Path) -> None:
     space = load_space(path, config)
     assert space.names == ["model.hidden_size", "train.lr", "labels.k_tp", "labels.horizon_seconds", "split.scaler"]
     assert space.largest("labels.horizon_seconds", 0) == 21_600 and space.largest("labels.every_seconds", 60) == 60
+
+
+def test_a_trial_killed_after_recording_its_outcome_is_complete_not_repeated(tmp_path: Path) -> None:
+    """A kill between storing a trial's outcome and telling the study leaves it RUNNING with its figures: the
+    rerun records it as complete with that value instead of running it again."""
+    import optuna
+
+    from lstm_trading.runs.tune import OUTCOME_ATTR, recover_trials
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    finished = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    finished.set_user_attr(OUTCOME_ATTR, {"value": 0.25, "fold_scores": [0.25]})  # no owner: a stopped run's
+    lines: list[str] = []
+    recover_trials(study, owner="elsewhere:1:run", echo=lines.append)
+    trial = optuna.load_study(study_name="s", storage=storage).trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.25
+    assert lines == ["trial 0 had finished when its tune stopped: recorded as complete"]
+    assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]  # nothing re-queued

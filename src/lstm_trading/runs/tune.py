@@ -37,7 +37,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -507,6 +507,14 @@ def recover_trials(study: Any, owner: str, echo: Callable[[str], None]) -> None:
     retry = _retry_callback()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if _left_by_a_stopped_run(trial.user_attrs.get("owner"), owner):
+            finished = trial.user_attrs.get(OUTCOME_ATTR)
+            if finished is not None:  # killed between recording its outcome and telling the study: it is done
+                with suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    storage.set_trial_state_values(
+                        trial._trial_id, optuna.trial.TrialState.COMPLETE, [float(finished["value"])]
+                    )
+                echo(f"trial {trial.number} had finished when its tune stopped: recorded as complete")
+                continue
             try:
                 storage.set_trial_user_attr(trial._trial_id, "error", "left running by a stopped tune")
                 storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
@@ -1215,7 +1223,9 @@ def _finish(
         # on a cluster its folds are Ray tasks; a Ray of this machine's cores buys nothing over local processes
         executor="ray" if settings.ray_address is not None else "local",
         ray_address=settings.ray_address,
-        overwrite=best_before is not None and best_before != json_safe(params),
+        # a best configuration not known to be the holdout's (changed, or a holdout killed before its summary)
+        # is walk-forwarded afresh: a holdout folder of other settings would otherwise be refused
+        overwrite=best_before != json_safe(params),
     )
     echo(f"holdout: walk-forward of the best configuration from {format_time(periods.holdout_start)}")
     holdout: WalkForwardResult | None = None
