@@ -1171,6 +1171,48 @@ def report_command(
 # --- walk-forward (runs/walkforward.py) ---
 
 
+def _walkforward_config(
+    *,
+    trades: Path | None,
+    config_file: Path | None,
+    out: Path,
+    stages: dict[str, dict[str, Any]],
+    runtime: dict[str, Any],
+    trading: dict[str, Any],
+    labelling: dict[str, Any],
+    features: tuple[str | None, list[str] | None],
+) -> Any:
+    """The configuration `walkforward` and `tune` build from the same flags: the --config file, the stages'
+    flags, the trading flags (read as `backtest` and `live` read them) and the labeller's (only without
+    --trades)."""
+    from dataclasses import replace
+
+    from lstm_trading.core.config import load_config
+    from lstm_trading.core.errors import ConfigError
+    from lstm_trading.core.timeutil import parse_fraction
+
+    flags = {"--label-every": "label_every", "--horizon": "horizon", "--k-sl": "k_sl", "--k-tp": "k_tp"}
+    given = [flag for flag, key in flags.items() if labelling[key] is not None]
+    if trades is not None and given:
+        raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
+    config = load_config(config_file)
+    for section, values in stages.items():
+        config = config.with_overrides(section, **values)
+    config = _feature_overrides(config, *features)
+    config = _runtime_overrides(config, **runtime)
+    config = replace(config, backtest=_trading_settings(out, **trading, base=config.backtest))
+    fee, slippage = trading["fee"], trading["slippage"]
+    return config.with_overrides(
+        "labels",
+        every_seconds=_duration(labelling["label_every"], "--label-every"),
+        horizon_seconds=_duration(labelling["horizon"], "--horizon"),
+        k_sl=labelling["k_sl"],
+        k_tp=labelling["k_tp"],
+        fee=None if fee is None else parse_fraction(fee, option="--fee"),
+        slippage=None if slippage is None else parse_fraction(slippage, option="--slippage"),
+    )
+
+
 @app.command("walkforward")
 def walkforward_command(
     db: Path = DB_OPTION,
@@ -1255,48 +1297,35 @@ def walkforward_command(
 ) -> None:
     """Retrain on rolling periods, decide each out-of-sample moment with its fold's model in one stitched
     backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
-    from dataclasses import replace
 
-    from lstm_trading.core.config import load_config
-    from lstm_trading.core.errors import ConfigError
-    from lstm_trading.core.timeutil import parse_fraction
     from lstm_trading.report.tables import text_table
     from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
 
-    labelling = {"--label-every": label_every, "--horizon": horizon, "--k-sl": k_sl, "--k-tp": k_tp}
-    given = [flag for flag, value in labelling.items() if value is not None]
-    if trades is not None and given:
-        raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
-    config = load_config(config_file)
-    config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
-    config = config.with_overrides("train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
-    config = config.with_overrides("split", scaler=scaler)
-    config = _feature_overrides(config, feature_set, with_symbols)
-    config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir, workers=workers)
-    backtest = _trading_settings(
-        out,
-        every=every,
-        min_prob=min_prob,
-        fee=fee,
-        slippage=slippage,
-        max_hold=max_hold,
-        risk=risk,
-        position_share=position_share,
-        daily_loss_limit=daily_loss_limit,
-        funding=funding,
-        min_ev=min_ev,
-        levels=levels,
-        base=config.backtest,
-    )
-    config = replace(config, backtest=backtest)
-    config = config.with_overrides(
-        "labels",
-        every_seconds=_duration(label_every, "--label-every"),
-        horizon_seconds=_duration(horizon, "--horizon"),
-        k_sl=k_sl,
-        k_tp=k_tp,
-        fee=None if fee is None else parse_fraction(fee, option="--fee"),
-        slippage=None if slippage is None else parse_fraction(slippage, option="--slippage"),
+    config = _walkforward_config(
+        trades=trades,
+        config_file=config_file,
+        out=out,
+        stages={
+            "targets": {"max_len": max_len, "min_history": min_history},
+            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision},
+            "split": {"scaler": scaler},
+        },
+        runtime={"cache": cache, "cache_dir": cache_dir, "workers": workers},
+        trading={
+            "every": every,
+            "min_prob": min_prob,
+            "fee": fee,
+            "slippage": slippage,
+            "max_hold": max_hold,
+            "risk": risk,
+            "position_share": position_share,
+            "daily_loss_limit": daily_loss_limit,
+            "funding": funding,
+            "min_ev": min_ev,
+            "levels": levels,
+        },
+        labelling={"label_every": label_every, "horizon": horizon, "k_sl": k_sl, "k_tp": k_tp},
+        features=(feature_set, with_symbols),
     )
     settings = WalkForwardSettings(
         train_span=_duration(train_span, "--train-span"),
@@ -1453,48 +1482,36 @@ def tune_command(
 ) -> None:
     """Search the settings with Optuna on the walk-forward folds of a tuning period, then judge the best once on
     a holdout no trial saw (trials.csv, best.toml, holdout/, summary.json, report.html)."""
-    from dataclasses import replace
 
-    from lstm_trading.core.config import load_config
-    from lstm_trading.core.errors import ConfigError
-    from lstm_trading.core.timeutil import parse_fraction
     from lstm_trading.runs.tune import TuneSettings, tune_run
     from lstm_trading.runs.tune_space import load_space
     from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings
 
-    labelling = {"--label-every": label_every, "--horizon": horizon, "--k-sl": k_sl, "--k-tp": k_tp}
-    given = [flag for flag, value in labelling.items() if value is not None]
-    if trades is not None and given:
-        raise ConfigError(f"{given[0]}: labels the candles, so only without --trades (the journal is labelled)")
-    config = load_config(config_file)
-    config = config.with_overrides("targets", max_len=max_len, min_history=min_history)
-    config = config.with_overrides("train", epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
-    config = config.with_overrides("split", scaler=scaler)
-    config = _runtime_overrides(config, cache=cache, cache_dir=cache_dir)
-    backtest = _trading_settings(
-        out,
-        every=every,
-        min_prob=min_prob,
-        fee=fee,
-        slippage=slippage,
-        max_hold=max_hold,
-        risk=risk,
-        position_share=position_share,
-        daily_loss_limit=daily_loss_limit,
-        funding=funding,
-        min_ev=min_ev,
-        levels=levels,
-        base=config.backtest,
-    )
-    config = replace(config, backtest=backtest)
-    config = config.with_overrides(
-        "labels",
-        every_seconds=_duration(label_every, "--label-every"),
-        horizon_seconds=_duration(horizon, "--horizon"),
-        k_sl=k_sl,
-        k_tp=k_tp,
-        fee=None if fee is None else parse_fraction(fee, option="--fee"),
-        slippage=None if slippage is None else parse_fraction(slippage, option="--slippage"),
+    config = _walkforward_config(
+        trades=trades,
+        config_file=config_file,
+        out=out,
+        stages={
+            "targets": {"max_len": max_len, "min_history": min_history},
+            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision},
+            "split": {"scaler": scaler},
+        },
+        runtime={"cache": cache, "cache_dir": cache_dir, "workers": None},
+        trading={
+            "every": every,
+            "min_prob": min_prob,
+            "fee": fee,
+            "slippage": slippage,
+            "max_hold": max_hold,
+            "risk": risk,
+            "position_share": position_share,
+            "daily_loss_limit": daily_loss_limit,
+            "funding": funding,
+            "min_ev": min_ev,
+            "levels": levels,
+        },
+        labelling={"label_every": label_every, "horizon": horizon, "k_sl": k_sl, "k_tp": k_tp},
+        features=(None, None),
     )
     walk = WalkForwardSettings(
         train_span=_duration(train_span, "--train-span"),
