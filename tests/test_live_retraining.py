@@ -494,3 +494,36 @@ def test_paper_mode_trains_in_a_process_of_its_own_and_decides_on_the_old_model_
     while_training = [d for d in decisions if boundary <= d["at"] < swap["at"]]
     assert while_training and {d["model"] for d in while_training} == {exchange["run"].name}
     assert {d["model"] for d in decisions if d["at"] >= swap["at"]} == {swap["model"]}
+
+
+def test_the_gate_scores_runs_own_model_only_after_its_training_data(
+    run_dir: Path, market: Path, walkforward: tuple[Path, Any], one_torch_thread: None
+) -> None:
+    """At the first retraining the model in use is RUN's own, which may have trained on the gate's window:
+    the window then starts after its training data (plus a label horizon), so it is not scored on what it saw;
+    a retrained model's training stops before the window by construction, and its window is not cut."""
+    from lstm_trading.live.retraining import ModelInUse, RetrainSettings
+    from lstm_trading.runs.retraining import RetrainSource, _labelled, gate_check
+
+    out, result = walkforward
+    config = wf_config()
+    source = RetrainSource(run_dir=run_dir, config=config, db=market, symbol=SYMBOL, kind="lstm")
+    labelled = _labelled(source)
+    fold = result.plan.folds[-1]
+    candidate = out / "folds" / fold.name
+    boundary = fold.test_start
+    settings = RetrainSettings(every_s=12 * HOUR, gate_span_s=24 * HOUR)
+    horizon = config.labels.horizon_seconds
+
+    def gate(current: ModelInUse) -> Any:
+        return gate_check(source, settings, candidate, current, labelled.samples, boundary)
+
+    whole = gate(ModelInUse("run", str(run_dir), data_end=None))
+    assert whole.trades > 0
+    seen_until = boundary - settings.gate_span_s + 2 * HOUR  # RUN trained on the window's first two hours
+    cut = gate(ModelInUse("run", str(run_dir), data_end=seen_until))
+    times = np.asarray(labelled.samples.start_time)
+    expected = ((times >= seen_until + horizon) & (times + horizon <= boundary)).sum()
+    assert 0 < cut.trades == expected < whole.trades
+    retrained = gate(ModelInUse("001", str(run_dir), data_end=seen_until, boundary=boundary - 12 * HOUR))
+    assert retrained.trades == whole.trades
