@@ -52,7 +52,12 @@ from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import STATS_FILE, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.runs.tune_space import SearchSpace, apply_params
-from lstm_trading.runs.walkforward import TradeSource, WalkForwardResult, WalkForwardSettings
+from lstm_trading.runs.walkforward import (
+    TradeSource,
+    WalkForwardResult,
+    WalkForwardSettings,
+    settings_differences,
+)
 
 LOG_LOSS_SKILL = "oos_log_loss_skill"
 EXPECTANCY = "oos_expectancy"
@@ -417,15 +422,6 @@ def _write_ahead(engine: Any) -> None:
     engine.dispose()  # the connections opened to create the tables reconnect with the pragmas
 
 
-def _flat(document: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(document, dict):
-        return {prefix.rstrip("."): document}
-    flat: dict[str, Any] = {}
-    for key, value in document.items():
-        flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
-
-
 STUDY_ATTR = "lstm_trading"  # the study's: the space and settings its trials were scored with
 OUTCOME_ATTR = "outcome"  # a finished trial's: its TrialOutcome
 
@@ -445,12 +441,7 @@ def open_study(storage: Any, name: str, document: dict[str, Any], sampler: Any, 
         recorded = study.user_attrs.get(STUDY_ATTR)
         if recorded is None or study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise ConfigError(f"--study {name} in {url}: a study not made by lstm-trading tune; choose another --study")
-        old, new = _flat(recorded), _flat(json_safe(document))
-        differing = [
-            f"{key} = {new.get(key)!r} (the study has {old.get(key)!r})"
-            for key in sorted(set(old) | set(new))
-            if old.get(key) != new.get(key)
-        ]
+        differing = settings_differences(recorded, document, "the study has")
         if differing:
             raise ConfigError(
                 f"--study {name} in {url}: its trials were scored with other settings: {'; '.join(differing[:3])}"

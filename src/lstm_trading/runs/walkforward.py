@@ -683,14 +683,24 @@ def settings_document(config: Config, settings: WalkForwardSettings, loaded: Loa
     }
 
 
-def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(document: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(document, dict):
+        return {prefix.rstrip("."): document}
     flat: dict[str, Any] = {}
     for key, value in document.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
+        flat.update(_flat(value, f"{prefix}{key}."))
     return flat
+
+
+def settings_differences(recorded: Any, document: Any, holder: str, strip: str = "") -> list[str]:
+    """Each setting that differs between a recorded settings document and this run's, as `key = new (HOLDER
+    old)`, by key (`strip` removed from the shown keys): what a walk-forward folder or a tuning study refuses."""
+    old, new = _flat(recorded), _flat(json_safe(document))
+    return [
+        f"{key.removeprefix(strip)} = {new.get(key)!r} ({holder} {old.get(key)!r})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 def _digest(document: Any) -> str:
@@ -705,12 +715,7 @@ def check_settings(folder: WalkForwardFolder, document: dict[str, Any]) -> None:
         recorded = json.loads(folder.settings.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"{folder.settings}: unreadable ({error}); rerun with --overwrite to start over") from None
-    old, new = _flat(recorded), _flat(json_safe(document))
-    differing = [
-        f"{key.removeprefix('config.')} = {new.get(key)!r} (the folds have {old.get(key)!r})"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key)
-    ]
+    differing = settings_differences(recorded, document, "the folds have", strip="config.")
     if differing:
         raise ConfigError(
             f"{folder.root}: its folds were trained with other settings: {'; '.join(differing[:3])}"
