@@ -44,3 +44,22 @@ def chunk_setting(text: str) -> int | str:
 def load_average() -> float:
     """The 1-minute load average, printed with the figures (NaN where the platform has none)."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def walkforward_config(max_len: int, epochs: int, hidden: int) -> Any:
+    """The tiny-but-real pipeline the walk-forward and tuning benchmarks time: short warm-up, first-touch labels
+    every 20 minutes over 6 hours, no costs and any probability (every fold trades), fp32, no feature cache."""
+    from lstm_trading.core.config import Config
+
+    hour = 3_600
+    return (
+        Config()
+        .with_overrides("features", warmup_minutes=2_000)
+        .with_overrides("targets", max_len=max_len)
+        .with_overrides("labels", every_seconds=1_200, horizon_seconds=6 * hour)
+        .with_overrides("split", purge_seconds=6 * hour)
+        .with_overrides("train", epochs=epochs, batch_size=16, accumulate_grad_batches=1, precision="32-true")
+        .with_overrides("model", hidden_size=hidden)
+        .with_overrides("backtest", fee=0.0, slippage=0.0, min_prob=0.0, min_ev=-50.0, max_hold_seconds=2 * hour)
+        .with_overrides("runtime", cache=False)
+    )

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import load_average, run_in_child
-from lstm_trading.core.config import Config
+from _common import load_average, run_in_child, walkforward_config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
 
@@ -43,20 +42,6 @@ step = 0.5
 """
 
 
-def config(max_len: int, epochs: int, hidden: int) -> Config:
-    return (
-        Config()
-        .with_overrides("features", warmup_minutes=2_000)
-        .with_overrides("targets", max_len=max_len)
-        .with_overrides("labels", every_seconds=1_200, horizon_seconds=6 * HOUR)
-        .with_overrides("split", purge_seconds=6 * HOUR)
-        .with_overrides("train", epochs=epochs, batch_size=16, accumulate_grad_batches=1, precision="32-true")
-        .with_overrides("model", hidden_size=hidden)
-        .with_overrides("backtest", fee=0.0, slippage=0.0, min_prob=0.0, min_ev=-50.0, max_hold_seconds=2 * HOUR)
-        .with_overrides("runtime", cache=False)
-    )
-
-
 def measure(executor: str, db: Path, out: Path, args: argparse.Namespace, results: Any) -> None:
     """One study on `executor` (local1, local2, ray2), in a child process: the trials' wall time and scores."""
     import lightning  # noqa: F401 - the training stack, imported before the clock starts
@@ -67,7 +52,7 @@ def measure(executor: str, db: Path, out: Path, args: argparse.Namespace, result
     from lstm_trading.runs.tune_space import load_space
     from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings
 
-    cfg = config(args.max_len, args.epochs, args.hidden)
+    cfg = walkforward_config(args.max_len, args.epochs, args.hidden)
     space_file = out.parent / f"{executor}-space.toml"
     space_file.write_text(SPACE)
     settings = TuneSettings(

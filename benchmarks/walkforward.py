@@ -17,27 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import load_average
+from _common import load_average, walkforward_config
 from lstm_trading.core.config import Config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
 
 HOUR, DAY = 3_600, 86_400
-
-
-def config(max_len: int, epochs: int, hidden: int) -> Config:
-    return (
-        Config()
-        .with_overrides("features", warmup_minutes=2_000)
-        .with_overrides("targets", max_len=max_len)
-        .with_overrides("labels", every_seconds=1_200, horizon_seconds=6 * HOUR)
-        .with_overrides("split", purge_seconds=6 * HOUR)
-        .with_overrides("train", epochs=epochs, batch_size=16, accumulate_grad_batches=1, precision="32-true")
-        .with_overrides("model", hidden_size=hidden)
-        .with_overrides("backtest", fee=0.0, slippage=0.0, min_prob=0.0, min_ev=-50.0, max_hold_seconds=2 * HOUR)
-        .with_overrides("runtime", cache=False)
-    )
 
 
 def run(db: Path, out: Path, executor: str, settings: dict, cfg: Config) -> tuple[float, dict]:
@@ -75,7 +61,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--executors", nargs="+", default=["local1", "local2", "ray2"])
     args = parser.parse_args()
-    cfg = config(args.max_len, args.epochs, args.hidden)
+    cfg = walkforward_config(args.max_len, args.epochs, args.hidden)
     settings = {"train_span": 3 * DAY, "test_span": DAY // 2}
     with tempfile.TemporaryDirectory() as scratch:
         db = Path(scratch) / "market.db"
