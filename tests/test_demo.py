@@ -96,6 +96,8 @@ def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices
     assert " ± " in random
     assert any(" lstm " in line for line in lines) and any(" gbm " in line for line in lines)
     (latest,) = [line for line in lines if line.startswith("latest moment ")]
-    assert " entry " in latest
+    assert " entry " in latest and "; P Buy " in latest
+    # the decision the backtest's rule takes there, with its reason, not the most likely class
+    assert re.search(r": (Buy \((Buy|Sell): EV|Sell \((Buy|Sell): EV|no trade \(no trade: )", latest), latest
     if ": Buy (" in latest or ": Sell (" in latest:
         assert ", stop loss " in latest and ", take profit " in latest

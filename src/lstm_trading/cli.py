@@ -932,16 +932,13 @@ def demo_command(
             "-" if log_loss is None else f"{log_loss:.3f}",
         )
     console.print(table)
-    latest = result.latest.iloc[0]
-    bracket = (
-        f", stop loss {latest['stop_loss']:.2f}, take profit {latest['take_profit']:.2f}"
-        if latest["side"] in ("Buy", "Sell")
-        else ""
-    )
+    latest = result.latest_decision or {}
+    traded = latest["decision"] in ("Buy", "Sell")
+    bracket = f", stop loss {latest['stop_loss']:.2f}, take profit {latest['take_profit']:.2f}" if traded else ""
+    p = latest["probabilities"]
     _echo_plain(
-        f"latest moment {format_time(int(latest['at']))}: {latest['side']} "
-        f"(P Buy {latest['p_buy']:.2f}, Sell {latest['p_sell']:.2f}, Invalid {latest['p_invalid']:.2f}), "
-        f"entry {latest['entry']:.2f}{bracket}"
+        f"latest moment {latest['at_utc']}: {latest['decision']} ({latest['reason']}; P Buy {p['Buy']:.2f}, "
+        f"Sell {p['Sell']:.2f}, Invalid {p['Invalid']:.2f}), entry {latest['entry']:.2f}{bracket}"
     )
     _echo_plain(
         f"run folder: {result.run_dir}  (predict again: lstm-trading predict {result.run_dir} --db {out / 'demo.db'})"

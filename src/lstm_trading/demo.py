@@ -27,7 +27,7 @@ from lstm_trading.data.synthetic import synthetic_candles
 from lstm_trading.features.compute import compute_features
 from lstm_trading.models.bundle import load_bundle
 from lstm_trading.models.training_record import Sources
-from lstm_trading.predict import predict_moments
+from lstm_trading.predict import predict_moments, prediction_record
 from lstm_trading.report.document import write_report
 from lstm_trading.report.tables import (
     COMPARISON_HEADER,
@@ -40,6 +40,7 @@ from lstm_trading.report.tables import (
 )
 from lstm_trading.runs.backtest import write_backtest
 from lstm_trading.runs.evaluate import evaluate_run
+from lstm_trading.runs.predict import with_decision
 from lstm_trading.runs.train import prepare, train_run
 from lstm_trading.samples.labels import label_first_touch
 
@@ -85,6 +86,8 @@ class DemoResult:
     test_metrics: dict[str, Any]
     baselines: dict[str, dict[str, Any]]
     latest: pd.DataFrame
+    # the latest prediction with the decision the backtest's rule takes there (`runs.predict.with_decision`)
+    latest_decision: dict[str, Any] | None = None
     backtest: dict[str, Any] | None = None  # stats.json of the backtest over the test period
     report: Path | None = None
     gbm_dir: Path | None = None
@@ -175,6 +178,7 @@ def run_demo(
         test_metrics=metrics,
         baselines=baselines,
         latest=latest,
+        latest_decision=with_decision(prediction_record(latest.iloc[0]), config.backtest),
         backtest=backtest.stats,
         report=report.path,
         gbm_dir=gbm_dir,
