@@ -527,3 +527,123 @@ def test_the_gate_scores_runs_own_model_only_after_its_training_data(
     assert 0 < cut.trades == expected < whole.trades
     retrained = gate(ModelInUse("001", str(run_dir), data_end=seen_until, boundary=boundary - 12 * HOUR))
     assert retrained.trades == whole.trades
+
+
+# --- --warm-start ---
+
+
+def test_a_warm_started_replay_equals_the_warm_started_walkforward(
+    run_dir: Path, market: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
+    """`--warm-start` on both sides: each model starts from the one trained before it, at train.fine_tune_lr,
+    with its scalers; the first from scratch (RUN's weights may have seen the replay's period)."""
+    from dataclasses import replace
+
+    from lstm_trading.runs.walkforward import TradeSource, walkforward_run
+
+    wf_out = tmp_path / "wf"
+    result = walkforward_run(
+        wf_config(), replace(_wf_settings(), warm_start=True), db=market, symbol=SYMBOL, source=TradeSource(),
+        out=wf_out, echo=lambda _: None,
+    )  # fmt: skip
+    assert not result.failures
+    out = tmp_path / "replay"
+    args = replay_args(run_dir, market, result.plan.first, "--gate", "off", "--warm-start", "--out", str(out))
+    replayed = runner.invoke(app, args)
+    assert replayed.exit_code == 0, replayed.output
+    assert (out / "trades.csv").read_bytes() == (wf_out / "oos" / "trades.csv").read_bytes()
+    names = [fold.name for fold in result.plan.folds]
+    starts = [json.loads((out / "retraining" / "folds" / n / "fold.json").read_text())["warm_from"] for n in names]
+    assert starts == ["", *names[:-1]]  # fold k from fold k-1, the first from scratch
+    cold = runner.invoke(app, replay_args(run_dir, market, result.plan.first, "--gate", "off", "--out", str(out)))
+    assert cold.exit_code == 0, cold.output  # the warm folds are not reused for a cold replay: trained again
+    assert json.loads((out / "retraining" / "folds" / names[1] / "fold.json").read_text())["warm_from"] == ""
+
+
+def test_paper_retraining_with_warm_start_starts_from_the_model_in_use(
+    exchange: dict[str, Any], monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    from lstm_trading.models.bundle import load_bundle
+
+    monkeypatch.setattr(
+        live_runs, "trainer_factory", lambda source, settings: FoldTrainer(source, settings, inline=True)
+    )
+    paper(exchange, 27, retrain_every_s=12 * HOUR, train_span_s=36 * HOUR, gate=False, sweep=False,
+          accelerator="cpu", warm_start=True)  # fmt: skip
+    with LiveState(exchange["db"], "paper") as state:
+        record = state.meta(RETRAIN_KEY)
+        model = state.meta(MODEL_KEY)
+    assert record["status"] == "swapped" and record["warm_from"] == str(exchange["run"].resolve())
+    new = load_bundle(model["path"])
+    own = load_bundle(exchange["run"])
+    # a warm start keeps the scalers its weights were trained with (RUN's), where a cold one fits its own span's
+    assert new.feature_scaler.to_json() == own.feature_scaler.to_json()
+    fold = json.loads((Path(model["path"]) / "fold.json").read_text())
+    assert fold["warm_from"] == exchange["run"].name
+
+
+def test_warm_start_is_refused_for_a_gbm_run(market: Path, tmp_path: Path) -> None:
+    from lstm_trading.live.retraining import RetrainSettings
+
+    with pytest.raises(ConfigError, match="--warm-start: RUN's model is a gbm model"):
+        RetrainSettings(every_s=12 * HOUR, warm_start=True).check_kind("gbm")
+    RetrainSettings(every_s=12 * HOUR, warm_start=True).check_kind("lstm")
+
+
+# --- a training a killed loop left running ---
+
+
+def _holder(lock: Path, result: Path, release: Path) -> Any:
+    """A process standing for a training that outlived its loop: it holds the boundary's lock until `release`
+    exists, then writes its result and ends."""
+    import subprocess
+    import sys
+
+    code = (
+        "import fcntl, json, os, sys, time\n"
+        "lock, result, release = sys.argv[1:4]\n"
+        "handle = open(lock, 'a+b'); fcntl.flock(handle, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "while not os.path.exists(release): time.sleep(0.05)\n"
+        "os.makedirs(os.path.dirname(result), exist_ok=True)\n"
+        "open(result, 'w').write(json.dumps({'status': 'skipped', 'reason': 'the orphan finished'}))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(lock), str(result), str(release)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_restart_waits_for_the_training_a_killed_loop_left_running(tmp_path: Path) -> None:
+    from lstm_trading.runs.retraining import RetrainSource, _job_main, _lock_path, training_alive
+
+    source = RetrainSource(tmp_path / "run", wf_config(), tmp_path / "market.db", SYMBOL, "lstm")
+    request = RetrainRequest(1_704_326_400, 0, None, tmp_path / "retraining")
+    trainer = FoldTrainer(source, _retrain_settings())
+    job = trainer._job(request)
+    lock = _lock_path(job)
+    lock.parent.mkdir(parents=True)
+    release = tmp_path / "release"
+    orphan = _holder(lock, job.result_path, release)
+    try:
+        assert training_alive(job)
+        adopted = trainer.start(request)  # no snapshot, no second process: the market database does not even exist
+        assert not adopted.done() and not job.snapshot.exists()
+        release.touch()
+        orphan.wait(timeout=10)
+        assert adopted.done() and adopted.result() == {"status": "skipped", "reason": "the orphan finished"}
+        assert not training_alive(job)
+    finally:
+        orphan.kill()
+    # a training process that a restart superseded while it started up stands down without training
+    (lock.parent / f"{job.name}.token").write_text("the restart's")
+    job.result_path.unlink()
+    _job_main(job, "the killed loop's")
+    assert not job.result_path.exists()
+
+
+def _retrain_settings() -> Any:
+    from lstm_trading.live.retraining import RetrainSettings
+
+    return RetrainSettings(every_s=12 * HOUR, train_span_s=36 * HOUR, gate=False, sweep=False, accelerator="cpu")

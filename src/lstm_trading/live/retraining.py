@@ -13,7 +13,8 @@ Why it is built this way:
 - **The state names the model.** A job writes its model whole and its result last; the swap is one key of the
   period's transaction (`Step.meta`), with the decision it made. A crash before that commit leaves the old model
   in use, one after it the new one, and a restart loads the model the state names. A job the crash interrupted is
-  started again (its seed makes it the same model); one that finished is swapped in at the next period.
+  started again (its seed makes it the same model), one the crash left running (a SIGKILL stops only the loop) is
+  waited for, never trained beside; one that finished is swapped in at the next period.
 - **A gate.** The new model must load, give finite outputs, and score a prior-corrected log-loss on the trades of
   the last `gate_span_s` before the boundary (their outcomes known by then, and kept out of its training) no more
   than `gate_tolerance` nats above the current model's; otherwise the current model stays and the log says why.
@@ -61,6 +62,7 @@ class RetrainSettings:
     val: float = 0.15  # the latest share of a training span's trades that validates (walk-forward's --val)
     fold_workers: int | None = 1  # a replay's folds trained at once (each in a process of its own when above 1)
     accelerator: str = "auto"  # where the trainings run: auto, cpu or cuda
+    warm_start: bool = False  # --warm-start: each model starts from the one trained before it (train.fine_tune_lr)
 
     def __post_init__(self) -> None:
         for flag, value in (
@@ -87,6 +89,14 @@ class RetrainSettings:
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
+
+    def check_kind(self, kind: str) -> None:
+        """--warm-start carries an LSTM's weights on; a gradient-boosting model has none to start from."""
+        if self.warm_start and kind != "lstm":
+            raise ConfigError(
+                f"--warm-start: RUN's model is a {kind} model, which has no weights to start a new one from; "
+                "leave out --warm-start"
+            )
 
     def check_horizon(self, horizon_s: int) -> None:
         """The gate scores trades whose outcome is known by the boundary: a window no longer than the label
@@ -219,12 +229,13 @@ class RetrainJob(Protocol):
 @dataclass(frozen=True)
 class RetrainRequest:
     """What a training needs from the loop: its boundary, its index (the fold's name), the model in use (for the
-    gate), and the folder its models go to."""
+    gate), the folder its models go to, and the run folder `--warm-start` starts from."""
 
     boundary: int
     k: int
     current: ModelInUse | None
     folder: Path
+    warm_from: str | None = None  # the model trained before (gated or not), else the one in use
 
 
 class Trainer(Protocol):
@@ -276,6 +287,7 @@ class Retrainer:
             int(record["k"]),
             None if current is None else ModelInUse.from_record(current),
             self.folder,
+            record.get("warm_from"),
         )
 
     def poll(self, at: int, current: ModelInUse | None) -> Swap | None:
@@ -340,7 +352,7 @@ class Retrainer:
             return
         if record["status"] not in FINAL or due <= int(record["boundary"]):
             return  # one training at a time, and a finished model swaps in before the next starts
-        request = RetrainRequest(due, int(record["k"]) + 1, current, self.folder)
+        request = RetrainRequest(due, int(record["k"]) + 1, current, self.folder, self._warm_from(record, current))
         started = {
             "boundary": due,
             "k": request.k,
@@ -348,6 +360,7 @@ class Retrainer:
             "started_at": self.now(),
             "started_period": at,
             "current": None if current is None else current.record(),
+            "warm_from": request.warm_from,
         }
         # recorded before the process starts: a crash in between restarts the job, never leaves one unknown
         self.state.set_meta(**{RETRAIN_KEY: started, SCHEDULE_KEY: self.settings.record()})
@@ -358,6 +371,16 @@ class Retrainer:
             f"(decisions go on with {current.name if current else 'no model'})",
         )
         self.job = self.trainer.start(request)
+
+    def _warm_from(self, record: dict[str, Any], current: ModelInUse | None) -> str | None:
+        """Where `--warm-start` starts the next model: the last one trained, whether the gate let it in or not (as
+        walk-forward's fold k starts from fold k-1), else the model in use (RUN's own at the first boundary)."""
+        if not self.settings.warm_start:
+            return None
+        trained = model_from_result(record)
+        if trained is not None:
+            return trained.path
+        return None if current is None else current.path
 
 
 def log_retrain_end(write: LogWrite, record: dict[str, Any], at: int) -> None:

@@ -14,10 +14,12 @@ and without skipped folds it trades exactly what `walkforward --test-span STEP -
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import sqlite3
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,7 +49,7 @@ from lstm_trading.models.training_record import Sources
 from lstm_trading.samples.folds import Fold, FoldPlan, FoldSettings, fold_name, plan_folds
 
 RETRAIN_DIR = "retraining"  # below the replay's or the live account's folder: folds/NAME and results/NAME.json
-MODEL_SETTINGS = ("every_s", "train_span_s", "scheme", "val", "accelerator")
+MODEL_SETTINGS = ("every_s", "train_span_s", "scheme", "val", "accelerator", "warm_start")
 LABELLER = "first-touch"
 
 
@@ -134,6 +136,7 @@ def _walkforward_settings(source: RetrainSource, settings: RetrainSettings, *, f
         fold_workers=fold_workers,
         accelerator=settings.accelerator,
         sweep=settings.sweep,
+        warm_start=settings.warm_start,
     )
 
 
@@ -341,6 +344,7 @@ def retrained_period(
     say = echo or (lambda _: None)
     config = source.config
     settings.check_horizon(config.labels.horizon_seconds)
+    settings.check_kind(source.kind)
     labelled = _labelled(source)
     fold_settings = _fold_settings(source, settings)
     try:
@@ -489,6 +493,7 @@ class LiveJob:
     k: int
     current: ModelInUse | None
     folder: Path
+    warm_from: str | None = None  # --warm-start: the run folder whose weights and scalers the model starts from
 
     @property
     def name(self) -> str:
@@ -574,6 +579,8 @@ def _train_live(job: LiveJob) -> dict[str, Any]:
         settings_sha256=_settings_digest(source, settings),
     )
     task = replace(task, predict_test=False)
+    if settings.warm_start and job.warm_from is not None:  # the model before carries on, as walk-forward's folds
+        task = replace(task, warm_from=Path(job.warm_from))
     train_fold(task)
     thresholds = _thresholds(task, labelled, source, boundary) if settings.sweep else None
     candidate = _candidate(source, task, thresholds)
@@ -591,11 +598,47 @@ def _train_live(job: LiveJob) -> dict[str, Any]:
     }
 
 
-def _job_main(job: LiveJob) -> None:
+def _lock_path(job: LiveJob) -> Path:
+    return job.folder / "locks" / f"{job.name}.lock"
+
+
+def _token_path(job: LiveJob) -> Path:
+    return job.folder / "locks" / f"{job.name}.token"
+
+
+def training_alive(job: LiveJob) -> bool:
+    """Whether a training process of this boundary holds its lock: one a killed loop left running (its parent's
+    SIGKILL does not stop it), which a restart waits for instead of training the same folder beside it. An flock,
+    not a POSIX record lock, so opening and closing the file here drops no lock of this process's."""
+    path = _lock_path(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def _job_main(job: LiveJob, token: str) -> None:
+    """The training process: it holds the boundary's lock while it runs, and trains only if it is still the
+    training the loop asked for last (a restart while it was starting up asked for another)."""
     from lstm_trading.runs.walkforward import pin_threads
 
-    pin_threads()
-    run_live_job(job)
+    with open(_lock_path(job), "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another process trains this boundary
+        try:
+            wanted = _token_path(job).read_text(encoding="utf-8")
+        except OSError:
+            wanted = None
+        if wanted != token:
+            return  # a restarted loop started this boundary's training again, in another process
+        pin_threads()
+        run_live_job(job)
 
 
 class _DoneJob:
@@ -607,6 +650,22 @@ class _DoneJob:
 
     def result(self) -> dict[str, Any]:
         return self.record
+
+
+class _AdoptedJob:
+    """A training a killed loop left running: done when its result is written or it has ended."""
+
+    def __init__(self, job: LiveJob) -> None:
+        self.job = job
+
+    def done(self) -> bool:
+        return self.job.result_path.exists() or not training_alive(self.job)
+
+    def result(self) -> dict[str, Any]:
+        found = _read_result(self.job.result_path)
+        if found is not None:
+            return found
+        return {"status": "failed", "reason": "the training process a stop left running ended without a result"}
 
 
 class _ProcessJob:
@@ -646,10 +705,14 @@ class FoldTrainer:
         self.inline = inline
 
     def _job(self, request: RetrainRequest) -> LiveJob:
-        return LiveJob(self.source, self.settings, request.boundary, request.k, request.current, request.folder)
+        return LiveJob(
+            self.source, self.settings, request.boundary, request.k, request.current, request.folder, request.warm_from
+        )
 
     def start(self, request: RetrainRequest) -> Any:
         job = self._job(request)
+        if not self.inline and training_alive(job):  # left running by a killed loop: its result is the one
+            return _AdoptedJob(job)
         job.result_path.unlink(missing_ok=True)
         snapshot_database(self.source.db, job.snapshot)  # here, before the process starts: it never opens the db
         if self.inline:
@@ -657,8 +720,10 @@ class FoldTrainer:
 
             with _one_thread():
                 return _DoneJob(run_live_job(job))
+        token = uuid.uuid4().hex  # the training asked for last: one that a killed loop started stands down
+        write_text_atomic(_token_path(job), token)
         context = multiprocessing.get_context("spawn")  # fork would copy the loop's threads and open database
-        process = context.Process(target=_job_main, args=(job,), name=f"retrain-{job.name}", daemon=True)
+        process = context.Process(target=_job_main, args=(job, token), name=f"retrain-{job.name}", daemon=True)
         process.start()
         return _ProcessJob(process, job)
 
