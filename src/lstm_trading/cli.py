@@ -1584,6 +1584,15 @@ def live_command(
     market: str | None = typer.Option(None, "--market", help="linear (USDT perpetual, the default) or spot."),
     symbol: str | None = typer.Option(None, "--symbol", help="Symbol in the store (default: the bundle's)."),
     mode: str | None = typer.Option(None, "--mode", help="paper (simulated fills, the default) or live (real orders)."),
+    feed: str | None = typer.Option(
+        None,
+        "--feed",
+        help="exchange (ingest each period, the default) or db (paper only: decide on the candles a cron line of "
+        "`ingest exchange` writes to --db; no network).",
+    ),
+    feed_wait: str | None = typer.Option(
+        None, "--feed-wait", help="--feed db: how long after a minute closes to wait for it to land (default 120s)."
+    ),
     every: str | None = EVERY_OPTION,
     min_prob: float | None = MIN_PROB_OPTION,
     min_ev: float | None = MIN_EV_OPTION,
@@ -1646,6 +1655,12 @@ def live_command(
         None, "--fold-workers", min=1, help="--retrain-every --replay: boundary models trained at once (default 1)."
     ),
     accelerator: str | None = typer.Option(None, "--accelerator", help="--retrain-every: auto, cpu or cuda."),
+    warm_start: bool | None = typer.Option(
+        None,
+        "--warm-start/--cold-start",
+        help="--retrain-every: start each new model from the one trained before, at train.fine_tune_lr "
+        "(walkforward --warm-start); a replay's first model is trained from scratch.",
+    ),
 ) -> None:
     """Trade the model automatically: paper (default) or live orders with SL/TP; --replay proves it on stored candles.
 
@@ -1675,6 +1690,8 @@ def live_command(
         start=_moment(start, "--from"),
         end=_moment(end, "--to"),
         mode=mode,
+        feed=feed,
+        feed_wait_s=_duration(feed_wait, "--feed-wait"),
         exchange=exchange_id,
         market=market,
         db=db,
@@ -1700,6 +1717,7 @@ def live_command(
         sweep=sweep,
         fold_workers=fold_workers,
         accelerator=accelerator,
+        warm_start=warm_start,
     )
     if settings.replay:
         with warnings.catch_warnings(record=True) as caught:

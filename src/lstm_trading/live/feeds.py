@@ -1,10 +1,11 @@
 """Where the live loop's candles and time come from: the wall clock or a simulated one, the exchange (ingested
-into the candle store each period) or stored candles (the replay)."""
+into the candle store each period), the candle store as another process keeps it current (`--feed db`), or
+stored candles (the replay)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,6 +15,8 @@ from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.live.brokers import ExchangeUnavailable, Retry, redact, redacted
 
 LATE_GRACE_S = 30  # a loop that starts this soon after a boundary still acts on it
+FEEDS = ("exchange", "db")  # `--feed`: ingest from the exchange each period, or read what cron ingests
+DB_POLL_S = 5.0  # the database feed looks for a minute this often while it waits for it to land
 
 
 class Clock(Protocol):
@@ -129,3 +132,91 @@ class ExchangeFeed:
 
     def close(self) -> None:
         self.store.close()
+
+
+class DatabaseFeed:
+    """The candle store as another process keeps it current (`ingest exchange` from cron): no network at all.
+
+    A period waits until its last minute (the candle opening at `now - 60`) has landed for the traded symbol and
+    each of `others`, polling on the loop's clock, up to `wait_s` after that minute closed; the entry waits the
+    same way for the candle opening at the moment, which lands about a minute later. The connection reads in
+    autocommit mode, so each poll sees what the other process committed since (SQLite's WAL).
+    """
+
+    def __init__(
+        self,
+        db: Path,
+        symbol: str,
+        clock: Clock,
+        *,
+        wait_s: float,
+        others: Sequence[str] = (),
+        write: Callable[[str, dict[str, Any], str], None] | None = None,
+        poll_s: float = DB_POLL_S,
+    ) -> None:
+        from lstm_trading.data.store import CandleStore
+
+        self.db = db
+        self.symbol = symbol
+        self.others = tuple(others)
+        self.clock = clock
+        self.wait_s = wait_s
+        self.poll_s = poll_s
+        self.write = write  # the loop's log (`DecisionLog.write`): says why a decision had no entry
+        self.store = CandleStore(db)  # not created: the loop checked that it holds the symbol's candles
+
+    def advance(self, now: int) -> None:
+        minute = now - MINUTE  # the period's last minute: the window at `now` ends with it
+        missing = self._wait_for((self.symbol, *self.others), minute)
+        if missing is not None:
+            raise DataError(f"{self._not_landed(missing, minute)}; no decision this period")
+
+    def closed(self, start: int, now: int) -> CandleArrays:
+        return CandleArrays.from_frame(self.store.read(self.symbol, start, now - MINUTE + 1))
+
+    def open_at(self, at: int) -> float | None:
+        if self._wait_for((self.symbol,), at) is None:
+            return float(self.store.read(self.symbol, at, at + MINUTE)["open"].iloc[0])
+        if self.write is not None:
+            message = f"{self._not_landed(self.symbol, at, opening=True)}; no entry (reason no_candle)"
+            self.write(
+                "feed",
+                {"at": at, "at_utc": format_time(at), "symbol": self.symbol, "wait_s": self.wait_s, "message": message},
+                f"{format_time(at)}  {message}",
+            )
+        return None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _landed(self, symbol: str, minute: int) -> bool:
+        return not self.store.read(symbol, minute, minute + MINUTE).empty
+
+    def _wait_for(self, symbols: Sequence[str], minute: int) -> str | None:
+        """Poll until the candle opening at `minute` is stored for every symbol, at most until `wait_s` after it
+        closed; the first symbol still without it then, None when all have it."""
+        deadline = minute + MINUTE + self.wait_s
+        missing = list(symbols)
+        while True:
+            missing = [symbol for symbol in missing if not self._landed(symbol, minute)]
+            if not missing:
+                return None
+            left = deadline - self.clock.now()
+            if left <= 0:
+                return missing[0]
+            self.clock.sleep(min(self.poll_s, left))
+
+    def _not_landed(self, symbol: str, minute: int, *, opening: bool = False) -> str:
+        """Which minute did not land, and the cron line that should have written it (first: the console cuts
+        an error's line at 200 characters)."""
+        which = (
+            f"candle opening at {format_time(minute)}"
+            if opening
+            else f"minute closed at {format_time(minute + MINUTE)}"
+        )
+        held = self.store.time_range(symbol)
+        newest = "none stored" if held is None else f"newest: closed at {format_time(held[1] + MINUTE)}"
+        return (
+            f"the {symbol} {which} did not land within --feed-wait {self.wait_s:g}s: is "
+            f"`lstm-trading ingest exchange --db {self.db} --symbol {symbol} -q` in cron? ({newest})"
+        )

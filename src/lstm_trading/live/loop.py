@@ -52,7 +52,7 @@ from lstm_trading.core.config import BacktestConfig
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.timeutil import DAY, MINUTE, format_time
 from lstm_trading.live.brokers import Broker, ExchangeUnavailable, PaperBroker, Retry, redact, redacted, short_error
-from lstm_trading.live.feeds import Clock, ExchangeFeed, Feed, ReplayFeed, next_moment
+from lstm_trading.live.feeds import Clock, DatabaseFeed, ExchangeFeed, Feed, ReplayFeed, next_moment
 from lstm_trading.live.retraining import (
     MODEL_KEY,
     RETRAIN_KEY,
@@ -729,7 +729,7 @@ def run_live(
     db: Path,
     settings: LoopSettings,
     mode: str,
-    source: Any,
+    source: Any | None,
     broker: Broker,
     signals: SignalSource,
     clock: Clock,
@@ -741,29 +741,51 @@ def run_live(
     quiet: bool = False,
     model: ModelInUse | None = None,
     retrain: Callable[[LiveState, LogWrite], ModelSchedule] | None = None,
+    feed: str = "exchange",
+    feed_wait_s: int | None = None,
 ) -> dict[str, Any]:
-    """Run the loop on the clock against an exchange (`mode` paper or live); returns the status at the end.
+    """Run the loop on the clock (`mode` paper or live); returns the status at the end. `feed` is where its
+    candles come from: `exchange` (`source`, ingested each period) or `db` (paper only: the database that
+    `ingest exchange` keeps current from cron, each minute waited for up to `feed_wait_s`; no `source`).
     `model` is the one decided with until the state names another; `retrain` makes the loop's retraining
     schedule (`--retrain-every`) from its state and log."""
-    feed = ExchangeFeed(db, source, settings.symbol, retry, others=settings.inputs)
+    candles: ExchangeFeed | DatabaseFeed
+    if feed == "db":
+        if feed_wait_s is None:
+            raise ValueError("the database feed takes feed_wait_s (LiveSettings.feed_wait_s)")
+        candles = DatabaseFeed(db, settings.symbol, clock, wait_s=feed_wait_s, others=settings.inputs)
+        where = f"candles from {db} as `ingest exchange` writes them (--feed db)"
+    elif source is None:
+        raise ValueError("the exchange feed takes the exchange's source")
+    else:
+        candles = ExchangeFeed(db, source, settings.symbol, retry, others=settings.inputs)
+        where = "candles from the exchange"
     log = DecisionLog(out_dir, echo, quiet=quiet)
+    if isinstance(candles, DatabaseFeed):
+        candles.write = log.write  # the log says why a decision had no entry
     try:
         with LiveState(db, settings.account) as state:
             state.set_meta(settings=_settings_record(settings, mode))
             schedule = None if retrain is None else retrain(state, log.write)
-            loop = LiveLoop(settings, state, feed, broker, signals, log, schedule=schedule, initial_model=model)
+            loop = LiveLoop(settings, state, candles, broker, signals, log, schedule=schedule, initial_model=model)
             loop.start(initial_equity)
             log.write(
                 "start",
-                {"mode": mode, "symbol": settings.symbol, "account": settings.account, "equity": loop.trader.equity},
-                f"{mode} trading {settings.symbol} every {settings.config.every_seconds // MINUTE} min "
+                {
+                    "mode": mode,
+                    "symbol": settings.symbol,
+                    "account": settings.account,
+                    "feed": feed,
+                    "equity": loop.trader.equity,
+                },
+                f"{mode} trading {settings.symbol} every {settings.config.every_seconds // MINUTE} min, {where} "
                 f"(account {settings.account}, equity {loop.trader.equity:,.2f})",
             )
             loop.run_clock(clock, max_periods=max_periods)
             return status(state)
     finally:
         log.close()
-        feed.close()
+        candles.close()
 
 
 # --- status ---

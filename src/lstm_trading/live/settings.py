@@ -14,9 +14,15 @@ from typing import Any
 from lstm_trading.core.errors import ConfigError
 from lstm_trading.core.run_folder import RunFolder
 from lstm_trading.core.timeutil import DAY
+from lstm_trading.live.feeds import FEEDS
 from lstm_trading.live.retraining import GATE_TOLERANCE, RetrainSettings
 
 MODES = ("paper", "live")
+EXCHANGE_FEED_FLAGS = {  # what only the exchange feed uses: --feed db reads the database, never the network
+    "exchange": "--exchange",
+    "retries": "--retries",
+    "backoff_s": "--backoff",
+}
 RETRAIN_FLAGS = {  # what only --retrain-every uses
     "train_span_s": "--train-span",
     "scheme": "--scheme",
@@ -26,6 +32,7 @@ RETRAIN_FLAGS = {  # what only --retrain-every uses
     "sweep": "--sweep/--no-sweep",
     "fold_workers": "--fold-workers",
     "accelerator": "--accelerator",
+    "warm_start": "--warm-start",
 }
 
 
@@ -62,6 +69,8 @@ class LiveSettings:
     out_dir: Path | None = None  # live.jsonl (and a replay's trades.csv); None: see `folder`
     periods: int | None = None  # stop after this many periods; None: never (a replay: at its end)
     quiet: bool = False  # no line per decision on the console (guards and errors still show)
+    feed: str = "exchange"  # exchange: ingest each period; db: read what `ingest exchange` writes from cron
+    feed_wait_s: int = 120  # --feed db: how long after a minute closes the loop waits for it to land
     # retraining (live/retraining.py): None, RUN's model only; the others apply with it
     retrain_every_s: int | None = None  # --retrain-every
     train_span_s: int = 60 * DAY  # --train-span
@@ -72,6 +81,7 @@ class LiveSettings:
     sweep: bool = True  # --sweep / --no-sweep: each model's thresholds chosen on its validation period
     fold_workers: int | None = None  # --fold-workers: a replay's boundary models trained at once (None: one)
     accelerator: str = "auto"  # --accelerator: where retraining trains
+    warm_start: bool = False  # --warm-start: each new model starts from the one trained before (train.fine_tune_lr)
 
     def __post_init__(self) -> None:
         _check(self.max_errors >= 1, f"--max-errors {self.max_errors}", "must be at least 1")
@@ -80,6 +90,12 @@ class LiveSettings:
         _check(self.max_model_age_s > 0, f"--max-model-age {self.max_model_age_s}s", "must be positive")
         _check(self.periods is None or self.periods >= 1, f"--periods {self.periods}", "must be at least 1")
         _check(self.workers is None or self.workers >= 1, f"--workers {self.workers}", "must be at least 1")
+        _check(self.feed_wait_s > 0, f"--feed-wait {self.feed_wait_s}s", "must be positive")
+        if self.feed not in FEEDS:
+            raise ConfigError(
+                f"--feed: unknown feed {self.feed!r}; use exchange (ingest each period, the default) or db (read "
+                "the candles `ingest exchange` writes from cron)"
+            )
         if self.replay:
             self._check_replay()
         else:
@@ -87,6 +103,10 @@ class LiveSettings:
         self.retraining  # noqa: B018  (its own checks, naming the flags)
 
     def _check_replay(self) -> None:
+        if self.feed == "db":
+            raise ConfigError(
+                "--feed db is for --mode paper, not --replay: a replay already reads the stored candles (no network)"
+            )
         if self.quantity is not None:
             raise ConfigError(
                 "--qty is for the live and paper loops: a replay sizes orders as the backtest does (--risk or "
@@ -108,6 +128,11 @@ class LiveSettings:
         for flag, value in (("--qty", self.quantity), ("--max-qty", self.max_quantity)):
             if value is not None and not value > 0:
                 raise ConfigError(f"{flag} {value:g}: must be above 0 (units of the base currency, e.g. 0.5 ETH)")
+        if self.live and self.feed == "db":
+            raise ConfigError(
+                "--feed db is for --mode paper, not --mode live: real orders need the exchange (its prices, "
+                "position and fills); drop --feed db"
+            )
         if self.live and not self.confirmed:
             raise ConfigError(
                 "live mode places real orders with real money; add --i-understand-live-trading to confirm "
@@ -126,6 +151,14 @@ class LiveSettings:
             given = [flag for name, flag in RETRAIN_FLAGS.items() if flags.get(name) is not None]
             if given:
                 raise ConfigError(f"{given[0]} is for --retrain-every: without it the loop trades RUN's model as is")
+        if flags.get("feed") == "db":
+            given = [flag for name, flag in EXCHANGE_FEED_FLAGS.items() if flags.get(name) is not None]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} is for the exchange feed: --feed db reads the database and never the network"
+                )
+        elif flags.get("feed_wait_s") is not None:
+            raise ConfigError("--feed-wait is for --feed db: the exchange feed fetches each period's minutes itself")
         return cls(**{name: value for name, value in flags.items() if value is not None})
 
     @property
@@ -143,6 +176,7 @@ class LiveSettings:
             scheme=self.scheme,
             fold_workers=self.fold_workers or 1,
             accelerator=self.accelerator,
+            warm_start=self.warm_start,
         )
 
     @property

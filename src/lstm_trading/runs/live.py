@@ -135,7 +135,8 @@ def live_run(
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`live` in paper or live mode: the checks that must pass before anything trades, then the loop on the
-    clock; returns the account's status when it stops (after `settings.periods`)."""
+    clock; returns the account's status when it stops (after `settings.periods`). With `--feed db` nothing
+    touches the network: no exchange is made, the candles are the ones cron's `ingest exchange` writes."""
     from lstm_trading.models.bundle import load_bundle
 
     db = settings.db
@@ -149,6 +150,7 @@ def live_run(
     if retraining is not None:  # refused before anything trades: a run without label settings cannot retrain
         source = retrain_source(run_dir, bundle, db=db, symbol=symbol, backtest=config)
         retraining.check_horizon(source.config.labels.horizon_seconds)
+        retraining.check_kind(source.kind)
     model, bundle = _model_in_use(run_dir, bundle, db, settings.account_name, echo)
     for problem in check_bundle(bundle, symbol, clock.now(), settings.max_model_age_s, live=settings.live):
         if echo is not None:
@@ -194,6 +196,8 @@ def live_run(
         quiet=settings.quiet,
         model=model,
         retrain=schedule,
+        feed=settings.feed,
+        feed_wait_s=settings.feed_wait_s,
     )
 
 
@@ -272,7 +276,7 @@ def _check_candles(db: Path, symbol: str, history_minutes: int) -> None:
 class _Market:
     """The exchange the loop talks to: candles through `source`, orders through `broker`, both with `retry`."""
 
-    source: CcxtSource
+    source: CcxtSource | None  # None: --feed db, no exchange at all
     retry: brokers.Retry
     broker: brokers.Broker
     initial_equity: float | None  # live: the exchange's balance; paper: None, the run's setting
@@ -286,8 +290,11 @@ def _connect(
     clock: Clock,
     echo: Callable[[str], None] | None,
 ) -> _Market:
-    """The exchange with its markets loaded, and the broker: paper fills, or orders on the exchange."""
+    """The exchange with its markets loaded, and the broker: paper fills, or orders on the exchange. Paper mode
+    on `--feed db` makes no exchange and loads no markets: it runs without a network."""
     retry = brokers.Retry(settings.retries, settings.backoff_s, clock.sleep, log=echo)  # lines name the error type
+    if settings.feed == "db" and not settings.live:  # LiveSettings refuses --feed db with --mode live
+        return _Market(None, retry, brokers.PaperBroker(), None)
     exchange = brokers.exchange_factory(settings.exchange, settings.market, credentials)
     source = CcxtSource(exchange, settings.market)
     unified = retry("loading the markets", lambda: source.resolve_symbol(symbol))
