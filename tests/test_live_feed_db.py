@@ -211,3 +211,25 @@ def test_the_help_names_the_feed_wait_default() -> None:
     default = {f.name: f.default for f in fields(LiveSettings)}["feed_wait_s"]
     result = CliRunner(env={"COLUMNS": "250"}).invoke(app, ["live", "--help"])
     assert f"wait for it to land (default {default}s)" in " ".join(result.stdout.split())
+
+
+def test_a_minute_the_exchange_never_had_is_not_waited_for(tiny_candles: pd.DataFrame, tmp_path: Path) -> None:
+    """A minute without trades has no candle, and cron stores the later ones: the period decides at once (the
+    window has its gap, as the exchange feed's would) and an entry there has no price, said at once too."""
+    db = tmp_path / "thin.db"
+    candles = tiny_candles.reset_index(drop=True).iloc[:120]
+    at = int(candles["timestamp"].iloc[100])
+    thin = candles[~candles["timestamp"].isin([at - MINUTE, at])]  # the period's last minute and the entry's
+    with CandleStore(db, create=True) as store:
+        store.upsert("ETHUSDT", thin, source="test")
+    clock = SimClock(at + 5)
+    written: list[tuple[str, dict[str, Any], str]] = []
+    feed = DatabaseFeed(db, "ETHUSDT", clock, wait_s=60, write=lambda *e: written.append(e))
+    try:
+        feed.advance(at)
+        assert feed.open_at(at) is None
+        assert clock.time == at + 5  # nothing waited for
+        ((event, record, line),) = written
+        assert event == "feed" and "the exchange has none; no entry (reason no_candle)" in line
+    finally:
+        feed.close()

@@ -636,6 +636,11 @@ def test_a_restart_waits_for_the_training_a_killed_loop_left_running(tmp_path: P
         assert not training_alive(job)
     finally:
         orphan.kill()
+    # it finished just before the restart asked: its result is taken, nothing is trained again
+    assert trainer.start(request).result() == {"status": "skipped", "reason": "the orphan finished"}
+    (lock.parent / f"{job.name}.token").write_text("this one")
+    _job_main(job, "this one")  # a process that gets the lock after a finished training trains nothing
+    assert json.loads(job.result_path.read_text()) == {"status": "skipped", "reason": "the orphan finished"}
     # a training process that a restart superseded while it started up stands down without training
     (lock.parent / f"{job.name}.token").write_text("the restart's")
     job.result_path.unlink()

@@ -176,9 +176,16 @@ class DatabaseFeed:
 
     def open_at(self, at: int) -> float | None:
         if self._wait_for((self.symbol,), at) is None:
-            return float(self.store.read(self.symbol, at, at + MINUTE)["open"].iloc[0])
-        if self.write is not None:
+            rows = self.store.read(self.symbol, at, at + MINUTE)
+            if not rows.empty:
+                return float(rows["open"].iloc[0])
+            message = (  # a later minute landed first: the exchange has none at `at` (no trade in it)
+                f"the {self.symbol} candle opening at {format_time(at)} is not in {self.db}, and later ones are: "
+                "the exchange has none; no entry (reason no_candle)"
+            )
+        else:
             message = f"{self._not_landed(self.symbol, at, opening=True)}; no entry (reason no_candle)"
+        if self.write is not None:
             self.write(
                 "feed",
                 {"at": at, "at_utc": format_time(at), "symbol": self.symbol, "wait_s": self.wait_s, "message": message},
@@ -189,16 +196,19 @@ class DatabaseFeed:
     def close(self) -> None:
         self.store.close()
 
-    def _landed(self, symbol: str, minute: int) -> bool:
-        return not self.store.read(symbol, minute, minute + MINUTE).empty
+    def _settled(self, symbol: str, minute: int) -> bool:
+        """The candle opening at `minute` is stored, or a later one is: `ingest exchange` stores closed minutes in
+        order, so the exchange has none at `minute` (a minute without trades) and waiting would not bring it."""
+        newest = self.store.read_last(symbol, 1)  # one indexed row, not a count over years of minutes
+        return not newest.empty and int(newest["timestamp"].iloc[-1]) >= minute
 
     def _wait_for(self, symbols: Sequence[str], minute: int) -> str | None:
-        """Poll until the candle opening at `minute` is stored for every symbol, at most until `wait_s` after it
-        closed; the first symbol still without it then, None when all have it."""
+        """Poll until the minute opening at `minute` is settled (`_settled`) for every symbol, at most until
+        `wait_s` after it closed; the first symbol still waited for then, None when all are settled."""
         deadline = minute + MINUTE + self.wait_s
         missing = list(symbols)
         while True:
-            missing = [symbol for symbol in missing if not self._landed(symbol, minute)]
+            missing = [symbol for symbol in missing if not self._settled(symbol, minute)]
             if not missing:
                 return None
             left = deadline - self.clock.now()

@@ -316,12 +316,14 @@ class Retrainer:
             found = self.trainer.finished(request)
             if found is not None:
                 return found
+            self.job = self.trainer.start(request)
+            adopted = bool(getattr(self.job, "adopted", False))  # the stop left its process running
+            what = "still running: waiting for it" if adopted else "started again"
             self.write(
                 "retrain_restart",
-                {"boundary": request.boundary, "k": request.k},
-                f"retraining for {format_time(request.boundary)} was interrupted by the last stop: started again",
+                {"boundary": request.boundary, "k": request.k, "adopted": adopted},
+                f"retraining for {format_time(request.boundary)} was interrupted by the last stop: {what}",
             )
-            self.job = self.trainer.start(request)
         if not self.job.done():
             return None
         result = self.job.result()
@@ -380,6 +382,8 @@ class Retrainer:
         trained = model_from_result(record)
         if trained is not None:
             return trained.path
+        if record.get("warm_from"):  # skipped or failed: what it would have started from is still the last trained
+            return str(record["warm_from"])
         return None if current is None else current.path
 
 

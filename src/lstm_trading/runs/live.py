@@ -142,6 +142,11 @@ def live_run(
     db = settings.db
     if settings.replay or db is None:  # LiveSettings refuses a loop without --db
         raise ValueError("live_run takes LiveSettings for the paper or live loop, with db")
+    if settings.feed == "db" and settings.feed_wait_s + 60 >= config.every_seconds:
+        raise ConfigError(
+            f"--feed-wait {settings.feed_wait_s}s: a period's minute and its entry's are waited for up to this long, "
+            f"which must end before the next period (--every {config.every_seconds // 60} min)"
+        )
     clock = clock or clock_factory()
     bundle = load_bundle(run_dir)
     symbol = settings.symbol or bundle.training.data.symbol or "ETHUSDT"

@@ -200,6 +200,8 @@ def _settings_digest(source: RetrainSource, settings: RetrainSettings) -> str:
     # what the models and their signals depend on (as walk-forward's settings.json): not the decision and fill
     # settings but the moments, not the sweep, the gate's tolerance or how many train at once
     trained = {key: value for key, value in settings.record().items() if key in MODEL_SETTINGS}
+    if not trained["warm_start"]:  # folders trained before the setting existed keep their digest
+        del trained["warm_start"]
     trained["holdout_s"] = settings.holdout_s
     stages = {name: values for name, values in source.config.to_dict().items() if name not in ("runtime", "backtest")}
     stages["backtest"] = {"every_seconds": source.config.backtest.every_seconds}
@@ -627,10 +629,9 @@ def _job_main(job: LiveJob, token: str) -> None:
     from lstm_trading.runs.walkforward import pin_threads
 
     with open(_lock_path(job), "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return  # another process trains this boundary
+        fcntl.flock(handle, fcntl.LOCK_EX)  # after any other training of this boundary has ended
+        if job.result_path.exists():
+            return  # it finished: its result is the one
         try:
             wanted = _token_path(job).read_text(encoding="utf-8")
         except OSError:
@@ -654,6 +655,8 @@ class _DoneJob:
 
 class _AdoptedJob:
     """A training a killed loop left running: done when its result is written or it has ended."""
+
+    adopted = True  # the loop logs that it waits for it, not that it started one
 
     def __init__(self, job: LiveJob) -> None:
         self.job = job
@@ -711,8 +714,14 @@ class FoldTrainer:
 
     def start(self, request: RetrainRequest) -> Any:
         job = self._job(request)
-        if not self.inline and training_alive(job):  # left running by a killed loop: its result is the one
-            return _AdoptedJob(job)
+        token = uuid.uuid4().hex  # the training asked for last: one that a killed loop started stands down
+        if not self.inline:
+            if training_alive(job):  # left running by a killed loop: its result is the one
+                return _AdoptedJob(job)
+            found = _read_result(job.result_path)
+            if found is not None:  # it finished between the loop's look for a result and here
+                return _DoneJob(found)
+            write_text_atomic(_token_path(job), token)  # before the copy, which can take a while
         job.result_path.unlink(missing_ok=True)
         snapshot_database(self.source.db, job.snapshot)  # here, before the process starts: it never opens the db
         if self.inline:
@@ -720,8 +729,6 @@ class FoldTrainer:
 
             with _one_thread():
                 return _DoneJob(run_live_job(job))
-        token = uuid.uuid4().hex  # the training asked for last: one that a killed loop started stands down
-        write_text_atomic(_token_path(job), token)
         context = multiprocessing.get_context("spawn")  # fork would copy the loop's threads and open database
         process = context.Process(target=_job_main, args=(job, token), name=f"retrain-{job.name}", daemon=True)
         process.start()
