@@ -94,6 +94,8 @@ def test_demo_command_prints_unwrapped_lines_and_the_latest_prediction_in_prices
     assert re.match(rf"verdict: ({verdicts}): \d+ trades", verdict), verdict
     (random,) = [line for line in lines if line.startswith("stratified random ")]  # the lstm-gbm comparison
     assert " ± " in random
+    (final,) = [line for line in lines if "stratified random" in line and "│" in line]  # the closing table's
+    assert final.count(" ± ") == 2, final  # macro-F1 and accuracy as the mean ± std of the draws
     assert any(" lstm " in line for line in lines) and any(" gbm " in line for line in lines)
     (latest,) = [line for line in lines if line.startswith("latest moment ")]
     assert " entry " in latest and "; P Buy " in latest

@@ -912,6 +912,7 @@ def demo_command(
     from rich.table import Table
 
     from lstm_trading.demo import DemoSettings, run_demo
+    from lstm_trading.report.tables import with_spread
 
     settings = DemoSettings()
     if days is not None:
@@ -925,10 +926,10 @@ def demo_command(
     rows = {"model": result.test_metrics, **result.baselines}
     for name, metrics in rows.items():
         log_loss = metrics.get("log_loss")
-        table.add_row(
+        table.add_row(  # stratified random: the mean ± std of its draws
             name.replace("_", " "),
-            f"{metrics['macro_f1']:.3f}",
-            f"{metrics['accuracy']:.3f}",
+            with_spread(metrics, "macro_f1"),
+            with_spread(metrics, "accuracy"),
             "-" if log_loss is None else f"{log_loss:.3f}",
         )
     console.print(table)

@@ -19,7 +19,7 @@ def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _spread(column: dict[str, Any], key: str) -> str:
+def with_spread(column: dict[str, Any], key: str) -> str:
     """A figure, with its standard deviation where the column has one (the stratified draws)."""
     std = column.get(f"{key}_std")
     if std is None or not np.isfinite(std):
@@ -37,8 +37,8 @@ def metric_rows(document: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[s
     columns = [document["model"], *document["baselines"].values()]
     header = ("metric", *(n.replace("_", " ") for n in names))
     rows: list[tuple[str, ...]] = [
-        ("accuracy", *(_spread(c, "accuracy") for c in columns)),
-        ("macro-F1", *(_spread(c, "macro_f1") for c in columns)),
+        ("accuracy", *(with_spread(c, "accuracy") for c in columns)),
+        ("macro-F1", *(with_spread(c, "macro_f1") for c in columns)),
         ("log-loss", *(_cell(c.get("log_loss")) for c in columns)),
     ]
     for name in document["model"]["per_class"]:
@@ -118,8 +118,8 @@ def comparison_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
             _cell(random.get("log_loss")),
             _cell(random.get("log_loss")),
             "+0.000",
-            _spread(random, "accuracy"),
-            _spread(random, "macro_f1"),
+            with_spread(random, "accuracy"),
+            with_spread(random, "macro_f1"),
             _cell(document["calibration"]["baselines"]["stratified_random"]),
         )
     )
