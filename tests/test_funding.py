@@ -318,3 +318,16 @@ def test_a_full_page_is_asked_again_over_half_the_window(tmp_path: Path, tiny_ca
         warnings.simplefilter("error")
         result = ingest_funding(store, Hourly(), "ETHUSDT", since=DAY0, sleep=pytest.fail)
     assert stored_rates(db) == hourly and result.added == len(hourly)
+
+
+def test_a_symbol_funding_every_four_hours_pays_at_each_stored_time() -> None:
+    """Stored rates every 4 h (some perpetuals fund that often): each one inside the position is charged, the
+    8-hour times among them once, and past the stored history the constant at the 8-hour times."""
+    four = {DAY0 + i * 4 * HOUR: (i + 1) / 10_000 for i in range(6)}  # 00:00 to 20:00
+    schedule = FundingSchedule(RATE, four)
+    across = held(LONG, DAY0 + 3 * HOUR, 10 * 60, schedule)  # 03:00 to 13:00: 04:00, 08:00 and 12:00
+    assert [t for t, _ in schedule.events(DAY0 + 3 * HOUR, DAY0 + 13 * HOUR)] == [DAY0 + h * HOUR for h in (4, 8, 12)]
+    assert across.funding == pytest.approx((0.0002 + 0.0003 + 0.0004) * 2.0 * across.entry_executed)
+    late = schedule.events(DAY0 + 19 * HOUR, DAY0 + 33 * HOUR)  # 20:00 stored, then the next day's 00:00 and 08:00
+    assert late == [(DAY0 + 20 * HOUR, 0.0006), (DAY0 + 24 * HOUR, RATE), (DAY0 + 32 * HOUR, RATE)]
+    assert schedule.missing(DAY0 - 1, DAY0 + 20 * HOUR) == []

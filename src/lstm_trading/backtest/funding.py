@@ -8,6 +8,10 @@ entry, `quantity * entry_executed` (the price paid, so the charge is `rate` of t
 divides by); exchanges use the position's value at the mark price at F, which the candles approximate no
 better than the entry.
 
+Symbols that fund more often (every 4 hours or every hour, as some Bybit perpetuals do) are charged at every
+funding time their stored history records: the stored times are the exchange's own, so a position pays at each
+stored F in `(entry_time, exit_time]`, and at the 8-hour times the history does not cover at the constant rate.
+
 Spot symbols pay none: the runs layer builds a schedule only for symbols the store records as perpetuals, and
 `NO_FUNDING` (or None) elsewhere. Funding is booked with the fill (`execution.book_fill`), so the backtest, the
 random baselines, the replay and paper and live trading all charge it from here.
@@ -15,6 +19,7 @@ random baselines, the replay and paper and live trading all charge it from here.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -47,11 +52,13 @@ class FundingSchedule:
 
     rate: float = 0.0
     stored: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
+    _times: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)  # `stored`'s, sorted
 
     def __post_init__(self) -> None:
         if not -0.1 < self.rate < 0.1:
             raise ConfigError(f"funding: must be a fraction per 8-hour period in (-0.1, 0.1), got {self.rate:g}")
         object.__setattr__(self, "stored", MappingProxyType({int(t): float(r) for t, r in self.stored.items()}))
+        object.__setattr__(self, "_times", tuple(sorted(self.stored)))
 
     @property
     def active(self) -> bool:
@@ -73,8 +80,18 @@ class FundingSchedule:
         `notional` the position's value at entry (`quantity * entry_executed` in `book_fill`)."""
         if not self.active:
             return 0.0
-        rates = sum(self.rate_at(moment) for moment in funding_times(entry_time, exit_time))
+        rates = sum(rate for _, rate in self.events(entry_time, exit_time))
         return float(direction * notional * rates)
+
+    def events(self, entry_time: int, exit_time: int) -> list[tuple[int, float]]:
+        """The funding times F with `entry_time < F <= exit_time` and their rates: every stored one (a symbol
+        funding every 4 h or 1 h has them off the 8-hour grid), and each 8-hour time without a stored rate at
+        the constant."""
+        times = self._times
+        first, last = bisect.bisect_right(times, int(entry_time)), bisect.bisect_right(times, int(exit_time))
+        stored = [(t, self.stored[t]) for t in times[first:last]]
+        constant = [(t, self.rate) for t in funding_times(entry_time, exit_time) if t not in self.stored]
+        return sorted(stored + constant)
 
     def missing(self, start: int, end: int) -> list[int]:
         """The funding times in `(start, end]` inside the stored range with no stored rate (charged the constant)."""
