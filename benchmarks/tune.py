@@ -2,9 +2,10 @@
 on two CPUs.
 
 Targets (issue 15): 8 trials on 2 cores, `--workers 2` at least 1.7x faster than `--workers 1`; Ray with 2 CPUs at
-least 1.6x. The objective is `oos_expectancy`, which reports no fold score before a trial ends, so nothing is
-pruned and every executor runs the same 8 configurations (TPE's first draws are random, from the same seed); the
-script checks that they score them identically. The time measured is the trials' (from the start of `tune_run` to
+least 1.6x. The objective is `oos_expectancy`, with pruning off (`TuneSettings.prune`: the median pruner and ASHA
+would stop different trials, depending on the order they finish in), so every executor runs the same 8
+configurations (TPE's first draws are random, from the same seed); the script checks that they score them
+identically. The time measured is the trials' (from the start of `tune_run` to
 its line naming the best trial: the holdout's walk-forward after it is the same on every executor), worker start-up
 and Ray's included; each executor runs in a fresh process whose training stack is imported before the clock
 starts, so the one-process baseline pays no import the pool does not.
@@ -59,6 +60,7 @@ def measure(executor: str, db: Path, out: Path, args: argparse.Namespace, result
         space=space_file,
         trials=args.trials,
         objective=EXPECTANCY,
+        prune=False,
         executor="ray" if executor.startswith("ray") else "local",
         workers=int(executor[-1]),
     )

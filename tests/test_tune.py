@@ -129,9 +129,9 @@ def test_a_local_study_records_its_trials_and_judges_the_best_on_the_holdout(loc
     assert len(trials) == 4 and set(trials["state"]) <= {"complete", "pruned"}
     complete = trials[trials["state"] == "complete"]
     assert len(complete) >= 1 and complete["sharpe"].notna().all() and (complete["folds"] >= 1).all()
-    for row in complete.itertuples():  # the objective is the mean of the recorded fold scores
+    for row in complete.itertuples():  # the objective is the mean of the recorded fold scores (by fold number)
         scores = [getattr(row, f"fold_{i}") for i in range(row.folds)]
-        assert row.objective == pytest.approx(np.mean(scores))
+        assert row.objective == pytest.approx(np.nanmean(scores))
     assert set(trials["model.hidden_size"]) <= {8, 16} and trials["train.lr"].between(1e-3, 1e-2).all()
     study = optuna.load_study(study_name="local", storage=f"sqlite:///{out / 'study.db'}")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
@@ -196,24 +196,66 @@ def test_a_ray_study_records_its_trials(ray_session: Any, tiny_db: Path, tmp_pat
     assert len(trials) == 4 and set(trials["state"]) <= {"complete", "pruned"}, trials
     complete = trials[trials["state"] == "complete"]
     assert len(complete) >= 1 and complete["sharpe"].notna().all()
-    assert trials["model.hidden_size"].isin([8, 16]).all() and trials["fold_0"].notna().all()
+    assert trials["model.hidden_size"].isin([8, 16]).all()
+    assert trials.filter(regex=r"^fold_\d+$").notna().any(axis=1).all()  # by fold number: a skipped fold is empty
     assert result.summary["holdout"]["objective"] is not None
+    holdout = json.loads((out / "holdout" / "summary.json").read_text())
+    assert holdout["timings"]["executor"] == "ray"  # the holdout's folds: Ray tasks on the trials' Ray
     assert ray_session.is_initialized()  # the session's Ray, not one started and stopped by the study
+
+
+def test_a_ray_study_prunes_poor_trials_on_the_expectancy_so_far(
+    ray_session: Any, tiny_db: Path, tmp_path: Path
+) -> None:
+    """ASHA stops Ray trials whose expectancy of the trades so far falls behind; each is recorded as pruned."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the stand-in, into Ray's workers
+    out = tmp_path / "ray-pruned"
+    run_tune(tiny_db, out, PLANTED_SPACE, evaluator=planted, trials=6, executor="ray", workers=2,
+             objective="oos_expectancy")  # fmt: skip
+    poor_trials_pruned(out, 6)
 
 
 # --- the search finds a planted best region (a stand-in for the walk-forward) ---
 
 
+def planted_score(config: Any) -> float:
+    """The planted objective: 1 at train.lr = 1e-3 and model.hidden_size = 48, falling away from there."""
+    x = math.log10(config.train.lr) + 3.0
+    h = (config.model.hidden_size - 48) / 40
+    return float(1.0 - x * x - h * h)
+
+
 def planted(task: TrialTask, report: FoldReport) -> TrialOutcome:
-    """Three fold scores that peak at train.lr = 1e-3 and model.hidden_size = 48, read from the trial's config."""
-    x = math.log10(task.config.train.lr) + 3.0
-    h = (task.config.model.hidden_size - 48) / 40
-    score = 1.0 - x * x - h * h
+    """Three fold scores that peak at train.lr = 1e-3 and model.hidden_size = 48, read from the trial's config;
+    for oos_expectancy, trades that return about that much each (`planted_trades`)."""
+    score = planted_score(task.config)
+    if task.objective == "oos_expectancy":
+        return planted_trades(task, report, score)
     folds = []
     for k, wobble in enumerate((0.02, -0.01, 0.0)):
         folds.append(score + wobble)
         report(k, folds[-1])
     return TrialOutcome(float(np.mean(folds)), tuple(folds), sharpe=0.1 * score, days=30, skewness=0.0, kurtosis=3.0)
+
+
+def planted_trades(task: TrialTask, report: FoldReport, score: float) -> TrialOutcome:
+    """oos_expectancy as `walkforward_trial` reports it: after each fold the expectancy of the trades so far,
+    nothing while there is none (a hidden size below 32 makes no trade in the first fold)."""
+    returns: list[float] = []
+    folds: list[float | None] = []
+    for k, wobble in enumerate((0.02, -0.01, 0.0)):
+        made = [] if k == 0 and task.config.model.hidden_size < 32 else [score + wobble - 0.1, score + wobble + 0.1]
+        returns += made
+        folds.append(float(np.mean(made)) if made else None)
+        if returns:
+            report(k, float(np.mean(returns)))
+    value = float(np.mean(returns))
+    return TrialOutcome(
+        value, tuple(folds), sharpe=0.1 * score, days=30, skewness=0.0, kurtosis=3.0, trades=len(returns),
+        expectancy_pct=value,
+    )  # fmt: skip
 
 
 def test_the_search_finds_a_planted_best_region_and_prunes_poor_trials(tiny_db: Path, tmp_path: Path) -> None:
@@ -227,14 +269,34 @@ def test_the_search_finds_a_planted_best_region_and_prunes_poor_trials(tiny_db: 
     assert result.summary["best"]["objective"] > 0.5
 
 
+def poor_trials_pruned(out: Path, trials: int) -> pd.DataFrame:
+    """trials.csv of an oos_expectancy study over `planted_trades`: `trials` trials, each completed or pruned;
+    the pruned ones without an objective, stopped at the expectancy of their trades so far, and poorer than the
+    completed ones; no fold score where a fold had no trade yet."""
+    table = pd.read_csv(out / "trials.csv")
+    assert sorted(table["number"]) == list(range(trials)) and set(table["state"]) <= {"complete", "pruned"}, table
+    planted_scores = np.array([
+        planted_score(tune_config().with_overrides("train", lr=lr).with_overrides("model", hidden_size=int(h)))
+        for lr, h in zip(table["train.lr"], table["model.hidden_size"], strict=True)
+    ])  # fmt: skip
+    pruned, complete = table["state"] == "pruned", table["state"] == "complete"
+    assert pruned.any() and table.loc[pruned, "objective"].isna().all() and (table.loc[complete, "folds"] == 3).all()
+    assert planted_scores[pruned].mean() < planted_scores[complete].mean()
+    for row, score in zip(table[pruned].itertuples(), planted_scores[pruned], strict=True):
+        assert abs(getattr(row, f"fold_{row.folds - 1}") - score) <= 0.02  # what the pruner judged: trades so far
+    assert table.loc[table["model.hidden_size"] < 32, "fold_0"].isna().all()  # no trade, no report
+    return table
+
+
 def test_two_worker_processes_report_fold_scores_to_the_owning_process(tiny_db: Path, tmp_path: Path) -> None:
-    """The pool's trials send each fold's score to the process that owns the study, whose pruner answers."""
-    result, lines = run_tune(tiny_db, tmp_path / "pool", PLANTED_SPACE, evaluator=planted, trials=12, workers=2)
-    trials = result.trials
-    assert sorted(trials["number"]) == list(range(12)) and set(trials["state"]) <= {"complete", "pruned"}
-    assert (trials["state"] == "pruned").any() and (trials.loc[trials["state"] == "pruned", "folds"] < 3).all()
-    assert (trials.loc[trials["state"] == "complete", "folds"] == 3).all()
-    assert sum("pruned after" in line for line in lines) == int((trials["state"] == "pruned").sum())
+    """The pool's trials send each fold's expectancy so far to the process that owns the study, whose pruner
+    answers; a pruned trial is recorded as pruned and counts toward --trials."""
+    out = tmp_path / "pool"
+    _, lines = run_tune(
+        tiny_db, out, PLANTED_SPACE, evaluator=planted, trials=12, workers=2, objective="oos_expectancy"
+    )
+    table = poor_trials_pruned(out, 12)
+    assert sum("pruned after" in line for line in lines) == int((table["state"] == "pruned").sum())
 
 
 # --- resumable: a tune killed during a trial continues the same study ---
@@ -289,6 +351,8 @@ def test_a_killed_tune_rerun_ends_with_the_requested_trials_none_repeated(
     )
     trials = result.trials
     assert list(trials["state"]) == ["complete", "complete", "fail", "complete", "complete"]
+    # the retry is a trial of its own: it does not carry the error of the one it retries (Optuna copies it)
+    assert list(trials["error"]) == ["", "", "left running by a stopped tune", "", ""]
     assert trials.loc[3, "retry_of"] == 2 and result.summary["best"]["trials"] == 4  # N counts the retried one once
     assert len({tuple(sorted(s["params"].items())) for s in starts}) == 4
 
@@ -391,3 +455,62 @@ def test_a_trial_killed_after_recording_its_outcome_is_complete_not_repeated(tmp
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == 0.25
     assert lines == ["trial 0 had finished when its tune stopped: recorded as complete"]
     assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING]  # nothing re-queued
+
+
+# --- oos_expectancy: after each fold, the expectancy of the trial's trades so far (what the pruner judges) ---
+
+
+def test_an_expectancy_trial_reports_the_expectancy_of_its_trades_so_far_after_each_fold(
+    tiny_db: Path, tmp_path: Path
+) -> None:
+    """Through the real fold code: one report per fold with trades, at the fold's number, the last one the trial's
+    objective (the stitched backtest's expectancy per trade); with --sweep, each fold at its own thresholds."""
+    from lstm_trading.data.store import CandleStore
+    from lstm_trading.runs.tune import EXPECTANCY
+
+    with CandleStore(tiny_db) as store:
+        first, _, _ = store.time_range("ETHUSDT")
+    until = first + 4 * 24 * HOUR + 12 * HOUR  # a few folds: 36 h of training after the warm-up, 12 h tests
+    walk = replace(walk_settings(), until=until, trials=1, overwrite=True, figures=False, sweep=True)
+    config = tune_config().with_overrides("runtime", workers=1).with_overrides("train", epochs=2)
+    task = TrialTask(0, {}, config, walk, EXPECTANCY, tiny_db, "ETHUSDT", TradeSource(), tmp_path / "trial")
+    reports: list[tuple[int, float]] = []
+    ends: list[int | None] = []
+    real_read = CandleStore.read
+
+    def read(self: Any, symbol: str, start: int | None = None, end: int | None = None) -> pd.DataFrame:
+        ends.append(end)
+        return real_read(self, symbol, start=start, end=end)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CandleStore, "read", read)
+        outcome = walkforward_trial(task, lambda step, score: reports.append((step, score)))
+    assert ends and all(end is not None and end <= until for end in ends)  # trades run on, but not past `until`
+    folds = pd.read_csv(tmp_path / "trial" / "folds.csv")
+    trades = pd.read_csv(tmp_path / "trial" / "oos" / "trades.csv")
+    folds = folds[folds["status"] == "trained"]
+    assert len(folds) >= 3 and folds["min_prob"].nunique() >= 2  # thresholds chosen fold by fold
+    traded_by = int(folds.loc[folds["trades"] > 0, "k"].min())
+    assert [step for step, _ in reports] == [int(k) for k in folds["k"] if k >= traded_by]
+    for step, score in reports:  # the stitched backtest's trades of the folds to that one, whatever ran on
+        so_far = trades[trades["model"].isin(folds.loc[folds["k"] <= step, "fold"])]
+        assert score == pytest.approx(so_far["return_pct"].mean(), rel=1e-9), (step, reports)
+    assert reports[-1][1] == pytest.approx(outcome.value)  # the last: the objective, the stitched expectancy
+    assert outcome.value == pytest.approx(trades["return_pct"].mean())
+
+
+def test_a_storage_url_naming_another_database_is_refused_untouched(tiny_db: Path, tmp_path: Path) -> None:
+    """`--storage sqlite:///bybit1min.db` (the candles, not a study): refused before Optuna adds its tables."""
+    from conftest import dump_tables
+
+    candles = tmp_path / "candles.db"
+    shutil.copy(tiny_db, candles)
+    before = dump_tables(candles)
+    args = [*cli_args(tiny_db, tmp_path, SPACE), "--out", str(tmp_path / "tune"), "--storage", f"sqlite:///{candles}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr == (
+        f"error: --storage sqlite:///{candles}: {candles} holds other tables (candles, symbols), not an Optuna "
+        "study; give a new file, or one that tune made\n"
+    )
+    assert dump_tables(candles) == before

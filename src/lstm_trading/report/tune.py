@@ -44,10 +44,13 @@ def objective_figure(trials: pd.DataFrame, summary: dict[str, Any]) -> Figure:
     values = pd.to_numeric(complete["objective"], errors="coerce")
     axes.plot(complete["number"], values, "o", color=_COLOURS["model"], label="completed trial")
     pruned = trials[trials["state"] == "pruned"]
-    if not pruned.empty:  # a pruned trial's mean fold score so far
-        folds = [c for c in trials.columns if c.startswith("fold_")]
-        partial = pruned[folds].apply(pd.to_numeric, errors="coerce").mean(axis=1)
-        axes.plot(pruned["number"], partial, "x", color="#7f7f7f", label="pruned trial (mean of its folds so far)")
+    if not pruned.empty:  # a pruned trial's score so far: its mean fold skill, or its last running expectancy
+        folds = sorted((c for c in trials.columns if c.startswith("fold_")), key=lambda c: int(c.split("_")[1]))
+        scores = pruned[folds].apply(pd.to_numeric, errors="coerce")
+        running = summary["objective"] == "oos_expectancy"
+        partial = scores.ffill(axis=1).iloc[:, -1] if running else scores.mean(axis=1)
+        shown = "the expectancy of its trades so far" if running else "mean of its folds so far"
+        axes.plot(pruned["number"], partial, "x", color="#7f7f7f", label=f"pruned trial ({shown})")
     if not complete.empty:
         order = complete.sort_values("number")
         axes.step(order["number"], pd.to_numeric(order["objective"]).cummax(), where="post", color="black",
@@ -114,8 +117,9 @@ def parameters_figure(
 
 def holdout_figure(summary: dict[str, Any]) -> Figure | None:
     """The best trial's fold scores in the search next to the holdout's, each group's mean as a line."""
-    search = summary["best"].get("fold_scores") or []
-    holdout = summary["holdout"].get("fold_scores") or []
+    # by fold number: a skipped fold, or one without a score, is a gap (None, NaN here)
+    search = [np.nan if v is None else v for v in summary["best"].get("fold_scores") or []]
+    holdout = [np.nan if v is None else v for v in summary["holdout"].get("fold_scores") or []]
     if not search and not holdout:
         return None
     figure = Figure(figsize=(10, 3.8))

@@ -15,7 +15,10 @@ apart from the data that judges it:
   ratio can be deflated by the number of trials and their spread (the deflated Sharpe ratio).
 - **The study.** One process owns it (ask and tell) in Optuna's storage (SQLite in --out by default, any
   database URL for several machines) and hands trials to a local process pool or to Ray Tune; TPE samples, a
-  median pruner stops trials whose fold scores fall behind (each fold's score is an intermediate value).
+  median pruner (ASHA on Ray) stops trials whose scores fall behind. After each fold the trial reports, at the
+  fold's number as the step, its log-loss skill, or for `oos_expectancy` the expectancy per trade of its trades
+  so far (`RunningExpectancy`: the folds finished, stitched and traded as the stitched backtest trades them),
+  from the first fold with a trade on (before it there is nothing to judge, so nothing is reported).
   Trials left running by a killed `tune` are failed and queued again with the same parameters on the next
   start (by their owner's process id on this machine, by Optuna's heartbeat elsewhere); `--trials` counts
   completed plus pruned trials, so a rerun continues to that count.
@@ -49,7 +52,7 @@ from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import Config, dump_config
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.jsonio import json_safe
-from lstm_trading.core.run_folder import STATS_FILE, WalkForwardFolder
+from lstm_trading.core.run_folder import STATS_FILE, RunFolder, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.runs.tune_space import SearchSpace, apply_params
 from lstm_trading.runs.walkforward import (
@@ -91,6 +94,7 @@ class TuneSettings:
     ray_address: str | None = None
     workers: int | None = None  # trials at once, one process each; None: one per core
     seed: int | None = None  # the sampler's; None: train.seed
+    prune: bool = True  # False: no trial is stopped early (benchmarks/tune.py: every executor runs the same trials)
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ class TrialOutcome:
     """A finished trial: its objective and fold scores, and its stitched backtest's daily Sharpe ratio."""
 
     value: float
-    fold_scores: tuple[float, ...]
+    fold_scores: tuple[float | None, ...]  # by fold number (folds.csv's k); None: skipped, or no score
     sharpe: float | None = None  # daily, not annualised; None where undefined (no trade, flat equity)
     days: int = 0
     skewness: float | None = None
@@ -255,20 +259,23 @@ class Scored:
     """A walk-forward scored by the objective, with its stitched backtest's significance figures."""
 
     value: float | None
-    fold_scores: tuple[float, ...]
+    fold_scores: tuple[float | None, ...]  # by fold number (folds.csv's k); None: skipped, or no score
     significance: dict[str, Any]
     tested_to: int | None
 
 
 def score_walkforward(result: WalkForwardResult, objective: str, kind: str) -> Scored:
-    """The objective of a finished walk-forward: the mean fold skill, or the stitched expectancy per trade."""
+    """The objective of a finished walk-forward: the mean fold skill, or the stitched expectancy per trade;
+    the fold scores (skill, or the fold's own trades' expectancy) by fold number, as the pruner's steps."""
     rows = [row for row in result.rows if row["status"] == "trained" and row["model"] == kind]
     if objective == LOG_LOSS_SKILL:
-        scores = [s for row in rows if (s := log_loss_skill(row["log_loss"], row["prior_log_loss"])) is not None]
-        value = float(np.mean(scores)) if scores else None
+        by_fold = {row["k"]: log_loss_skill(row["log_loss"], row["prior_log_loss"]) for row in rows}
+        scored = [s for s in by_fold.values() if s is not None]
+        value = float(np.mean(scored)) if scored else None
     else:
-        scores = [float(row["expectancy_pct"]) for row in rows if row["expectancy_pct"] is not None]
+        by_fold = {row["k"]: row["expectancy_pct"] for row in rows}
         value = result.verdicts[kind]["expectancy_pct"]
+    scores = [None if (s := by_fold.get(k)) is None else float(s) for k in range(max(by_fold, default=-1) + 1)]
     stats_path = WalkForwardFolder(result.out_dir).oos(None) / STATS_FILE
     stats = json.loads(stats_path.read_text(encoding="utf-8"))
     tested_to = result.summary["period"]["end"] if result.summary else None
@@ -279,21 +286,121 @@ def _unscored(objective: str) -> str:
     return "no fold with test trades" if objective == LOG_LOSS_SKILL else "no trade out of sample"
 
 
+class RunningExpectancy:
+    """A trial's `oos_expectancy` so far, for the pruner: the test-period signals of its folds finished, stitched
+    in time order and traded through the walk-forward's decision rule (each fold's own min-prob / min-EV with
+    --sweep) and position loop, and the net return per trade after costs of those trades. The model's fills only
+    (no baselines, no random-entry runs), so it costs a fraction of a fold; the candles run on for the longest
+    hold after the last test period (within the tuning period), so a position open at a fold's end closes as in
+    the stitched backtest. These are the stitched backtest's trades of the folds so far, and after the last fold
+    the trial's objective, except where a skipped fold's period (decided by the model before it in the stitched
+    backtest) is not traded here, or the last test period ends before the tuning period (its open position
+    closes at that end there, runs on here)."""
+
+    def __init__(self, config: Config, walk: WalkForwardSettings, db: Path, symbol: str) -> None:
+        self.config = config
+        self.walk = walk
+        self.db = db
+        self.symbol = symbol
+        self.folds: list[Any] = []  # walkforward.FoldSignals, in time order
+        self.cells: dict[str, Any] = {}  # fold name -> its BacktestConfig at the thresholds its validation chose
+        self.candles: pd.DataFrame | None = None  # from the first test period's start to the last one's end
+
+    def add(self, fold: Any) -> float | None:
+        """Fold `fold` (a walkforward.FoldTask) has finished: the expectancy in % per trade of the trades of
+        every fold so far; None while they have made no trade (a fold without trades has no expectancy)."""
+        from lstm_trading.backtest.execution import CandleArrays, Thresholds, decide
+        from lstm_trading.backtest.simulation import return_pct, simulate
+        from lstm_trading.runs.candles import symbol_funding
+        from lstm_trading.runs.walkforward import FoldSignals, read_fold_signals
+
+        backtest = self.config.backtest
+        folder = RunFolder(fold.run_dir)
+        validation = read_fold_signals(WalkForwardFolder.fold_val_signals(folder)) if self.walk.sweep else None
+        signals = read_fold_signals(WalkForwardFolder.fold_signals(folder))
+        mine = FoldSignals(fold.run_name, fold.test_start, fold.test_end, signals, validation, fold.run_dir)
+        self.folds = sorted([*self.folds, mine], key=lambda f: f.test_start)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing funding rates and the like: the stitched backtest says so
+            funding = symbol_funding(self.db, self.symbol, backtest.funding).schedule
+            if validation is not None:
+                self.cells[mine.run] = self._swept(mine, funding)
+            start, end = self.folds[0].test_start, self.folds[-1].test_end + backtest.max_hold_seconds
+            if self.walk.until is not None:
+                end = min(end, self.walk.until)  # the trial reads nothing of the holdout, nor of the gap before it
+            period = CandleArrays.from_frame(self._read(start, end)).between(start, end)
+            stitched = self.folds[0].signals
+            for other in self.folds[1:]:
+                stitched = stitched.concatenated(other.signals)
+            stitched = stitched.with_levels(backtest.levels)
+            thresholds = None
+            if validation is not None:
+                cells = [self.cells[f.run] for f in self.folds for _ in range(len(f.signals))]
+                thresholds = Thresholds(
+                    np.array([cell.min_prob for cell in cells], dtype=np.float64),
+                    np.array([cell.min_ev for cell in cells], dtype=np.float64),
+                )
+            decisions = decide(
+                stitched.proba, stitched.stop_loss_pct, stitched.take_profit_pct, backtest, stitched.usable, thresholds
+            )
+            model = simulate(
+                period, stitched.at, decisions.direction, stitched.stop_loss_pct, stitched.take_profit_pct, backtest,
+                probability=decisions.probability, funding=funding,
+            )  # fmt: skip
+        returns = [return_pct(fill) for fill in model.fills]
+        return float(np.mean(returns)) if returns else None
+
+    def _swept(self, fold: Any, funding: Any) -> Any:
+        """The fold's backtest settings at the min-prob / min-EV its validation period chose (walkforward's rule)."""
+        from typing import cast
+
+        from lstm_trading.data.store import CandleStore
+        from lstm_trading.predict import Features
+        from lstm_trading.runs.walkforward import fold_thresholds
+
+        start = int(fold.validation.at[0]) if len(fold.validation) else fold.test_start
+        with CandleStore(self.db) as store:
+            candles = store.read(self.symbol, start=start, end=fold.test_start)
+        # the sweep reads candles and signals only: no feature row (the journal baseline's) is needed
+        chosen = fold_thresholds([fold], candles, cast(Features, None), self.config.backtest, funding)
+        return chosen[fold.run].config(self.config.backtest)
+
+    def _read(self, start: int, end: int) -> pd.DataFrame:
+        """The candles of `[start, end)`, read once: each fold's test period adds only its own."""
+        from lstm_trading.data.store import CandleStore
+
+        with CandleStore(self.db) as store:
+            if self.candles is None or self.candles.empty or start < int(self.candles["timestamp"].iloc[0]):
+                self.candles = store.read(self.symbol, start=start, end=end)
+            else:
+                held = int(self.candles["timestamp"].iloc[-1]) + MINUTE
+                if end > held:
+                    more = store.read(self.symbol, start=held, end=end)
+                    self.candles = pd.concat([self.candles, more], ignore_index=True)
+        return self.candles
+
+
 def walkforward_trial(task: TrialTask, report: FoldReport) -> TrialOutcome:
     """The real evaluator: the trial's configuration walk-forwarded over the tuning period, its folds one after
-    another in this process, each fold's score reported as it finishes."""
+    another in this process, each fold's score reported as it finishes, at its fold number as the step: its
+    log-loss skill, or the expectancy of the trial's trades so far (`RunningExpectancy`; from the first fold with
+    a trade on: before it there is no expectancy to judge)."""
     from lstm_trading.runs.walkforward import walkforward_run
 
     kind = task.walkforward.model
-    reported: list[float] = []
+    running = RunningExpectancy(task.config, task.walkforward, task.db, task.symbol)
 
     def on_fold(fold: Any, outcome: Any) -> None:
-        if task.objective != LOG_LOSS_SKILL or fold.kind != kind:
-            return  # the expectancy of a fold is known only after the stitched backtest
+        if fold.kind != kind:
+            return
+        if task.objective == EXPECTANCY:
+            so_far = running.add(fold)
+            if so_far is not None:
+                report(int(fold.k), so_far)
+            return
         score = log_loss_skill(outcome.record.get("log_loss"), outcome.record.get("prior_log_loss"))
         if score is not None:
-            report(len(reported), score)
-            reported.append(score)
+            report(int(fold.k), score)
 
     result = walkforward_run(
         task.config,
@@ -372,13 +479,28 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
-def _retry_callback() -> Any:
-    import optuna
+class _RetryUnattributed:
+    """Queue a trial left running again with its parameters, but not its user attributes: Optuna's callback
+    copies them, and the error that failed it (or an outcome recorded before a kill elsewhere) would then stand
+    in trials.csv beside the retry's own figures, or pass for a finished retry when the retry is killed. A
+    class, not a closure: Ray's searcher pickles the storage that holds it."""
 
-    retry = (
-        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    )
-    return retry(max_retry=MAX_RETRIES)
+    def __init__(self) -> None:
+        import optuna
+
+        retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+        self._retry = (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=MAX_RETRIES)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        import copy
+
+        unattributed = copy.copy(trial)
+        unattributed.user_attrs = {}
+        self._retry(study, unattributed)
+
+
+def _retry_callback() -> Any:
+    return _RetryUnattributed()
 
 
 def open_storage(url: str) -> Any:
@@ -388,6 +510,7 @@ def open_storage(url: str) -> Any:
     import optuna
 
     _quiet_optuna()
+    _refuse_foreign_sqlite(url)
     parameters = inspect.signature(optuna.storages.RDBStorage).parameters
     callback = (
         "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in parameters else "failed_trial_callback"
@@ -405,6 +528,37 @@ def open_storage(url: str) -> Any:
     if storage.engine.dialect.name == "sqlite":
         _write_ahead(storage.engine)
     return storage
+
+
+def _refuse_foreign_sqlite(url: str) -> None:
+    """An existing SQLite file that is not an Optuna storage (the candle database, say) is refused before Optuna
+    adds its tables to it."""
+    import sqlite3
+
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return  # RDBStorage says why it cannot be opened
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return
+    path = Path(parsed.database)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise ConfigError(f"--storage {url}: {path} is not a SQLite database ({error})") from None
+    if tables and "studies" not in tables:
+        raise ConfigError(
+            f"--storage {url}: {path} holds other tables ({', '.join(sorted(tables)[:3])}), not an Optuna study; "
+            "give a new file, or one that tune made"
+        )
 
 
 def _write_ahead(engine: Any) -> None:
@@ -629,7 +783,7 @@ class _Owner:
             trial.set_user_attr(OUTCOME_ATTR, json_safe(asdict(outcome)))  # one attribute: one commit
             study.tell(trial, outcome.value)
             self.completed_now += 1
-            folds = " ".join(f"{s:+.3f}" for s in outcome.fold_scores)
+            folds = " ".join("-" if s is None else f"{s:+.3f}" for s in outcome.fold_scores)
             self.echo(
                 f"trial {trial.number} ({shown}): {self.settings.objective} {outcome.value:+.4f} "
                 f"(folds {folds}), {result.seconds:.0f} s"
@@ -773,12 +927,15 @@ def _ray_trial(config: dict[str, Any], context: _RayContext) -> None:
     number = int(config[TRIAL_KEY])
     params = {key: value for key, value in config.items() if key != TRIAL_KEY}
     scores: list[float] = []
+    task = context.make_task(number, params)
 
     def report(step: int, score: float) -> None:
+        """ASHA compares the objective so far: the mean fold skill, or the expectancy of the trades so far."""
         scores.append(score)
-        tune.report({"objective": float(np.mean(scores)), "fold_score": score, "fold": step})
+        so_far = float(np.mean(scores)) if task.objective == LOG_LOSS_SKILL else score
+        tune.report({"objective": so_far, "fold_score": score, "fold": step})
 
-    result = run_trial(context.evaluator, context.make_task(number, params), report)
+    result = run_trial(context.evaluator, task, report)
     if result.outcome is None:
         tune.report({"objective": math.nan, "error": result.error or "failed", "seconds": result.seconds})
         return
@@ -856,7 +1013,7 @@ def run_ray(owner: _Owner, evaluator: Evaluator, make_task: Callable[[int, dict[
 def _tune_rounds(owner: _Owner, context: _RayContext, workers: int) -> None:
     """Tuner runs until `--trials` are done (a failed Ray trial takes a sample: another round replaces it)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     while owner.wanted():
         remaining = owner.settings.trials - done(owner.study)
@@ -872,7 +1029,7 @@ def _tune_rounds(owner: _Owner, context: _RayContext, workers: int) -> None:
         scheduler = ASHAScheduler(
             metric="objective", mode="max", time_attr="training_iteration", grace_period=2, reduction_factor=3,
             max_t=100_000,
-        )  # fmt: skip
+        ) if owner.settings.prune else FIFOScheduler()  # fmt: skip
         tuner = tune.Tuner(
             tune.with_parameters(_ray_trial, context=context),
             tune_config=tune.TuneConfig(
@@ -918,9 +1075,11 @@ def trials_frame(study: Any, space: SearchSpace) -> pd.DataFrame:
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = {**trial.user_attrs.get(OUTCOME_ATTR, {}), **trial.user_attrs}
-        scores = list(
-            attrs.get("fold_scores") or [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
-        )
+        # a finished trial's fold scores; else the intermediate values the pruner judged, by their fold (for
+        # oos_expectancy: the expectancy of the trades to that fold, from the first fold with a trade)
+        reached = trial.intermediate_values
+        scores = list(attrs.get("fold_scores") or [])
+        by_fold = dict(enumerate(scores)) if scores else {int(k): reached[k] for k in sorted(reached)}
         row: dict[str, Any] = {
             "number": trial.number,
             "state": trial.state.name.lower(),
@@ -931,9 +1090,9 @@ def trials_frame(study: Any, space: SearchSpace) -> pd.DataFrame:
             "kurtosis": attrs.get("kurtosis"),
             "trades": attrs.get("trades"),
             "expectancy_pct": attrs.get("expectancy_pct"),
-            "folds": len(scores),
+            "folds": max(by_fold) + 1 if by_fold else 0,
         }
-        row.update({f"fold_{i}": score for i, score in enumerate(scores)})
+        row.update({f"fold_{i}": score for i, score in by_fold.items()})
         row.update({name: trial.params.get(name) for name in space.names})
         row["seconds"] = attrs.get("seconds")
         row["retry_of"] = trial.system_attrs.get("failed_trial")
@@ -1116,7 +1275,8 @@ def tune_run(
     storage = open_storage(url)
     seed = config.train.seed if settings.seed is None else settings.seed
     settings = replace(settings, seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    pruner = median if settings.prune else optuna.pruners.NopPruner()
     study = open_study(storage, name, document, None, pruner, url)
     study.sampler = sampler(seed, len(study.trials))
     out.mkdir(parents=True, exist_ok=True)
@@ -1188,7 +1348,9 @@ def _finish(
     source: TradeSource,
     echo: Callable[[str], None],
 ) -> TuneResult:
-    """best.toml, the holdout's one walk-forward, the importances, summary.json and report.html."""
+    """best.toml, the holdout's one walk-forward, the importances, summary.json and report.html. With
+    `--executor ray` the holdout's folds run as Ray tasks on the session the trials ran on (local or
+    `--ray-address`), so they go where the trials went and take no CPUs beside Ray's."""
     from lstm_trading.runs.walkforward import walkforward_run
 
     best = study.best_trial  # the completed trial with the highest objective
@@ -1211,8 +1373,9 @@ def _finish(
         sweep=trial_walk.sweep,
         trials=1,
         fold_workers=walk.fold_workers or _workers(settings),
-        # on a cluster its folds are Ray tasks; a Ray of this machine's cores buys nothing over local processes
-        executor="ray" if settings.ray_address is not None else "local",
+        # with --executor ray its folds are Ray tasks on the trials' Ray (still open here: `ray_session`), so a
+        # cluster trains them on its nodes and a local Ray on the CPUs it was given, not on a second pool
+        executor=settings.executor,
         ray_address=settings.ray_address,
         # a best configuration not known to be the holdout's (changed, or a holdout killed before its summary)
         # is walk-forwarded afresh: a holdout folder of other settings would otherwise be refused
