@@ -145,6 +145,8 @@ def test_a_local_study_records_its_trials_and_judges_the_best_on_the_holdout(loc
     assert chosen.model.hidden_size == best["params"]["model.hidden_size"]
     assert chosen.train.lr == pytest.approx(best["params"]["train.lr"])
     assert chosen.targets.max_len == 60  # the rest is the base configuration
+    # the model kind is a flag, not a key: the header names the command that trains what was searched
+    assert "train with `lstm-trading train --config best.toml --model lstm`" in (out / "best.toml").read_text()
     holdout = summary["holdout"]
     assert holdout["objective"] is not None and summary["gap"] == pytest.approx(
         best["objective"] - holdout["objective"]

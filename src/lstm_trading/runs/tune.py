@@ -1153,13 +1153,25 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def best_toml(config: Config, best: Any, objective: str, periods: Periods) -> str:
-    """The best configuration as a TOML that `train --config` (and `walkforward --config`) accept."""
+def best_toml(config: Config, best: Any, objective: str, periods: Periods, walk: WalkForwardSettings) -> str:
+    """The best configuration as a TOML that `train --config` (and `walkforward --config`) accept. The model kind
+    and the walk-forward's spans are command flags, not config keys: the header says which the search used, so
+    `train --config best.toml` without `--model gbm` does not silently train the other kind."""
     header = (
         f"# lstm-trading tune: trial {best.number}, {objective} {best.value:+.4f} on the tuning period "
         f"{format_time(periods.data_start)} to {format_time(periods.tune_end)}\n"
+        f"# searched with --model {walk.model} --train-span {_span_flag(walk.train_span)} --test-span "
+        f"{_span_flag(walk.test_span)} --scheme {walk.scheme}: train with "
+        f"`lstm-trading train --config best.toml --model {walk.model}`\n"
     )
     return header + dump_config(config)
+
+
+def _span_flag(seconds: int) -> str:
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 # --- the command ---
@@ -1356,7 +1368,7 @@ def _finish(
     best = study.best_trial  # the completed trial with the highest objective
     params = dict(best.params)
     best_config = apply_params(config, params)
-    write_text_atomic(folder.best, best_toml(best_config, best, settings.objective, periods))
+    write_text_atomic(folder.best, best_toml(best_config, best, settings.objective, periods, walk))
     deflated = deflation(frame, best)
     echo(
         f"best: trial {best.number} ({', '.join(f'{k}={_shown(v)}' for k, v in sorted(params.items()))}), "
