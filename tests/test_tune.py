@@ -516,3 +516,29 @@ def test_a_storage_url_naming_another_database_is_refused_untouched(tiny_db: Pat
         "study; give a new file, or one that tune made\n"
     )
     assert dump_tables(candles) == before
+
+
+def test_a_study_remembers_its_journal_and_one_left_without_settings_is_taken_on(
+    tiny_trades: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A rerun on an edited journal is refused (its trials were scored on other trades); a study a stop left
+    between its creation and its settings, with no trial, is ours to continue."""
+    import optuna
+
+    from lstm_trading.data.journal import write_journal
+    from lstm_trading.runs.tune import STUDY_ATTR, _trades_document, open_storage, open_study
+    from lstm_trading.runs.walkforward import TradeSource
+
+    journal = tmp_path / "val.xlsx"
+    write_journal(journal, tiny_trades.head(30))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = open_storage(url)
+    optuna.create_study(storage=storage, study_name="s", direction="maximize")  # stopped before its settings
+    document = {"space": {}, "trades": _trades_document(TradeSource(journal=journal))}
+    study = open_study(storage, "s", document, None, None, url)
+    assert study.user_attrs[STUDY_ATTR]["trades"]["sha256"] == document["trades"]["sha256"]
+    assert open_study(storage, "s", document, None, None, url).study_name == "s"  # the same journal: continued
+    write_journal(journal, tiny_trades.head(31))  # one trade more
+    edited = {"space": {}, "trades": _trades_document(TradeSource(journal=journal))}
+    with pytest.raises(ConfigError, match=r"its trials were scored with other settings: .*trades\.sha256"):
+        open_study(storage, "s", edited, None, None, url)

@@ -580,6 +580,25 @@ STUDY_ATTR = "lstm_trading"  # the study's: the space and settings its trials we
 OUTCOME_ATTR = "outcome"  # a finished trial's: its TrialOutcome
 
 
+def _trades_document(source: TradeSource) -> Any:
+    """What the trials were labelled with: the journal (its sheet, its rows' handling and its bytes, so a rerun on
+    an edited journal is refused rather than continuing the study), or the first-touch labeller."""
+    if source.journal is None:
+        return "first-touch labels"
+    import hashlib
+
+    try:
+        digest = hashlib.sha256(source.journal.read_bytes()).hexdigest()
+    except OSError as error:
+        raise DataError(f"{source.journal}: cannot read the journal ({error.strerror})") from None
+    return {
+        "journal": str(source.journal.resolve()),
+        "sheet": source.sheet,
+        "skip_bad_rows": source.skip_bad_rows,
+        "sha256": digest,
+    }
+
+
 def open_study(storage: Any, name: str, document: dict[str, Any], sampler: Any, pruner: Any, url: str) -> Any:
     """The study `name`: created with `document` (the space and every setting a score depends on), or loaded
     when it was created with the same one; another one is refused before anything is written."""
@@ -593,7 +612,11 @@ def open_study(storage: Any, name: str, document: dict[str, Any], sampler: Any, 
     if exists:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
         recorded = study.user_attrs.get(STUDY_ATTR)
-        if recorded is None or study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        maximizes = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        if recorded is None and maximizes and not study.trials:  # a stop between its creation and its settings
+            study.set_user_attr(STUDY_ATTR, json_safe(document))
+            return study
+        if recorded is None or not maximizes:
             raise ConfigError(f"--study {name} in {url}: a study not made by lstm-trading tune; choose another --study")
         differing = settings_differences(recorded, document, "the study has")
         if differing:
@@ -1278,7 +1301,7 @@ def tune_run(
         "periods": periods.document(),
         "config": {name: values for name, values in config.to_dict().items() if name != "runtime"},
         "symbol": symbol,
-        "trades": str(source.journal.resolve()) if source.journal is not None else "first-touch labels",
+        "trades": _trades_document(source),
     }  # fmt: skip
     url = settings.storage or f"sqlite:///{folder.study_db.resolve()}"
     name = settings.study or out.resolve().name
