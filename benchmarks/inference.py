@@ -5,10 +5,13 @@ For each window length, `--windows` windows ending an hour apart are cut from on
 baseline pads them into batches of `--batch` and runs `nn.LSTM` under `torch.inference_mode` (what the seed
 did, minus its 90-day copies per trade); ours calls `models.lstm.inference.run_windows` with `--workers` (default: one
 per core). Prints sample-steps per second (best of `--repeats`) and our/bare ratio, and checks that both give
-the same hidden states. Target (issue 6): ours >= 1.8x bare.
+the same hidden states. Target (issue 6): ours >= 1.8x bare. The header shows the caches a core counts on and
+the chunk they give (`inference_sample_steps`); `--sample-steps 2048 8192 ...` adds a row per chunk size (B x C
+per chunk) next to the default's. `LSTM_TRADING_L2_BYTES` / `LSTM_TRADING_L3_BYTES` (`core.machine`) imitate a
+machine with other caches.
 
     PYTHONPATH=src .venv/bin/python benchmarks/inference.py [--lengths 8640 32768 129600] [--windows 64]
-        [--batch 32] [--workers N] [--device cpu|cuda]
+        [--batch 32] [--workers N] [--device cpu|cuda] [--sample-steps 2048 4096 8192 16384]
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ import numpy as np
 import torch
 
 from _common import best_of, load_average
+from lstm_trading.core.machine import cpu_caches
 from lstm_trading.models.lstm.batches import pad_windows
-from lstm_trading.models.lstm.inference import cpu_count, run_windows
-from lstm_trading.models.lstm.model import LSTMModel
+from lstm_trading.models.lstm.inference import cpu_count, inference_sample_steps, run_windows
+from lstm_trading.models.lstm.model import LSTMModel, auto_chunk_len
 
 
 def bare_forward(lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, batch: int) -> None:
@@ -33,7 +37,8 @@ def bare_forward(lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, leng
             output[:, -1].sum().item()  # a sync point on CUDA, so the time includes the work
 
 
-def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.random.Generator) -> str:
+def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.random.Generator) -> list[str]:
+    """One row for the default chunks, then one per `--sample-steps`; bare once, ours per chunk size."""
     rows = length + 60 * args.windows
     scaled = rng.standard_normal((rows, 13), dtype=np.float32)
     ends = rows - 60 * np.arange(args.windows, dtype=np.int64)[::-1]  # a window every hour, the last at the end
@@ -41,16 +46,27 @@ def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.ran
     work = float(lengths.sum())
     bare_forward(model.lstm, scaled, ends[:1], lengths[:1], args.batch)  # warm-up
     bare, _ = best_of(args.repeats, lambda: bare_forward(model.lstm, scaled, ends, lengths, args.batch))
-    ours, result = best_of(
-        args.repeats,
-        lambda: run_windows(model, scaled, ends, lengths, batch_size=args.batch, workers=args.workers),
-    )
-    probabilities = result[0]  # type: ignore[index]
     with torch.inference_mode():  # the same model on one window, plainly: equal outputs
         x = torch.from_numpy(pad_windows(scaled, ends[-1:], lengths[-1:])).to(args.device)
         alone = torch.softmax(model(x, torch.from_numpy(lengths[-1:])).logits, dim=1).cpu().numpy()
-    diff = float(np.abs(probabilities[-1] - alone[0]).max())
-    return f"{length:>7} {work / bare:>13,.0f} {work / ours:>13,.0f} {bare / ours:>6.2f} {diff:>10.1e}"
+    lines = []
+    device = torch.device(args.device)
+    for sample_steps in [None, *args.sample_steps]:
+        chunk = None if sample_steps is None else auto_chunk_len(args.batch, device, sample_steps=sample_steps)
+
+        def ours_run(chunk: int | None = chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return run_windows(
+                model, scaled, ends, lengths, batch_size=args.batch, workers=args.workers, chunk_len=chunk
+            )
+
+        ours, result = best_of(args.repeats, ours_run)
+        probabilities = result[0]
+        diff = float(np.abs(probabilities[-1] - alone[0]).max())
+        name = "default" if sample_steps is None else f"{sample_steps:,}"
+        lines.append(
+            f"{length:>7} {name:>8} {work / bare:>13,.0f} {work / ours:>13,.0f} {bare / ours:>6.2f} {diff:>10.1e}"
+        )
+    return lines
 
 
 def main() -> None:
@@ -61,19 +77,29 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="default: one per core")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--sample-steps", type=int, nargs="*", default=[], help="also time these B x C per chunk (a sweep)"
+    )
     args = parser.parse_args()
     load = load_average()
+    default = auto_chunk_len(args.batch, torch.device(args.device), sample_steps=inference_sample_steps())
     print(
         f"device {args.device}, torch {torch.__version__}, default threads {torch.get_num_threads()}, "
         f"cores {cpu_count()}, workers {args.workers or 'auto'}, {args.windows} windows, batch {args.batch}, "
         f"best of {args.repeats}, load {load:.2f}"
     )
-    print(f"{'length':>7} {'bare steps/s':>13} {'ours steps/s':>13} {'ratio':>6} {'max |diff|':>10}", flush=True)
+    print(
+        f"{cpu_caches().describe()}: default chunks {inference_sample_steps():,} sample-steps "
+        f"({default} steps at batch {args.batch}{' on CPU' if args.device == 'cpu' else ''})"
+    )
+    header = f"{'length':>7} {'chunk':>8} {'bare steps/s':>13} {'ours steps/s':>13} {'ratio':>6} {'max |diff|':>10}"
+    print(header, flush=True)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = LSTMModel().eval().to(args.device)
     for length in args.lengths:
-        print(measure(model, length, args, rng), flush=True)
+        for line in measure(model, length, args, rng):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

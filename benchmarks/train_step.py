@@ -8,10 +8,14 @@ the peak allocated GPU memory above it). Ratios are against the bare nn.LSTM on 
 packed), or against our own plain step where the bare one does not fit in memory.
 
 Targets (issue 6): chunked / plain >= 0.75 at 16,384 steps; chunked peak <= 2,048 MB at 129,600 steps (batch 32).
-`--chunk-lens auto` is `train.chunk_len = "auto"`, the default (shown with the length it picks).
+`--chunk-lens auto` is `train.chunk_len = "auto"`, the default (shown with the length it picks, from the caches a
+core counts on, printed in the header: `training_sample_steps`); `--sample-steps 1024 4096 ...` adds chunks of
+B x C sample-steps (a sweep). `LSTM_TRADING_L2_BYTES` / `LSTM_TRADING_L3_BYTES` (`core.machine`) imitate a
+machine with other caches.
 
     PYTHONPATH=src .venv/bin/python benchmarks/train_step.py [--lengths 8640 16384 32768 129600] [--batch 32]
-        [--chunk-lens auto 4096] [--repeats 3] [--device cpu] [--precision fp32|fp16|bf16] [--paths padded]
+        [--chunk-lens auto 4096] [--sample-steps 2048 4096 8192] [--repeats 3] [--device cpu]
+        [--precision fp32|fp16|bf16] [--paths padded]
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import time
 import torch
 
 from _common import chunk_setting, load_average, run_in_child
+from lstm_trading.core.machine import cpu_caches
 from lstm_trading.models.lstm.batches import Batch
-from lstm_trading.models.lstm.model import auto_chunk_len
+from lstm_trading.models.lstm.model import auto_chunk_len, training_sample_steps
 from lstm_trading.models.lstm.training import LSTMTrainingModule
 
 BYTES_PER_SAMPLE_STEP = 5_200  # activations a plain forward and backward keeps (measured, fp32, hidden 80)
@@ -144,6 +149,9 @@ def main() -> None:
     parser.add_argument(
         "--chunk-lens", type=chunk_setting, nargs="+", default=["auto"], help="train.chunk_len values: auto or steps"
     )
+    parser.add_argument(
+        "--sample-steps", type=int, nargs="*", default=[], help="also time chunks of these B x C (a sweep)"
+    )
     parser.add_argument("--paths", nargs="+", default=["padded"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads in each child (default: torch's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -166,6 +174,11 @@ def main() -> None:
         f"precision {args.precision}, best of {args.repeats} steps x {args.rounds} rounds, load {load:.2f}; "
         f"plain steps above {limit:,.0f} MB skipped"
     )
+    auto = auto_chunk_len(args.batch, torch.device(args.device))
+    print(
+        f"{cpu_caches().describe()}: auto chunks {training_sample_steps():,} sample-steps on CPU; "
+        f"{auto} steps at batch {args.batch} on {args.device}"
+    )
     header = ("length", "path", "variant", "steps/s", "/bare", "/plain", "peak MB")
     widths = (7, 7, 11, 11, 6, 6, 9)
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)), flush=True)
@@ -178,6 +191,10 @@ def main() -> None:
                 steps = auto_chunk_len(args.batch, torch.device(args.device)) if chunk == "auto" else chunk
                 if 0 < steps < length:
                     variants.append((f"ours {chunk}" if chunk != "auto" else f"auto {steps}", "ours", chunk))
+            for sample_steps in args.sample_steps:
+                steps = auto_chunk_len(args.batch, torch.device("cpu"), sample_steps=sample_steps)
+                if 0 < steps < length:
+                    variants.append((f"BxC {sample_steps}", "ours", steps))
             rows: dict[str, tuple[float, float]] = {}
             for _ in range(args.rounds):  # rounds alternate the variants, so a burst of other load hits all alike
                 for name, kind, chunk in variants:

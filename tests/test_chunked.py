@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lstm_trading.core.errors import ConfigError
+from lstm_trading.core.machine import L2_ENV, L3_ENV, cpu_caches
 from lstm_trading.models.lstm.model import LSTMModel, auto_chunk_len
 from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm
 
@@ -109,16 +110,23 @@ def test_chunk_len_is_checked() -> None:
             LSTMModel(chunk_len=bad)
 
 
-def test_auto_chunks_are_cache_sized_on_cpu_and_long_on_cuda() -> None:
+def test_auto_chunks_are_cache_sized_on_cpu_and_long_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert [auto_chunk_len(b, cpu) for b in (1, 16, 32, 64, 512)] == [4096, 256, 128, 64, 32]
-    assert auto_chunk_len(32, cuda) == 4096
     plain, auto = _pair(0)
     auto.chunk_len = "auto"
     generator = torch.Generator().manual_seed(7)
     x = torch.randn(64, 150, 13, generator=generator)  # 64 windows: 64-step chunks, the last ends at 150
     lengths = torch.randint(1, 151, (64,), generator=generator)
-    assert auto.chunk_steps(64, cpu) == 64
+    monkeypatch.setenv(L2_ENV, "2M")  # the measured machines' caches (tests/test_machine.py: smaller ones)
+    monkeypatch.setenv(L3_ENV, "16M")
+    cpu_caches.cache_clear()
+    try:
+        assert [auto_chunk_len(b, cpu) for b in (1, 16, 32, 64, 512)] == [4096, 256, 128, 64, 32]
+        assert auto.chunk_steps(64, cpu) == 64
+    finally:
+        monkeypatch.undo()
+        cpu_caches.cache_clear()
+    assert auto_chunk_len(32, cuda) == 4096
     with torch.no_grad():
         for a, b in zip(plain(x, lengths), auto(x, lengths), strict=True):
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)

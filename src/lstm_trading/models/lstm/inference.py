@@ -14,7 +14,6 @@ spawned elsewhere (the matrix and the model are pickled to them).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, cast
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from lstm_trading.core.errors import LstmTradingError
+from lstm_trading.core.machine import chunk_sample_steps, usable_cores
 from lstm_trading.models.base import Progress
 from lstm_trading.models.lstm.batches import window_chunks
 from lstm_trading.models.lstm.model import auto_chunk_len
@@ -31,16 +31,21 @@ if TYPE_CHECKING:
     from lstm_trading.models.lstm.model import LSTMModel
 
 
-INFERENCE_SAMPLE_STEPS = 8_192  # B x C per chunk that runs fastest on one CPU thread (1.6 M steps/s, 1.4x a
-# whole-window forward: a chunk's gates and outputs stay in the caches); on CUDA chunks are CUDA_CHUNK_STEPS
+INFERENCE_SAMPLE_STEPS = 8_192  # the most B x C per chunk: fastest on one CPU thread where caches are large (1.6 M
+# steps/s, 1.4x a whole-window forward: a chunk's gates and outputs stay in the caches); on CUDA: CUDA_CHUNK_STEPS
+INFERENCE_BYTES_PER_SAMPLE_STEP = 1_650  # a forward's input row (13 floats), gates (4 x 80) and output (80), fp32
 MIN_STEPS_PER_WORKER = 200_000  # sample-steps (0.2 s of forward) a forked worker must have to pay for itself
 
 
 def cpu_count() -> int:
-    """CPU cores this process may run on (the affinity mask where the platform has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """CPU cores this process may run on (the affinity mask where the platform has one): one worker each."""
+    return usable_cores()
+
+
+def inference_sample_steps() -> int:
+    """B x C per inference chunk on this CPU: what fits a core's share of the caches (`core.machine`), at most
+    `INFERENCE_SAMPLE_STEPS` (8,192 with 2 MB or 512 KB of L2 + 16 MB of L3 a core; 1,024 with 2 MB and no L3)."""
+    return chunk_sample_steps(INFERENCE_BYTES_PER_SAMPLE_STEP, most=INFERENCE_SAMPLE_STEPS)
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -78,7 +83,7 @@ def _forward_batch(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     device = next(model.parameters()).device
     if chunk_len is None:
-        chunk_len = auto_chunk_len(len(ends), device, sample_steps=INFERENCE_SAMPLE_STEPS)
+        chunk_len = auto_chunk_len(len(ends), device, sample_steps=inference_sample_steps())
     chunks = (torch.from_numpy(np.asarray(c)).to(device) for c in window_chunks(scaled, ends, lengths, chunk_len))
     output = model.heads(model.encode_chunks(chunks, torch.from_numpy(lengths.astype(np.int64))))
     probabilities = torch.softmax(output.logits.float(), dim=1).cpu().numpy()
@@ -127,8 +132,8 @@ def run_windows(
     """Softmax probabilities (n, 3) and raw SL/TP head outputs (n,) for windows `[end - length, end)` of `scaled`.
 
     `workers`: processes with one thread each (`None`: one per core when the work is worth it; 1: this process,
-    torch's default threads). `chunk_len`: steps per time chunk (`None`: about 8,192 sample-steps per chunk
-    on CPU, `model.CUDA_CHUNK_STEPS` on CUDA). `progress(done, total)` is called after every batch.
+    torch's default threads). `chunk_len`: steps per time chunk (`None`: `inference_sample_steps()` per chunk
+    on CPU, at most 8,192, `model.CUDA_CHUNK_STEPS` on CUDA). `progress(done, total)` is called after every batch.
     """
     if batch_size < 1 or (chunk_len is not None and chunk_len < 1):
         raise ValueError(f"batch_size and chunk_len must be positive, got {batch_size} and {chunk_len}")

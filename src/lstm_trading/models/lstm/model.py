@@ -14,7 +14,8 @@ backward keeps about 5 KB per sample-step: 21 GB for a batch of 32 full windows,
 for the price of one more forward pass over all chunks but the last, run with oneDNN's fast inference kernel.
 The gradients are exact (tests/test_chunked.py). On CPU short chunks are also *faster* than the plain step
 (1.4x to 1.9x, benchmarks/README.md): a chunk of about 4,096 sample-steps keeps its activations in the CPU
-caches, while the plain kernel streams gigabytes through memory. `chunk_len="auto"` picks that size.
+caches, while the plain kernel streams gigabytes through memory. `chunk_len="auto"` picks that size from the
+machine's caches (`training_sample_steps`, `core.machine`).
 """
 
 from __future__ import annotations
@@ -28,18 +29,29 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lstm_trading.core.config import ModelConfig
+from lstm_trading.core.machine import chunk_sample_steps
 
 CLAMP = 10.0  # the seed's bound on the SL / TP heads
 AUTO = "auto"
-CPU_CHUNK_SAMPLE_STEPS = 4_096  # training: B x C per chunk that runs fastest on CPU (measured, B = 16 to 64)
+CPU_CHUNK_SAMPLE_STEPS = 4_096  # training: the most B x C per CPU chunk (fastest where caches are large, B 16-64)
+TRAIN_BYTES_PER_SAMPLE_STEP = 5_200  # activations a forward and backward keeps per sample-step (fp32, hidden 80)
 CUDA_CHUNK_STEPS = 4_096  # a 4,096-step chunk of 32 windows keeps 0.7 GB of activations in fp32
 
 
-def auto_chunk_len(batch: int, device: torch.device, *, sample_steps: int = CPU_CHUNK_SAMPLE_STEPS) -> int:
+def training_sample_steps() -> int:
+    """B x C per training chunk on this CPU: what fits a core's share of the caches (`core.machine`), at most
+    `CPU_CHUNK_SAMPLE_STEPS` (4,096 with 2 MB or 512 KB of L2 + 16 MB of L3 a core; 512 with 2 MB and no L3)."""
+    return chunk_sample_steps(TRAIN_BYTES_PER_SAMPLE_STEP, most=CPU_CHUNK_SAMPLE_STEPS)
+
+
+def auto_chunk_len(batch: int, device: torch.device, *, sample_steps: int | None = None) -> int:
     """Chunk length for `chunk_len="auto"`: about `sample_steps / batch` steps on CPU (cache-sized chunks,
-    at least 32 steps), `CUDA_CHUNK_STEPS` on GPUs (bounded memory; cuDNN runs long sequences well)."""
+    at least 32 steps; `None`: `training_sample_steps()`), `CUDA_CHUNK_STEPS` on GPUs (bounded memory; cuDNN
+    runs long sequences well)."""
     if device.type == "cuda":
         return CUDA_CHUNK_STEPS
+    if sample_steps is None:
+        sample_steps = training_sample_steps()
     return max(32, sample_steps // max(batch, 1))
 
 
