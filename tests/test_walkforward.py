@@ -8,6 +8,7 @@ trained folds of 12 hours, the LSTM and its gbm baseline) is trained once per se
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import warnings
@@ -55,7 +56,7 @@ def wf_settings(**changes: Any):  # type: ignore[no-untyped-def]
     return replace(base, **changes)
 
 
-def run_wf(db: Path, out: Path, config: Any = None, **changes: Any):  # type: ignore[no-untyped-def]
+def run_wf(db: Path, out: Path, config: Any = None, echo: Any = None, **changes: Any):  # type: ignore[no-untyped-def]
     from lstm_trading.runs.walkforward import TradeSource, walkforward_run
 
     return walkforward_run(
@@ -65,8 +66,18 @@ def run_wf(db: Path, out: Path, config: Any = None, **changes: Any):  # type: ig
         symbol="ETHUSDT",
         source=TradeSource(),
         out=out,
-        echo=lambda _: None,
+        echo=echo or (lambda _: None),
     )
+
+
+def shows_each_epoch(lines: list[str], folds: Any, epochs: int = 3) -> bool:
+    """Whether the progress lines name every epoch of every fold, with the folds done and the time left."""
+    shown = {
+        (m[1], int(m[2]), int(m[3]))
+        for m in (re.match(r"fold (\S+): epoch (\d+)/(\d+); \d+ of \d+ folds done, ", line) for line in lines)
+        if m
+    }
+    return shown == {(fold, epoch, epochs) for fold in folds for epoch in range(1, epochs + 1)}
 
 
 @pytest.fixture(scope="session")
@@ -369,10 +380,10 @@ def test_a_failed_fold_is_named_the_others_finish_and_no_summary_is_written(
     (gbm / "fold.json").unlink()
     real = walkforward.train_fold
 
-    def failing(task: Any) -> Any:
+    def failing(task: Any, **hooks: Any) -> Any:
         if task.kind == "gbm":
             raise DataError("the disk is full")
-        return real(task)
+        return real(task, **hooks)
 
     monkeypatch.setattr(walkforward, "train_fold", failing)
     result = CliRunner().invoke(app, [*cli_args, "--out", str(out), "--train-span", "36h", "--test-span", "12h"])
@@ -381,6 +392,50 @@ def test_a_failed_fold_is_named_the_others_finish_and_no_summary_is_written(
     assert result.stderr.startswith(f"error: 1 fold(s) failed ({gbm.name}); no summary.json written")
     assert (lstm / "fold.json").exists() and not (gbm / "fold.json").exists()
     assert not (out / "summary.json").exists()
+
+
+def test_a_killed_fold_process_fails_its_fold_alone_and_the_rerun_retries_only_it(
+    wf_out: Path, wf_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fold process killed mid-training (SIGKILL, as the out-of-memory killer sends) fails that fold by name
+    after its epoch was shown; the other process's fold finishes; no summary.json; the rerun trains only the
+    killed fold, and the results are those of an undisturbed walk-forward."""
+    import lstm_trading.runs.walkforward as walkforward
+    from walkforward_kill_hook import KilledAfterFirstEpoch
+
+    out = tmp_path / "wf"
+    shutil.copytree(wf_out, out)
+    victim, survivor = sorted(path for path in (out / "folds").iterdir() if not path.name.endswith("-gbm"))[:2]
+    (victim / "fold.json").unlink()
+    (survivor / "fold.json").unlink()
+    real = walkforward.build_tasks
+
+    def with_a_victim(*args: Any, **kwargs: Any) -> Any:
+        return [
+            KilledAfterFirstEpoch(**vars(task)) if task.run_name == victim.name else task
+            for task in real(*args, **kwargs)
+        ]
+
+    monkeypatch.setattr(walkforward, "build_tasks", with_a_victim)
+    lines: list[str] = []
+    result = walkforward.walkforward_run(
+        wf_config(), wf_settings(fold_workers=2), db=wf_db, symbol="ETHUSDT", source=walkforward.TradeSource(),
+        out=out, echo=lines.append,
+    )  # fmt: skip
+    died = "worker process died (killed by SIGKILL, signal 9; out of memory?)"
+    assert result.failures == [walkforward.FoldFailure(victim.name, died)]
+    shown = rf"fold {victim.name}: epoch 1/3; [01] of 2 folds done, about \d+ s left"  # heard from its process
+    assert any(re.fullmatch(shown, line) for line in lines), lines
+    assert f"fold {victim.name} failed: {died}" in lines
+    assert (survivor / "fold.json").exists() and not (victim / "fold.json").exists()
+    assert result.summary is None and not (out / "summary.json").exists()
+    monkeypatch.undo()
+    kept = {path.name: (path / "fold.json").stat().st_mtime_ns for path in (out / "folds").iterdir() if path != victim}
+    rerun = run_wf(wf_db, out)
+    assert not rerun.failures and (rerun.trained, rerun.reused) == (1, 5)
+    assert {name: (out / "folds" / name / "fold.json").stat().st_mtime_ns for name in kept} == kept
+    for name in ("folds.csv", "oos/trades.csv", "oos/gbm/trades.csv"):
+        assert (out / name).read_bytes() == (wf_out / name).read_bytes(), name
 
 
 # --- executors (the session's one local Ray: `ray_session` in conftest.py) ---
@@ -392,8 +447,10 @@ def test_local_processes_and_ray_tasks_give_identical_folds(
     expected = folds_frame(wf_out)
     expected = expected[expected["model"] == "lstm"].reset_index(drop=True)
     for executor, out in (("local", tmp_path / "pool"), ("ray", tmp_path / "ray")):
-        result = run_wf(wf_db, out, baseline="none", executor=executor, fold_workers=2)
+        lines: list[str] = []
+        result = run_wf(wf_db, out, echo=lines.append, baseline="none", executor=executor, fold_workers=2)
         assert not result.failures, result.failures
+        assert shows_each_epoch(lines, expected.loc[expected["status"] == "trained", "fold"]), lines
         pd.testing.assert_frame_equal(folds_frame(out), expected)
         assert (out / "oos" / "trades.csv").read_bytes() == (wf_out / "oos" / "trades.csv").read_bytes()
 
@@ -490,8 +547,9 @@ def test_warm_start_continues_each_fold_from_the_one_before(wf_db: Path, tmp_pat
     from lstm_trading.models.bundle import load_bundle
 
     threads = torch.get_num_threads()
+    lines: list[str] = []
     try:
-        result = run_wf(wf_db, tmp_path / "warm", warm_start=True, baseline="none")
+        result = run_wf(wf_db, tmp_path / "warm", echo=lines.append, warm_start=True, baseline="none")
     finally:
         torch.set_num_threads(threads)
     assert not result.failures
@@ -499,6 +557,7 @@ def test_warm_start_continues_each_fold_from_the_one_before(wf_db: Path, tmp_pat
     trained = folds[folds["status"] == "trained"].sort_values("k")
     names = list(trained["fold"])
     assert len(names) >= 2
+    assert shows_each_epoch(lines, names), lines  # in this process: the training's epochs directly
     assert trained["warm_from"].fillna("").tolist() == ["", *names[:-1]]
     first = load_bundle(tmp_path / "warm" / "folds" / names[0])
     config = wf_config()

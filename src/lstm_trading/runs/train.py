@@ -254,12 +254,14 @@ def train_run(
     sources: Sources | None = None,
     kind: str = LSTM_KIND,
     warm_start: Any = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainRun:
     """Train a model of `kind`, then write `config.toml` and the `model/` bundle into the run folder (rank 0 only).
 
     A run folder that already holds a model or checkpoints is continued only with `resume`, replaced only with
     `overwrite`, and otherwise refused: a finished run is never lost to a typo. `warm_start`: an LSTM bundle
     whose weights the training starts from, at the fine-tuning learning rate (prepare with its scalers).
+    `on_epoch(epoch, epochs)`: called after each LSTM epoch (a gbm trains in one call: never).
     """
     # the model reads as many inputs as the feature set (and the other symbols) gives: 13 per symbol
     config = config.with_overrides("model", input_size=prepared.matrix.values.shape[1])
@@ -283,6 +285,7 @@ def train_run(
         progress=progress,
         sources=sources,
         initial_model=None if warm_start is None else warm_start.model.model,
+        on_epoch=on_epoch,
     )
     if resume and run.is_global_zero:
         write_text_atomic(folder.config, dump_config(config))
@@ -299,6 +302,7 @@ def _train_lstm(
     progress: bool,
     sources: Sources | None,
     initial_model: Any = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> TrainRun:
     from lstm_trading.models.lstm.predictor import LstmPredictor
     from lstm_trading.models.lstm.training import fit
@@ -317,6 +321,7 @@ def _train_lstm(
         progress=progress,
         initial_model=initial_model,
         feature_names=tuple(prepared.matrix.names),
+        on_epoch=on_epoch,
     )
     if result.is_global_zero:
         _save(

@@ -5,9 +5,10 @@ Each fold (`samples/folds.py` cuts them) is a run folder under `WF/folds/`, trai
 own candles (read once through the one candle loader) with its own split, scalers and seed, and finished by
 `fold.json`, written last: a rerun skips finished folds whose recorded settings and candles are the current
 ones, and refuses (or, with `--overwrite`, retrains) those that differ. Folds run in `--fold-workers` local
-processes (spawned once per command) or as Ray tasks; every fold pins one torch and one LightGBM thread, so
-its model is the same whichever runs it. A baseline kind (`gbm`) gets a fold of its own beside each one and
-its own stitched backtest under `oos/KIND/`.
+processes (spawned once per command, before the data is read, so that they import the training stack meanwhile)
+or as Ray tasks; every fold pins one torch and one LightGBM thread, so its model is the same whichever runs it.
+A fold that fails, or whose process dies, is named and the others finish. A baseline kind (`gbm`) gets a fold
+of its own beside each one and its own stitched backtest under `oos/KIND/`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -398,9 +399,9 @@ def fold_candles(db: Path, symbol: str, train_start: int, test_end: int, config:
     )
 
 
-def train_fold(task: FoldTask) -> FoldOutcome:
+def train_fold(task: FoldTask, on_epoch: Callable[[int, int], None] | None = None) -> FoldOutcome:
     """Train one fold's model on its own candles and split, measure it on its test trades, predict its test
-    period's decision moments, and write `fold.json` last."""
+    period's decision moments, and write `fold.json` last. `on_epoch(epoch, epochs)` after each LSTM epoch."""
     from lstm_trading.backtest.simulation import period_signals
     from lstm_trading.evaluate.metrics import class_priors, classification_metrics, stratified_random
     from lstm_trading.models.bundle import load_bundle
@@ -445,6 +446,7 @@ def train_fold(task: FoldTask) -> FoldOutcome:
             sources=task.sources,
             kind=task.kind,
             warm_start=start_from,
+            on_epoch=on_epoch,
         )
         trained = time.perf_counter()
         bundle = load_bundle(task.run_dir)  # what the bundle holds, as every later command reads it
@@ -565,11 +567,13 @@ def _one_thread() -> Iterator[None]:
 SHIPPED_SKIP = ("checkpoints", "tensorboard")  # what a Ray task's fold folder keeps on its node
 
 
-def _ray_fold(task: FoldTask) -> tuple[FoldOutcome, dict[str, bytes]]:
+def _ray_fold(task: FoldTask, epochs: Any = None) -> tuple[FoldOutcome, dict[str, bytes]]:
     """A fold as a Ray task: trained on whichever node runs it, its folder (but the checkpoints) sent back, so the
-    driver's --out holds every finished fold without a shared file system."""
+    driver's --out holds every finished fold without a shared file system. `epochs`: a Ray queue that hears
+    `(run, epoch, epochs)` after each LSTM epoch."""
     pin_threads()
-    outcome = train_fold(task)
+    on_epoch = None if epochs is None else (lambda epoch, most: epochs.put((task.run_name, epoch, most)))
+    outcome = train_fold(task, on_epoch=on_epoch)
     files = {
         str(path.relative_to(task.run_dir)): path.read_bytes()
         for path in sorted(task.run_dir.rglob("*"))
@@ -595,65 +599,328 @@ def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
 
 
 Report = Callable[[FoldTask, FoldOutcome | None, BaseException | None], None]
+EpochReport = Callable[[FoldTask, int, int], None]  # (task, epoch from 1, the fold's most epochs)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# what a fold imports before its first epoch (about 6 s a process): a fold process imports it while it waits
+TRAINING_STACK = (
+    "lightning",
+    "lightgbm",
+    "lstm_trading.runs.train",
+    "lstm_trading.models.lstm.training",
+    "lstm_trading.models.gbm.training",
+    "lstm_trading.models.bundle",
+    "lstm_trading.backtest.simulation",
+    "lstm_trading.evaluate.metrics",
+    "lstm_trading.predict",
+    "lstm_trading.report.figures",
+)
 
 
-def run_tasks(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: Report) -> None:
-    """Run the folds' trainings on the chosen executor; `report(task, outcome, error)` after each one. A fold's
-    error is reported and the others go on."""
-    if not tasks:
-        return
-    if settings.executor == "ray":
-        _run_ray(tasks, settings, report)
-        return
-    workers = 1 if settings.warm_start else local_workers(settings, len(tasks))  # warm: each waits for the last
-    if workers == 1:  # in this process: no pool to start (the training stack is imported already)
+class WorkerDied(LstmTradingError):
+    """A fold's process ended without an answer (killed, out of memory): that fold fails, the others go on."""
+
+
+class FoldError(LstmTradingError):
+    """A fold's error that does not survive pickling, as its type and message (`Type: message`)."""
+
+
+def warm_worker() -> None:
+    """A fold process's start: one thread, and the training stack imported before its first fold arrives."""
+    import importlib
+
+    pin_threads()
+    for module in TRAINING_STACK:
+        importlib.import_module(module)
+
+
+@contextmanager
+def one_thread_children() -> Iterator[None]:
+    """Processes started meanwhile begin with one OpenMP / BLAS thread: a worker imports numpy (and its BLAS
+    threads, which spin while they wait) before it can pin anything (Ray's workers get this too)."""
+    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def longest_first(tasks: Sequence[FoldTask]) -> list[FoldTask]:
+    """The order folds are handed to parallel workers: the LSTM's before the gbm's (seconds each), more training
+    and validation trades first, so that no long fold starts last while the other workers wait."""
+    return sorted(tasks, key=lambda t: (t.kind == GBM_KIND, -(len(t.rows["train"]) + len(t.rows["val"])), t.k))
+
+
+def _train(task: FoldTask, on_epoch: EpochReport | None) -> FoldOutcome:
+    """`train_fold` with the task's epochs reported (a replacement that takes the task alone still serves)."""
+    if on_epoch is None:
+        return train_fold(task)
+    return train_fold(task, on_epoch=lambda epoch, epochs: on_epoch(task, epoch, epochs))
+
+
+class InProcess:
+    """The folds one after another in this process (one fold worker, or --warm-start): nothing to start."""
+
+    def start(self) -> InProcess:
+        return self
+
+    def run(self, tasks: Sequence[FoldTask], report: Report, on_epoch: EpochReport | None = None) -> None:
         with _one_thread():
             for task in tasks:
                 try:
-                    outcome = train_fold(task)
+                    outcome = _train(task, on_epoch)
                 except Exception as error:  # noqa: BLE001 - reported by fold; the other folds go on
                     report(task, None, error)
                 else:
                     report(task, outcome, None)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    context = multiprocessing.get_context("spawn")  # fork would copy a parent's torch threads and locks
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=pin_threads) as pool:
-        futures = {pool.submit(train_fold, task): task for task in tasks}
-        for future in as_completed(futures):
-            failed = future.exception()
-            report(futures[future], None if failed is not None else future.result(), failed)
+    def close(self) -> None:
+        pass
 
 
-def _run_ray(tasks: Sequence[FoldTask], settings: WalkForwardSettings, report: Report) -> None:
-    import ray
+def _portable(error: BaseException) -> BaseException:
+    """The error itself where it pickles (the driver words it as here), else its type and message."""
+    import pickle
 
-    started = False
-    if not ray.is_initialized():
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if settings.ray_address is None:
-            options["num_cpus"] = settings.fold_workers or os.cpu_count() or 1
-        ray.init(address=settings.ray_address, **options)
-        started = True
     try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to round-trip: send the words instead
+        return FoldError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _fold_worker(tasks: Any, messages: Any) -> None:
+    """A fold process: warm up, say so, then train each fold the driver sends (None: stop), sending back its
+    epochs and its outcome or error. Ctrl-C is the driver's to handle: it stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warm_worker()
+    messages.send(("ready",))
+    while True:
+        try:
+            task = tasks.recv()
+        except EOFError:  # the driver is gone
+            return
+        if task is None:
+            return
+        try:
+            outcome = train_fold(task, on_epoch=lambda epoch, epochs: messages.send(("epoch", epoch, epochs)))
+        except Exception as error:  # noqa: BLE001 - the driver reports it by fold
+            messages.send(("failed", _portable(error)))
+        else:
+            messages.send(("done", outcome))
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any  # a spawned multiprocessing Process
+    tasks: Any  # the driver's end of the pipe that sends it folds
+    messages: Any  # the driver's end of the pipe it answers on
+    ready: bool = False
+    task: FoldTask | None = None
+
+
+def _death(process: Any) -> str:
+    """How a process ended, in words: `killed by SIGKILL, signal 9; out of memory?` or `exit code 3`."""
+    import signal
+
+    code = process.exitcode
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        return f"killed by signal {-code}"
+    return f"killed by {name}, signal {-code}" + ("; out of memory?" if name == "SIGKILL" else "")
+
+
+class FoldPool:
+    """`size` spawned fold processes, started before the driver reads the data so that they import the training
+    stack meanwhile (about 6 s each). Each has its own two pipes, so a process killed mid-message spoils no
+    other's (a ProcessPoolExecutor breaks as a whole then): the driver hands one fold at a time to a ready
+    process and hears its epochs and outcome; a process that dies fails its fold with `WorkerDied`, naming the
+    signal, and a fresh one takes its place while folds are left."""
+
+    def __init__(self, size: int) -> None:
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("spawn")  # fork would copy the driver's torch threads and locks
+        self.size = size
+        self.workers: list[_Worker] = []
+
+    def start(self) -> FoldPool:
+        while len(self.workers) < self.size:
+            self.workers.append(self._spawn())
+        return self
+
+    def _spawn(self) -> _Worker:
+        task_reader, task_writer = self.context.Pipe(duplex=False)
+        message_reader, message_writer = self.context.Pipe(duplex=False)
+        with one_thread_children():
+            process = self.context.Process(target=_fold_worker, args=(task_reader, message_writer))
+            process.start()
+        task_reader.close()  # the child's ends: once it is gone, its pipe reads as ended here
+        message_writer.close()
+        return _Worker(process, task_writer, message_reader)
+
+    def run(self, tasks: Sequence[FoldTask], report: Report, on_epoch: EpochReport | None = None) -> None:
+        from multiprocessing.connection import wait
+
+        waiting = list(tasks)
+        started_once = False  # a process that dies before it is ready is not replaced unless one ever was
+        while waiting or any(w.task is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.ready and worker.task is None and waiting:
+                    worker.task = waiting.pop(0)
+                    with suppress(OSError):  # it died just now: its sentinel says so below
+                        worker.tasks.send(worker.task)
+            if not self.workers:  # every process died before it could take a fold
+                for never in waiting:
+                    report(never, None, WorkerDied("no fold process could start: each ended before its first fold"))
+                return
+            by_handle = {w.messages: w for w in self.workers} | {w.process.sentinel: w for w in self.workers}
+            for worker in dict.fromkeys(by_handle[h] for h in wait(list(by_handle))):
+                ended = False
+                while worker.messages.poll():
+                    try:
+                        message = worker.messages.recv()
+                    except EOFError:
+                        ended = True
+                        break
+                    kind, task = message[0], worker.task
+                    if kind == "ready":
+                        worker.ready = started_once = True
+                    elif kind == "epoch" and task is not None and on_epoch is not None:
+                        on_epoch(task, message[1], message[2])
+                    elif kind in ("done", "failed") and task is not None:
+                        worker.task = None
+                        done = kind == "done"
+                        report(task, message[1] if done else None, None if done else message[1])
+                if ended or not worker.process.is_alive():
+                    worker.process.join()
+                    self.workers.remove(worker)
+                    if worker.task is not None:
+                        report(worker.task, None, WorkerDied(f"worker process died ({_death(worker.process)})"))
+                    if waiting and (started_once or worker.ready):
+                        self.workers.append(self._spawn())
+
+    def close(self) -> None:
+        """Stop every process: idle ones are told to, any still busy (an error ended the walk-forward) killed."""
+        for worker in self.workers:
+            if worker.ready and worker.task is None:
+                with suppress(OSError):
+                    worker.tasks.send(None)
+        for worker in self.workers:
+            if worker.ready and worker.task is None:
+                worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join()
+            worker.tasks.close()
+            worker.messages.close()
+        self.workers = []
+
+
+class RayFolds:
+    """The folds as Ray tasks: Ray started (or joined) and one warm-up task per CPU importing the training stack
+    before the driver reads the data; a task whose worker dies fails its fold alone."""
+
+    def __init__(self, settings: WalkForwardSettings, at_most: int) -> None:
+        self.settings = settings
+        self.at_most = at_most
+        self.started = False
+        self.warming: list[Any] = []
+
+    def start(self) -> RayFolds:
+        import ray
+
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.settings.ray_address is None:
+                options["num_cpus"] = self.settings.fold_workers or os.cpu_count() or 1
+            ray.init(address=self.settings.ray_address, **options)
+            self.started = True
+        cpus = int(ray.available_resources().get("CPU", 1))
+        warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
+        self.warming = [warm.remote() for _ in range(max(1, min(cpus, self.at_most)))]
+        return self
+
+    def run(self, tasks: Sequence[FoldTask], report: Report, on_epoch: EpochReport | None = None) -> None:
+        import ray
+        from ray.util.queue import Queue
+
+        # the folds' epochs come through a queue actor that holds no CPU (its process: about 1 s to start)
+        epochs = None if on_epoch is None else Queue(actor_options={"num_cpus": 0})
+        by_run = {task.run_name: task for task in tasks}
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_fold)
-        pending = {remote.remote(task): task for task in tasks}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                task = pending.pop(ref)
-                try:
-                    outcome, files = ray.get(ref)
-                    _receive(task, files)
-                except Exception as error:  # noqa: BLE001 - a RayTaskError wraps the fold's own error
-                    report(task, None, getattr(error, "cause", None) or error)
-                else:
-                    report(task, outcome, None)
-    finally:
-        if started:
+        pending = {remote.remote(task, epochs): task for task in tasks}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=None if epochs is None else 1.0)
+                if epochs is not None and on_epoch is not None:  # a fold's epochs before its outcome
+                    for run, epoch, most in epochs.get_nowait_batch(epochs.qsize()):
+                        on_epoch(by_run[run], epoch, most)
+                for ref in done:
+                    task = pending.pop(ref)
+                    try:
+                        outcome, files = ray.get(ref)
+                        _receive(task, files)
+                    except Exception as error:  # noqa: BLE001 - a RayTaskError wraps the fold's own error
+                        report(task, None, getattr(error, "cause", None) or error)
+                    else:
+                        report(task, outcome, None)
+        finally:
+            for ref in pending:  # an error here ended the walk-forward: the folds still queued or training stop
+                ray.cancel(ref, force=True)
+            if epochs is not None:
+                epochs.shutdown()
+
+    def close(self) -> None:
+        if self.started:
+            import ray
+
             ray.shutdown()
+            self.started = False
+
+
+FoldExecutor = InProcess | FoldPool | RayFolds
+
+
+def fold_executor(settings: WalkForwardSettings, at_most: int) -> FoldExecutor:
+    """The started executor for at most `at_most` fold tasks: this process where one worker runs them (or
+    --warm-start chains them), local fold processes, or Ray. Started as early as possible: see `walkforward_run`."""
+    if settings.executor == "ray":
+        return RayFolds(settings, at_most).start()
+    workers = 1 if settings.warm_start else local_workers(settings, at_most)  # warm: each waits for the last
+    return InProcess() if workers == 1 else FoldPool(workers).start()
+
+
+def run_tasks(
+    tasks: Sequence[FoldTask],
+    settings: WalkForwardSettings,
+    report: Report,
+    *,
+    executor: FoldExecutor | None = None,
+    on_epoch: EpochReport | None = None,
+) -> None:
+    """Run the folds' trainings on `executor` (None: one started for these tasks, and stopped after);
+    `report(task, outcome, error)` after each one, `on_epoch(task, epoch, epochs)` after each LSTM epoch. A
+    fold's error, or its process's death, is reported and the others go on. Parallel executors take the longest
+    folds first."""
+    if not tasks:
+        return
+    own = executor is None
+    executor = executor or fold_executor(settings, len(tasks))
+    try:
+        executor.run(tasks if isinstance(executor, InProcess) else longest_first(tasks), report, on_epoch)
+    finally:
+        if own:
+            executor.close()
 
 
 # --- the folds' inputs, and resuming ---
@@ -1199,11 +1466,55 @@ def walkforward_run(
     one backtest, and write folds.csv, summary.json and report.html (see the module docstring).
 
     `on_fold(task, outcome)` runs after each fold trained now (`tune` reports fold scores to its pruner there);
-    an exception it raises ends the walk-forward (at once where the folds run in this process)."""
-    from lstm_trading.models.bundle import load_bundle
-
+    an exception it raises ends the walk-forward (at once: folds still training in other processes are stopped)."""
     started = time.perf_counter()
     check_walkforward(config, settings, out)
+    # the fold processes (or Ray's workers) start now and import the training stack, about 6 s each, while this
+    # process reads the candles, labels them and plans the folds
+    executor = fold_executor(settings, folds_at_most(settings, out, db=db, symbol=symbol))
+    try:
+        return _walkforward(
+            config, settings, executor, started, db=db, symbol=symbol, source=source, out=out, echo=echo,
+            on_fold=on_fold,
+        )  # fmt: skip
+    finally:
+        executor.close()
+
+
+def folds_at_most(settings: WalkForwardSettings, out: Path, *, db: Path, symbol: str) -> int:
+    """An upper bound of the fold tasks left to train, from the candles' time range, the spans and the folds
+    finished in `out` alone (nothing is read but the range): how many fold processes are worth starting."""
+    from lstm_trading.data.store import CandleStore
+
+    try:
+        with CandleStore(db) as store:
+            held = store.time_range(symbol)
+    except LstmTradingError:  # the data's own error comes with the data, next
+        return 1
+    if held is None:
+        return 1
+    end = int(held[1]) + MINUTE if settings.until is None else min(int(held[1]) + MINUTE, settings.until)
+    stride = settings.step or settings.test_span
+    folds = -(-(end - int(held[0]) - settings.train_span) // stride)  # test periods start a train span in
+    finished = 0 if settings.overwrite else len(list((out / "folds").glob("*/fold.json")))
+    return max(1, folds * len(settings.kinds) - finished)
+
+
+def _walkforward(
+    config: Config,
+    settings: WalkForwardSettings,
+    executor: FoldExecutor,
+    started: float,
+    *,
+    db: Path,
+    symbol: str,
+    source: TradeSource,
+    out: Path,
+    echo: Callable[[str], None],
+    on_fold: Callable[[FoldTask, FoldOutcome], None] | None,
+) -> WalkForwardResult:
+    from lstm_trading.models.bundle import load_bundle
+
     loaded = load_walkforward(config, settings, db=db, symbol=symbol, source=source)
     folder = WalkForwardFolder(out)
     document = settings_document(config, settings, loaded, symbol)
@@ -1236,9 +1547,18 @@ def walkforward_run(
     failures: list[FoldFailure] = []
     fold_warnings: list[str] = []
     trained_at = time.perf_counter()
+    running: dict[str, float] = {}  # the share of its epochs each training LSTM fold has done
+
+    def time_left(finished: int) -> str:
+        """From the folds done and the running folds' epochs: `about N s left`."""
+        done = finished + sum(running.values())
+        if done <= 0:
+            return "time left unknown yet"
+        return f"about {(time.perf_counter() - trained_at) / done * (len(pending) - done):.0f} s left"
 
     def report(task: FoldTask, outcome: FoldOutcome | None, error: BaseException | None) -> None:
         """After each fold: its line, the folds done and an estimate of the time left (or its error)."""
+        running.pop(task.run_name, None)
         if outcome is None:
             message = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
             failures.append(FoldFailure(task.run_name, message.splitlines()[0] if message else repr(error)))
@@ -1248,15 +1568,23 @@ def walkforward_run(
         fold_warnings.extend(f"fold {task.run_name}: {message}" for message in outcome.warnings)
         finished = len(outcomes) - (len(tasks) - len(pending)) + len(failures)
         elapsed = time.perf_counter() - trained_at
-        left = elapsed / finished * (len(pending) - finished)
         echo(
             f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
-            f"{elapsed:.0f} s so far, about {left:.0f} s left"
+            f"{elapsed:.0f} s so far, {time_left(finished)}"
         )
         if on_fold is not None:
             on_fold(task, outcome)
 
-    run_tasks(pending, settings, report)
+    def epoch(task: FoldTask, epoch: int, epochs: int) -> None:
+        """After each LSTM epoch (a gbm fold trains in one call and has none): the fold's epoch, the folds done
+        and the time left."""
+        running[task.run_name] = epoch / epochs if epochs else 0.0
+        finished = len(outcomes) - (len(tasks) - len(pending)) + len(failures)
+        folds = f"{finished} of {len(pending)} folds done"
+        echo(f"fold {task.run_name}: epoch {epoch}/{epochs}; {folds}, {time_left(finished)}")
+
+    run_tasks(pending, settings, report, executor=executor, on_epoch=epoch)
+    executor.close()  # the fold processes' memory back before the stitching
     if failures:
         return WalkForwardResult(
             out, loaded.plan, [], {}, failures, len(pending) - len(failures), len(tasks) - len(pending), None, None,

@@ -402,6 +402,18 @@ class EpochLines(Callback):
         print(line, file=self.stream or sys.stderr, flush=True)
 
 
+class EpochHook(Callback):
+    """Calls `on_epoch(epoch, epochs)` (epoch from 1, the run's most) after each training epoch: how a
+    walk-forward shows the epoch of the fold it trains in another process."""
+
+    def __init__(self, on_epoch: Callable[[int, int], None]) -> None:
+        self.on_epoch = on_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.on_epoch(trainer.current_epoch + 1, trainer.max_epochs or 0)
+
+
 def progress_callbacks(progress: bool, interactive: bool | None = None) -> tuple[list[Callback], bool]:
     """The bar in a terminal, a line per epoch elsewhere; and whether Lightning's progress bar is on."""
     if not progress:
@@ -562,16 +574,20 @@ def fit(
     progress: bool = True,
     initial_model: LSTMModel | None = None,
     feature_names: tuple[str, ...] = FEATURE_NAMES,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train with Lightning; the best checkpoint, early stopping and the learning-rate plateau follow
     `train_config.checkpoint_criterion`. `initial_model`: start from its weights (a warm-started walk-forward
-    fold, from the fold before) at `train_config.fine_tune_lr` instead of a fresh initialisation at `lr`."""
+    fold, from the fold before) at `train_config.fine_tune_lr` instead of a fresh initialisation at `lr`.
+    `on_epoch(epoch, epochs)`: called after each epoch (`EpochHook`)."""
     if initial_model is not None:
         train_config = replace(train_config, lr=train_config.fine_tune_lr)
     if len(val) == 0:
         raise DataError("the validation split is empty: early stopping and the learning-rate schedule need it")
     L.seed_everything(train_config.seed, workers=True, verbose=False)
     shown, bar = progress_callbacks(progress)
+    if on_epoch is not None:
+        shown.append(EpochHook(on_epoch))
     note = warmup_note(train_config)
     if progress and note:
         print(note, file=sys.stderr, flush=True)
