@@ -843,7 +843,8 @@ class RayFolds:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.settings.ray_address is None:
                 options["num_cpus"] = self.settings.fold_workers or os.cpu_count() or 1
-            ray.init(address=self.settings.ray_address, **options)
+            with one_thread_children():  # a local Ray's workers inherit it: no BLAS threads spinning beside a fold
+                ray.init(address=self.settings.ray_address, **options)
             self.started = True
         cpus = int(ray.available_resources().get("CPU", 1))
         warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
