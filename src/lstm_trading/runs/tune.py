@@ -59,6 +59,7 @@ from lstm_trading.runs.walkforward import (
     TradeSource,
     WalkForwardResult,
     WalkForwardSettings,
+    one_thread_children,
     settings_differences,
 )
 
@@ -883,7 +884,7 @@ def run_local(owner: _Owner, evaluator: Evaluator) -> None:
 
     context = multiprocessing.get_context("spawn")  # fork would copy the parent's torch threads and locks
     with (
-        _one_thread_children(),
+        one_thread_children(),
         context.Manager() as manager,
         ProcessPoolExecutor(workers, mp_context=context, initializer=pin_threads) as pool,
     ):
@@ -910,26 +911,6 @@ def run_local(owner: _Owner, evaluator: Evaluator) -> None:
                 failed = future.exception()
                 result = future.result() if failed is None else TrialResult(error=f"{type(failed).__name__}: {failed}")
                 owner.finish(trial, result)
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextmanager
-def _one_thread_children() -> Iterator[None]:
-    """Worker processes started meanwhile begin with one OpenMP / BLAS thread: a worker imports numpy (and its
-    BLAS threads, which spin while they wait) before its initializer can pin anything, and two workers of two
-    threads each on two cores ran every trial twice as slowly as one process did (Ray's workers get this too)."""
-    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass(frozen=True)
