@@ -1557,6 +1557,10 @@ def _walkforward(
             return "time left unknown yet"
         return f"about {(time.perf_counter() - trained_at) / done * (len(pending) - done):.0f} s left"
 
+    def folds_done() -> int:
+        """The folds trained or failed in this run (finished ones found in --out are not counted)."""
+        return len(outcomes) - (len(tasks) - len(pending)) + len(failures)
+
     def report(task: FoldTask, outcome: FoldOutcome | None, error: BaseException | None) -> None:
         """After each fold: its line, the folds done and an estimate of the time left (or its error)."""
         running.pop(task.run_name, None)
@@ -1567,7 +1571,7 @@ def _walkforward(
             return
         outcomes[task.run_name] = outcome
         fold_warnings.extend(f"fold {task.run_name}: {message}" for message in outcome.warnings)
-        finished = len(outcomes) - (len(tasks) - len(pending)) + len(failures)
+        finished = folds_done()
         elapsed = time.perf_counter() - trained_at
         echo(
             f"fold {task.run_name} ({task.kind}) trained: {finished} of {len(pending)} done, "
@@ -1580,7 +1584,7 @@ def _walkforward(
         """After each LSTM epoch (a gbm fold trains in one call and has none): the fold's epoch, the folds done
         and the time left."""
         running[task.run_name] = epoch / epochs if epochs else 0.0
-        finished = len(outcomes) - (len(tasks) - len(pending)) + len(failures)
+        finished = folds_done()
         folds = f"{finished} of {len(pending)} folds done"
         echo(f"fold {task.run_name}: epoch {epoch}/{epochs}; {folds}, {time_left(finished)}")
 
