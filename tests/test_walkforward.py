@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -453,6 +454,42 @@ def test_local_processes_and_ray_tasks_give_identical_folds(
         assert shows_each_epoch(lines, expected.loc[expected["status"] == "trained", "fold"]), lines
         pd.testing.assert_frame_equal(folds_frame(out), expected)
         assert (out / "oos" / "trades.csv").read_bytes() == (wf_out / "oos" / "trades.csv").read_bytes()
+
+
+def test_a_ray_folds_epoch_reports_lend_its_cpu_to_no_other_fold(ray_session: Any) -> None:
+    """Ray lets the next queued task run while one blocks in `ray.get`: epoch reports that waited for the queue
+    let a third fold train beside two on 2 CPUs (each then about 50 % slower)."""
+    import ray
+    from ray.util.queue import Queue
+
+    from lstm_trading.runs.walkforward import epoch_sender
+
+    epochs = Queue(actor_options={"num_cpus": 0})
+
+    @ray.remote(num_cpus=2)  # every CPU of the session's Ray
+    def reporting(queue: Any) -> float:
+        send = epoch_sender(queue, "fold")
+        for epoch in range(1, 21):
+            send(epoch, 20)
+            time.sleep(0.05)
+        return time.time()
+
+    @ray.remote(num_cpus=1)
+    def another() -> float:
+        return time.time()
+
+    try:
+        busy = reporting.remote(epochs)
+        deadline = time.monotonic() + 60
+        while epochs.qsize() == 0 and time.monotonic() < deadline:  # it runs and reports
+            time.sleep(0.02)
+        queued = another.remote()
+        assert ray.get(queued) >= ray.get(busy)
+        while epochs.qsize() < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert epochs.get_nowait_batch(epochs.qsize()) == [("fold", epoch, 20) for epoch in range(1, 21)]
+    finally:
+        epochs.shutdown()
 
 
 # --- bad input at the command line ---

@@ -54,13 +54,14 @@ from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import STATS_FILE, RunFolder, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
+from lstm_trading.runs.fold_processes import one_thread_children
 from lstm_trading.runs.tune_space import SearchSpace, apply_params
 from lstm_trading.runs.walkforward import (
     TradeSource,
     WalkForwardResult,
     WalkForwardSettings,
-    one_thread_children,
     settings_differences,
+    start_ray,
 )
 
 LOG_LOSS_SKILL = "oos_log_loss_skill"
@@ -1061,10 +1062,7 @@ def ray_session(settings: TuneSettings) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if settings.ray_address is None:
-        options["num_cpus"] = _workers(settings)
-    ray.init(address=settings.ray_address, **options)
+    start_ray(settings.ray_address, _workers(settings))
     try:
         yield
     finally:

@@ -43,6 +43,13 @@ from lstm_trading.models.gbm.predictor import KIND as GBM_KIND
 from lstm_trading.models.lstm.predictor import KIND as LSTM_KIND
 from lstm_trading.models.training_record import Sources
 from lstm_trading.predict import Features, Signals
+from lstm_trading.runs.fold_processes import (
+    TRAINING_STACK,
+    environment,
+    fold_process_context,
+    one_thread_children,
+    start_fold_server,
+)
 from lstm_trading.samples.folds import Fold, FoldPlan, FoldSettings, fold_samples, plan_folds
 from lstm_trading.samples.split import Split
 
@@ -567,13 +574,23 @@ def _one_thread() -> Iterator[None]:
 SHIPPED_SKIP = ("checkpoints", "tensorboard")  # what a Ray task's fold folder keeps on its node
 
 
+def epoch_sender(epochs: Any, run: str) -> Callable[[int, int], None]:
+    """What a Ray task calls after each epoch: `(run, epoch, epochs)` onto the Ray queue `epochs`, without
+    waiting. A task blocked in `ray.get` (which `Queue.put` is) lends its CPU to the next queued task, which then
+    trains beside it: three folds on 2 CPUs, each half as fast again."""
+
+    def send(epoch: int, most: int) -> None:
+        epochs.actor.put_nowait.remote((run, epoch, most))
+
+    return send
+
+
 def _ray_fold(task: FoldTask, epochs: Any = None) -> tuple[FoldOutcome, dict[str, bytes]]:
     """A fold as a Ray task: trained on whichever node runs it, its folder (but the checkpoints) sent back, so the
     driver's --out holds every finished fold without a shared file system. `epochs`: a Ray queue that hears
-    `(run, epoch, epochs)` after each LSTM epoch."""
+    `(run, epoch, epochs)` after each LSTM epoch (`epoch_sender`)."""
     pin_threads()
-    on_epoch = None if epochs is None else (lambda epoch, most: epochs.put((task.run_name, epoch, most)))
-    outcome = train_fold(task, on_epoch=on_epoch)
+    outcome = train_fold(task, on_epoch=None if epochs is None else epoch_sender(epochs, task.run_name))
     files = {
         str(path.relative_to(task.run_dir)): path.read_bytes()
         for path in sorted(task.run_dir.rglob("*"))
@@ -600,20 +617,6 @@ def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
 
 Report = Callable[[FoldTask, FoldOutcome | None, BaseException | None], None]
 EpochReport = Callable[[FoldTask, int, int], None]  # (task, epoch from 1, the fold's most epochs)
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# what a fold imports before its first epoch (about 6 s a process): a fold process imports it while it waits
-TRAINING_STACK = (
-    "lightning",
-    "lightgbm",
-    "lstm_trading.runs.train",
-    "lstm_trading.models.lstm.training",
-    "lstm_trading.models.gbm.training",
-    "lstm_trading.models.bundle",
-    "lstm_trading.backtest.simulation",
-    "lstm_trading.evaluate.metrics",
-    "lstm_trading.predict",
-    "lstm_trading.report.figures",
-)
 
 
 class WorkerDied(LstmTradingError):
@@ -633,20 +636,19 @@ def warm_worker() -> None:
         importlib.import_module(module)
 
 
-@contextmanager
-def one_thread_children() -> Iterator[None]:
-    """Processes started meanwhile begin with one OpenMP / BLAS thread: a worker imports numpy (and its BLAS
-    threads, which spin while they wait) before it can pin anything (Ray's workers get this too)."""
-    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def start_ray(address: str | None, cpus: int) -> None:
+    """`ray.init` for folds or trials: the cluster at `address`, else a local Ray of `cpus` CPUs whose workers
+    start with one BLAS thread and run at the priority of Ray's own processes. Ray's default (nice 15 for
+    workers) lets its raylet, GCS and agents take the CPU from the trainings on a small machine: two folds side
+    by side on 2 cores took 50 % longer than on the local pool."""
+    import ray
+
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is not None:
+        ray.init(address=address, **options)
+        return
+    with one_thread_children(), environment({"RAY_worker_niceness": "0"}):
+        ray.init(num_cpus=cpus, **options)
 
 
 def longest_first(tasks: Sequence[FoldTask]) -> list[FoldTask]:
@@ -740,22 +742,20 @@ def _death(process: Any) -> str:
 
 
 class FoldPool:
-    """`size` spawned fold processes, started before the driver reads the data so that they import the training
-    stack meanwhile (about 6 s each). Each has its own two pipes, so a process killed mid-message spoils no
-    other's (a ProcessPoolExecutor breaks as a whole then): the driver hands one fold at a time to a ready
-    process and hears its epochs and outcome; a process that dies fails its fold with `WorkerDied`, naming the
-    signal, and a fresh one takes its place while folds are left."""
+    """`size` fold processes forked from the fork server (`runs/fold_processes.py`), which starts before the
+    driver reads the data and imports the training stack meanwhile (about 6 s, once). Each process has its own
+    two pipes, so a process killed mid-message spoils no other's (a ProcessPoolExecutor breaks as a whole then):
+    the driver hands one fold at a time to a ready process and hears its epochs and outcome; a process that dies
+    fails its fold with `WorkerDied`, naming the signal, and a fresh one takes its place while folds are left."""
 
     def __init__(self, size: int) -> None:
-        import multiprocessing
-
-        self.context = multiprocessing.get_context("spawn")  # fork would copy the driver's torch threads and locks
+        self.context = fold_process_context()
         self.size = size
         self.workers: list[_Worker] = []
 
     def start(self) -> FoldPool:
-        while len(self.workers) < self.size:
-            self.workers.append(self._spawn())
+        """Start the fork server; the processes are forked when the folds come (forking waits for its imports)."""
+        start_fold_server()
         return self
 
     def _spawn(self) -> _Worker:
@@ -771,6 +771,8 @@ class FoldPool:
     def run(self, tasks: Sequence[FoldTask], report: Report, on_epoch: EpochReport | None = None) -> None:
         from multiprocessing.connection import wait
 
+        while len(self.workers) < self.size:
+            self.workers.append(self._spawn())
         waiting = list(tasks)
         started_once = False  # a process that dies before it is ready is not replaced unless one ever was
         while waiting or any(w.task is not None for w in self.workers):
@@ -827,25 +829,27 @@ class FoldPool:
 
 
 class RayFolds:
-    """The folds as Ray tasks: Ray started (or joined) and one warm-up task per CPU importing the training stack
-    before the driver reads the data; a task whose worker dies fails its fold alone."""
+    """The folds as Ray tasks: Ray started (or joined), the queue the folds' epochs come through, and one warm-up
+    task per CPU importing the training stack, all before the driver reads the data; a task whose worker dies
+    fails its fold alone."""
 
     def __init__(self, settings: WalkForwardSettings, at_most: int) -> None:
         self.settings = settings
         self.at_most = at_most
         self.started = False
         self.warming: list[Any] = []
+        self.epochs: Any = None  # a ray.util.queue.Queue
 
     def start(self) -> RayFolds:
         import ray
+        from ray.util.queue import Queue
 
         if not ray.is_initialized():
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.settings.ray_address is None:
-                options["num_cpus"] = self.settings.fold_workers or os.cpu_count() or 1
-            with one_thread_children():  # a local Ray's workers inherit it: no BLAS threads spinning beside a fold
-                ray.init(address=self.settings.ray_address, **options)
+            start_ray(self.settings.ray_address, self.settings.fold_workers or os.cpu_count() or 1)
             self.started = True
+        # the queue's actor holds no CPU, and is made first: an actor takes an idle worker process for good, and
+        # made after the warm-up it would take a warmed one, leaving a fold to import the stack again (about 8 s)
+        self.epochs = Queue(actor_options={"num_cpus": 0})
         cpus = int(ray.available_resources().get("CPU", 1))
         warm = ray.remote(num_cpus=1, max_retries=0)(warm_worker)
         self.warming = [warm.remote() for _ in range(max(1, min(cpus, self.at_most)))]
@@ -853,10 +857,8 @@ class RayFolds:
 
     def run(self, tasks: Sequence[FoldTask], report: Report, on_epoch: EpochReport | None = None) -> None:
         import ray
-        from ray.util.queue import Queue
 
-        # the folds' epochs come through a queue actor that holds no CPU (its process: about 1 s to start)
-        epochs = None if on_epoch is None else Queue(actor_options={"num_cpus": 0})
+        epochs = None if on_epoch is None else self.epochs
         by_run = {task.run_name: task for task in tasks}
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_fold)
         pending = {remote.remote(task, epochs): task for task in tasks}
@@ -878,13 +880,14 @@ class RayFolds:
         finally:
             for ref in pending:  # an error here ended the walk-forward: the folds still queued or training stop
                 ray.cancel(ref, force=True)
-            if epochs is not None:
-                epochs.shutdown()
 
     def close(self) -> None:
-        if self.started:
-            import ray
+        import ray
 
+        if self.epochs is not None and ray.is_initialized():
+            self.epochs.shutdown()
+        self.epochs = None
+        if self.started:
             ray.shutdown()
             self.started = False
 
