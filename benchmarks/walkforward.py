@@ -4,14 +4,15 @@ Targets (issue 18): `--fold-workers 2` at least 1.7x faster than `--fold-workers
 1.6x; the per-fold overhead beyond training (loading candles, features, prediction of the test and validation
 periods, writing the fold) under 10 % of the fold's time at 1,440-minute windows. Every executor must give the
 same folds.csv and oos/trades.csv (checked here too). Prints the wall times, their ratios, the overhead and each
-fold's time.
+fold's time. Each executor runs the `walkforward` command in a fresh process, as a user would: its imports,
+the fold processes' or Ray's start-up, the stitched backtest and the report are all in its wall time.
 
 Every fold trains all its epochs by default (`--patience` = `--epochs`), so the 6 folds cost about the same and the
 ratios measure the executors. With early stopping (`--patience 5`, say) the folds differ by a factor of 3 and the
 ratio mostly says how lucky the hand-out order was; the printed bound (the fold times packed longest first onto the
 workers) says how much of the ratio the executor could have reached with those folds.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/walkforward.py [--days 7] [--max-len 1440] [--epochs 20]
+    PYTHONPATH=src .venv/bin/python benchmarks/walkforward.py [--days 7] [--max-len 1440] [--epochs 60]
                               [--patience EPOCHS] [--hidden 32] [--executors local1 local2 ray2]
 """
 
@@ -19,36 +20,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _common import load_average, walkforward_config
-from lstm_trading.core.config import Config
+from lstm_trading.core.config import dump_config
 from lstm_trading.data.store import CandleStore
 from lstm_trading.data.synthetic import synthetic_candles
-from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
 
-HOUR, DAY = 3_600, 86_400
+SOURCE = Path(__file__).resolve().parent.parent / "src"
 
 
-def run(db: Path, out: Path, executor: str, settings: dict, cfg: Config) -> tuple[float, dict]:
-    workers = int(executor[-1])
-    chosen = WalkForwardSettings(
-        **settings,
-        fold_workers=workers,
-        executor="ray" if executor.startswith("ray") else "local",
-        accelerator="cpu",
-        baseline="none",
-        random_runs=100,
-        sweep=False,
-    )
+def run(db: Path, config: Path, out: Path, executor: str) -> float:
+    """The `walkforward` command as a user runs it, in a fresh process (its imports and start-up counted)."""
+    command = [
+        sys.executable, "-m", "lstm_trading", "walkforward", "--db", str(db), "--config", str(config),
+        "--train-span", "3d", "--test-span", "12h", "--out", str(out), "--fold-workers", executor[-1],
+        "--executor", "ray" if executor.startswith("ray") else "local", "--accelerator", "cpu",
+        "--baseline", "none", "--random-runs", "100", "--no-sweep",
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(SOURCE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     began = time.perf_counter()
-    result = walkforward_run(cfg, chosen, db=db, symbol="ETHUSDT", source=TradeSource(), out=out, echo=lambda _: None)
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - began
-    if result.failures:
-        raise SystemExit(f"{executor}: folds failed: {result.failures}")
-    return wall, json.loads((out / "summary.json").read_text())
+    if done.returncode != 0 or not (out / "summary.json").exists():
+        raise SystemExit(
+            f"{executor}: walkforward failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return wall
 
 
 def fold_times(out: Path) -> tuple[list[float], float]:
@@ -71,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--max-len", type=int, default=1_440)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--patience", type=int, help="early stopping's patience (default: --epochs, none)")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--executors", nargs="+", default=["local1", "local2", "ray2"])
@@ -80,8 +83,9 @@ def main() -> None:
     cfg = walkforward_config(args.max_len, args.epochs, args.hidden).with_overrides(
         "train", early_stop_patience=patience
     )
-    settings = {"train_span": 3 * DAY, "test_span": DAY // 2}
     with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "benchmark.toml"
+        config.write_text(dump_config(cfg))
         db = Path(scratch) / "market.db"
         with CandleStore(db, create=True) as store:
             store.register_symbol("ETHUSDT", "synthetic", "linear")
@@ -92,7 +96,7 @@ def main() -> None:
         outputs: dict[str, tuple[bytes, bytes]] = {}
         for executor in args.executors:
             out = Path(scratch) / executor
-            wall, _ = run(db, out, executor, settings, cfg)
+            wall = run(db, config, out, executor)
             walls[executor] = wall
             outputs[executor] = ((out / "folds.csv").read_bytes(), (out / "oos" / "trades.csv").read_bytes())
             times, share = fold_times(out)

@@ -5,7 +5,6 @@ Every `LstmTradingError` becomes one line on stderr and exit code 2 (`--debug` s
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -1296,7 +1295,9 @@ def walkforward_command(
 ) -> None:
     """Retrain on rolling periods, decide each out-of-sample moment with its fold's model in one stitched
     backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
-    if executor == "local" and not warm_start and (fold_workers or os.cpu_count() or 1) > 1:
+    from lstm_trading.core.machine import usable_cores
+
+    if executor == "local" and not warm_start and (fold_workers or usable_cores()) > 1:
         from lstm_trading.runs.fold_processes import start_fold_server
 
         start_fold_server()  # the fold processes' imports run while this one imports the rest and reads the data

@@ -52,6 +52,7 @@ from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import Config, dump_config
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.jsonio import json_safe
+from lstm_trading.core.machine import usable_cores
 from lstm_trading.core.run_folder import STATS_FILE, RunFolder, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.runs.fold_processes import one_thread_children
@@ -858,7 +859,7 @@ def _shown(value: Any) -> str:
 
 
 def _workers(settings: TuneSettings) -> int:
-    return max(1, settings.workers or os.cpu_count() or 1)
+    return max(1, settings.workers or usable_cores())
 
 
 def run_local(owner: _Owner, evaluator: Evaluator) -> None:

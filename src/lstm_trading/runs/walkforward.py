@@ -5,10 +5,10 @@ Each fold (`samples/folds.py` cuts them) is a run folder under `WF/folds/`, trai
 own candles (read once through the one candle loader) with its own split, scalers and seed, and finished by
 `fold.json`, written last: a rerun skips finished folds whose recorded settings and candles are the current
 ones, and refuses (or, with `--overwrite`, retrains) those that differ. Folds run in `--fold-workers` local
-processes (spawned once per command, before the data is read, so that they import the training stack meanwhile)
-or as Ray tasks; every fold pins one torch and one LightGBM thread, so its model is the same whichever runs it.
-A fold that fails, or whose process dies, is named and the others finish. A baseline kind (`gbm`) gets a fold
-of its own beside each one and its own stitched backtest under `oos/KIND/`.
+processes (forked from a fork server that imports the training stack once, while the driver reads the data:
+`runs/fold_processes.py`) or as Ray tasks; every fold pins one torch and one LightGBM thread, so its model is
+the same whichever runs it. A fold that fails, or whose process dies, is named and the others finish. A
+baseline kind (`gbm`) gets a fold of its own beside each one and its own stitched backtest under `oos/KIND/`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lstm_trading.core.atomic import write_bytes_atomic, write_text_atomic, writ
 from lstm_trading.core.config import BacktestConfig, Config
 from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
 from lstm_trading.core.jsonio import json_safe
+from lstm_trading.core.machine import usable_cores
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
 from lstm_trading.features.matrix import FeatureMatrix
@@ -611,8 +612,9 @@ def _receive(task: FoldTask, files: dict[str, bytes]) -> None:
 
 
 def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
-    """Local fold processes: --fold-workers (default one per core), never more than there are folds."""
-    return max(1, min(settings.fold_workers or os.cpu_count() or 1, tasks))
+    """Local fold processes: --fold-workers (default one per core this process may use, as `taskset` sets),
+    never more than there are folds."""
+    return max(1, min(settings.fold_workers or usable_cores(), tasks))
 
 
 Report = Callable[[FoldTask, FoldOutcome | None, BaseException | None], None]
@@ -638,9 +640,8 @@ def warm_worker() -> None:
 
 def start_ray(address: str | None, cpus: int) -> None:
     """`ray.init` for folds or trials: the cluster at `address`, else a local Ray of `cpus` CPUs whose workers
-    start with one BLAS thread and run at the priority of Ray's own processes. Ray's default (nice 15 for
-    workers) lets its raylet, GCS and agents take the CPU from the trainings on a small machine: two folds side
-    by side on 2 cores took 50 % longer than on the local pool."""
+    start with one BLAS thread and at the priority of Ray's own processes (Ray's default, nice 15 for workers,
+    puts its raylet, GCS and agents before the trainings: on a small machine, the trainings are the work)."""
     import ray
 
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
@@ -720,7 +721,7 @@ def _fold_worker(tasks: Any, messages: Any) -> None:
 
 @dataclass(eq=False)
 class _Worker:
-    process: Any  # a spawned multiprocessing Process
+    process: Any  # a multiprocessing Process (forked from the fork server)
     tasks: Any  # the driver's end of the pipe that sends it folds
     messages: Any  # the driver's end of the pipe it answers on
     ready: bool = False
@@ -845,7 +846,7 @@ class RayFolds:
         from ray.util.queue import Queue
 
         if not ray.is_initialized():
-            start_ray(self.settings.ray_address, self.settings.fold_workers or os.cpu_count() or 1)
+            start_ray(self.settings.ray_address, self.settings.fold_workers or usable_cores())
             self.started = True
         # the queue's actor holds no CPU, and is made first: an actor takes an idle worker process for good, and
         # made after the warm-up it would take a warmed one, leaving a fold to import the stack again (about 8 s)
@@ -860,14 +861,18 @@ class RayFolds:
 
         epochs = None if on_epoch is None else self.epochs
         by_run = {task.run_name: task for task in tasks}
+        shown: dict[str, int] = {}  # the latest epoch shown per fold: the queue's actor is asynchronous, and an
+        # asynchronous actor may take a sender's calls out of order
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_fold)
         pending = {remote.remote(task, epochs): task for task in tasks}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=None if epochs is None else 1.0)
                 if epochs is not None and on_epoch is not None:  # a fold's epochs before its outcome
-                    for run, epoch, most in epochs.get_nowait_batch(epochs.qsize()):
-                        on_epoch(by_run[run], epoch, most)
+                    for run, epoch, most in sorted(epochs.get_nowait_batch(epochs.qsize())):
+                        if epoch > shown.get(run, 0):
+                            shown[run] = epoch
+                            on_epoch(by_run[run], epoch, most)
                 for ref in done:
                     task = pending.pop(ref)
                     try:
@@ -1473,8 +1478,8 @@ def walkforward_run(
     an exception it raises ends the walk-forward (at once: folds still training in other processes are stopped)."""
     started = time.perf_counter()
     check_walkforward(config, settings, out)
-    # the fold processes (or Ray's workers) start now and import the training stack, about 6 s each, while this
-    # process reads the candles, labels them and plans the folds
+    # the fold processes' fork server (or Ray's workers) start now and import the training stack, about 6 s,
+    # while this process reads the candles, labels them and plans the folds
     executor = fold_executor(settings, folds_at_most(settings, out, db=db, symbol=symbol))
     try:
         return _walkforward(
