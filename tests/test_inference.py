@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -29,6 +31,27 @@ def test_workers_give_the_same_predictions_as_one_process(windows) -> None:  # t
     one = run_windows(model, scaled, ends, lengths, batch_size=4, workers=1)
     three = run_windows(model, scaled, ends, lengths, batch_size=4, workers=3, chunk_len=50)
     for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="the platform has no CPU affinity to set")
+def test_each_worker_is_kept_on_a_core_of_its_own(windows, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """One-thread workers pinned one to a core ran faster side by side than moved around by the scheduler; the
+    cores are those this process may use, and the predictions do not change."""
+    model, scaled, ends, lengths = windows
+    usable = sorted(os.sched_getaffinity(0))
+    real = os.sched_setaffinity
+    pinned: list[tuple[int, set[int]]] = []
+
+    def record(pid: int, cores: set[int]) -> None:
+        pinned.append((pid, set(cores)))
+        real(pid, cores)
+
+    monkeypatch.setattr(os, "sched_setaffinity", record)
+    both = run_windows(model, scaled, ends, lengths, batch_size=4, workers=2)
+    assert len(pinned) == 2 and len({pid for pid, _ in pinned}) == 2
+    assert [cores for _, cores in pinned] == [{usable[0]}, {usable[1 % len(usable)]}]
+    for a, b in zip(run_windows(model, scaled, ends, lengths, batch_size=4, workers=1), both, strict=True):
         np.testing.assert_array_equal(b, a)
 
 
