@@ -479,17 +479,20 @@ def test_a_ray_folds_epoch_reports_lend_its_cpu_to_no_other_fold(ray_session: An
     import ray
     from ray.util.queue import Queue
 
-    from lstm_trading.runs.walkforward import epoch_sender
+    from lstm_trading.runs.walkforward import EpochSender
 
     epochs = Queue(actor_options={"num_cpus": 0})
 
     @ray.remote(num_cpus=2)  # every CPU of the session's Ray
     def reporting(queue: Any) -> float:
-        send = epoch_sender(queue, "fold")
+        send = EpochSender(queue, "fold")
         for epoch in range(1, 21):
             send(epoch, 20)
             time.sleep(0.05)
-        return time.time()
+        trained = time.time()
+        send.flush()  # as the fold ends: every report in the queue before its outcome
+        assert queue.qsize() == 20
+        return trained
 
     @ray.remote(num_cpus=1)
     def another() -> float:
@@ -502,9 +505,7 @@ def test_a_ray_folds_epoch_reports_lend_its_cpu_to_no_other_fold(ray_session: An
             time.sleep(0.02)
         queued = another.remote()
         assert ray.get(queued) >= ray.get(busy)
-        while epochs.qsize() < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # every report arrives (the queue's asynchronous actor may take them out of order: the driver sorts)
+        # every report arrived (the queue's asynchronous actor may take them out of order: the driver sorts)
         assert sorted(epochs.get_nowait_batch(epochs.qsize())) == [("fold", epoch, 20) for epoch in range(1, 21)]
     finally:
         epochs.shutdown()

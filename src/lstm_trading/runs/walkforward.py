@@ -575,23 +575,39 @@ def _one_thread() -> Iterator[None]:
 SHIPPED_SKIP = ("checkpoints", "tensorboard")  # what a Ray task's fold folder keeps on its node
 
 
-def epoch_sender(epochs: Any, run: str) -> Callable[[int, int], None]:
+class EpochSender:
     """What a Ray task calls after each epoch: `(run, epoch, epochs)` onto the Ray queue `epochs`, without
     waiting. A task blocked in `ray.get` (which `Queue.put` is) lends its CPU to the next queued task, which then
-    trains beside it: three folds on 2 CPUs, each half as fast again."""
+    trains beside it: three folds on 2 CPUs, each half as fast again. `flush()`, as the task ends, waits until
+    every report is in the queue, so the driver reads a fold's epochs before its outcome."""
 
-    def send(epoch: int, most: int) -> None:
-        epochs.actor.put_nowait.remote((run, epoch, most))
+    def __init__(self, epochs: Any, run: str) -> None:
+        self.epochs = epochs
+        self.run = run
+        self.sent: list[Any] = []
 
-    return send
+    def __call__(self, epoch: int, most: int) -> None:
+        self.sent.append(self.epochs.actor.put_nowait.remote((self.run, epoch, most)))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        import ray
+
+        if self.sent:  # progress only: a queue that is gone does not fail the fold
+            ray.wait(self.sent, num_returns=len(self.sent), timeout=timeout)
+        self.sent = []
 
 
 def _ray_fold(task: FoldTask, epochs: Any = None) -> tuple[FoldOutcome, dict[str, bytes]]:
     """A fold as a Ray task: trained on whichever node runs it, its folder (but the checkpoints) sent back, so the
     driver's --out holds every finished fold without a shared file system. `epochs`: a Ray queue that hears
-    `(run, epoch, epochs)` after each LSTM epoch (`epoch_sender`)."""
+    `(run, epoch, epochs)` after each LSTM epoch (`EpochSender`)."""
     pin_threads()
-    outcome = train_fold(task, on_epoch=None if epochs is None else epoch_sender(epochs, task.run_name))
+    sender = None if epochs is None else EpochSender(epochs, task.run_name)
+    try:
+        outcome = train_fold(task, on_epoch=sender)
+    finally:
+        if sender is not None:
+            sender.flush()
     files = {
         str(path.relative_to(task.run_dir)): path.read_bytes()
         for path in sorted(task.run_dir.rglob("*"))
@@ -861,18 +877,15 @@ class RayFolds:
 
         epochs = None if on_epoch is None else self.epochs
         by_run = {task.run_name: task for task in tasks}
-        shown: dict[str, int] = {}  # the latest epoch shown per fold: the queue's actor is asynchronous, and an
-        # asynchronous actor may take a sender's calls out of order
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_fold)
         pending = {remote.remote(task, epochs): task for task in tasks}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=None if epochs is None else 1.0)
                 if epochs is not None and on_epoch is not None:  # a fold's epochs before its outcome
+                    # sorted: the queue's actor is asynchronous, and may take one sender's reports out of order
                     for run, epoch, most in sorted(epochs.get_nowait_batch(epochs.qsize())):
-                        if epoch > shown.get(run, 0):
-                            shown[run] = epoch
-                            on_epoch(by_run[run], epoch, most)
+                        on_epoch(by_run[run], epoch, most)
                 for ref in done:
                     task = pending.pop(ref)
                     try:
