@@ -1295,11 +1295,9 @@ def walkforward_command(
 ) -> None:
     """Retrain on rolling periods, decide each out-of-sample moment with its fold's model in one stitched
     backtest, and judge the edge (folds.csv, oos/, summary.json, report.html)."""
-    from lstm_trading.core.machine import usable_cores
+    from lstm_trading.runs.fold_processes import pool_processes, start_fold_server
 
-    if executor == "local" and not warm_start and (fold_workers or usable_cores()) > 1:
-        from lstm_trading.runs.fold_processes import start_fold_server
-
+    if executor == "local" and pool_processes(fold_workers, warm_start) > 1:
         start_fold_server()  # the fold processes' imports run while this one imports the rest and reads the data
 
     from lstm_trading.report.tables import text_table

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from lstm_trading.core.machine import usable_cores
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # what a fold imports before its first epoch (about 6 s a process): imported once by the fork server
 TRAINING_STACK = (
@@ -52,6 +54,16 @@ def one_thread_children() -> AbstractContextManager[None]:
     """Processes started meanwhile begin with one OpenMP / BLAS thread: a worker imports numpy (and its BLAS
     threads, which spin while they wait) before it can pin anything (Ray's workers get this too)."""
     return environment(dict.fromkeys(THREAD_VARIABLES, "1"))
+
+
+def pool_processes(fold_workers: int | None, warm_start: bool, tasks: int | None = None) -> int:
+    """Local fold processes for the folds (1: the command's own process trains them): --fold-workers, else one
+    per usable core, never more than the `tasks` (None: not known yet); 1 with --warm-start, where each fold
+    starts from the one before."""
+    if warm_start:
+        return 1
+    wanted = fold_workers or usable_cores()
+    return max(1, wanted if tasks is None else min(wanted, tasks))
 
 
 def fold_process_context() -> Any:

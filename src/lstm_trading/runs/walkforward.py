@@ -49,6 +49,7 @@ from lstm_trading.runs.fold_processes import (
     environment,
     fold_process_context,
     one_thread_children,
+    pool_processes,
     start_fold_server,
 )
 from lstm_trading.samples.folds import Fold, FoldPlan, FoldSettings, fold_samples, plan_folds
@@ -630,7 +631,7 @@ def _receive(task: FoldTask, files: dict[str, bytes]) -> None:
 def local_workers(settings: WalkForwardSettings, tasks: int) -> int:
     """Local fold processes: --fold-workers (default one per core this process may use, as `taskset` sets),
     never more than there are folds."""
-    return max(1, min(settings.fold_workers or usable_cores(), tasks))
+    return pool_processes(settings.fold_workers, False, tasks)
 
 
 Report = Callable[[FoldTask, FoldOutcome | None, BaseException | None], None]
@@ -918,7 +919,7 @@ def fold_executor(settings: WalkForwardSettings, at_most: int) -> FoldExecutor:
     --warm-start chains them), local fold processes, or Ray. Started as early as possible: see `walkforward_run`."""
     if settings.executor == "ray":
         return RayFolds(settings, at_most).start()
-    workers = 1 if settings.warm_start else local_workers(settings, at_most)  # warm: each waits for the last
+    workers = pool_processes(settings.fold_workers, settings.warm_start, at_most)
     return InProcess() if workers == 1 else FoldPool(workers).start()
 
 
