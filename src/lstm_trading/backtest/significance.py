@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from arch.bootstrap import StationaryBootstrap, optimal_block_length
 from scipy import stats as scipy_stats
 
 LEVEL = 0.95  # of the expectancy's interval
@@ -74,6 +73,8 @@ def block_length(returns: np.ndarray) -> float:
         return 1.0
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # near-constant series: 0 / 0 autocorrelations
+        from arch.bootstrap import optimal_block_length  # here: arch costs 2 s to import, fold processes need none
+
         value = float(optimal_block_length(returns)["stationary"].iloc[0])
     return value if math.isfinite(value) and value >= 1 else 1.0
 
@@ -82,6 +83,8 @@ def bootstrap_means(returns: np.ndarray, block: float, *, seed: int, reps: int =
     """`reps` means of stationary-bootstrap resamples of the time-ordered `returns` (mean block `block`)."""
     # The stationary bootstrap's blocks have geometric lengths with mean `block`, a real number; arch types
     # the argument as int (shared with the fixed-block bootstraps) but takes its reciprocal as a probability.
+    from arch.bootstrap import StationaryBootstrap  # here: arch costs 2 s to import, fold processes need none
+
     bootstrap = StationaryBootstrap(block, np.asarray(returns, dtype=np.float64), seed=seed)  # type: ignore[arg-type]
     return np.asarray(bootstrap.apply(np.mean, reps=reps), dtype=np.float64)[:, 0]
 
