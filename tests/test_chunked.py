@@ -8,7 +8,7 @@ import torch
 from lstm_trading.core.errors import ConfigError
 from lstm_trading.core.machine import L2_ENV, L3_ENV, cpu_caches
 from lstm_trading.models.lstm.model import LSTMModel, auto_chunk_len
-from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm
+from lstm_trading.models.lstm.trainer_settings import cpu_runs_bf16_lstm
 
 # Lengths that end inside a chunk, on a chunk's last step, on a chunk's first step, and in the first chunk.
 LENGTHS = [23, 16, 17, 5, 9, 1]

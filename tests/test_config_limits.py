@@ -179,7 +179,7 @@ def test_cuda_is_refused_before_any_write_where_the_machine_has_none() -> None:
     import torch
 
     from lstm_trading.core.config import TrainConfig
-    from lstm_trading.models.lstm.training import check_trainer
+    from lstm_trading.models.lstm.trainer_settings import check_trainer
 
     if torch.cuda.is_available():  # a GPU machine: the check lets it through, and more GPUs than it has are refused
         check_trainer(TrainConfig(precision="32-true"), "cuda")
@@ -194,7 +194,7 @@ def test_gpu_and_cuda_mean_the_same_accelerator_everywhere() -> None:
     """`--accelerator gpu` was CUDA to the device check but CPU to the precision choice."""
     import torch
 
-    from lstm_trading.models.lstm.training import on_cuda, resolve_precision
+    from lstm_trading.models.lstm.trainer_settings import on_cuda, resolve_precision
 
     assert on_cuda("gpu") and on_cuda("cuda") and not on_cuda("cpu")
     assert on_cuda("auto") == torch.cuda.is_available()

@@ -114,7 +114,11 @@ def test_bf16_on_a_cpu_without_bf16_kernels_is_one_line_naming_32_true(
     out = tmp_path / "run"
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     probe = subprocess.run(
-        [sys.executable, "-c", "from lstm_trading.models.lstm.training import cpu_runs_bf16_lstm as p; print(p())"],
+        [
+            sys.executable,
+            "-c",
+            "from lstm_trading.models.lstm.trainer_settings import cpu_runs_bf16_lstm as p; print(p())",
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -131,11 +131,13 @@ def check_training(
     if resume:
         check_resumable(config, RunFolder(run_dir))
     if kind == LSTM_KIND:
-        from lstm_trading.models.lstm.training import ResumePoint, check_trainer, load_checkpoint  # Lightning
+        from lstm_trading.models.lstm.trainer_settings import check_trainer
 
         check_trainer(config.train, accelerator)
         last = RunFolder(run_dir).last_checkpoint
         if resume and last.is_file():  # a missing one is fit's to explain
+            from lstm_trading.models.lstm.training import ResumePoint, load_checkpoint  # Lightning
+
             ResumePoint.of(load_checkpoint(last)).check_criterion(config.train.checkpoint_criterion, last)
 
 
