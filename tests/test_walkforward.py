@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 import warnings
@@ -545,6 +546,37 @@ def test_bad_input_is_one_line_and_leaves_finished_folds_alone(
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert fragment in result.stderr, result.stderr
+    assert snapshot(out) == before
+
+
+def test_a_ray_head_that_answers_but_cannot_be_joined_is_one_line(
+    cli_args: list[str], wf_out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port takes the TCP connect, then ray.init fails (here after 40 s: the head gave a node IP this machine
+    cannot reach); its ConnectionError is stood in for, as ray.init raised it, to keep the test fast."""
+    import ray
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def unjoinable(*_: object, **__: object) -> None:
+        raise ConnectionError("Failed to connect to Ray cluster at 192.0.2.2:6391")
+
+    monkeypatch.setattr(ray, "init", unjoinable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the session's local Ray may be up already
+    out = tmp_path / "wf"
+    shutil.copytree(wf_out, out)
+    before = snapshot(out)
+    flags = ["--train-span", "36h", "--test-span", "12h", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"]
+    try:
+        result = CliRunner().invoke(app, [*cli_args, "--out", str(out), *flags])
+    finally:
+        listener.close()
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.stderr.count("\n") == 1, result.stderr
+    expected = f"error: --ray-address 127.0.0.1:{port}: the Ray head could not be joined "
+    assert result.stderr.startswith(expected), result.stderr
+    assert "192.0.2.2:6391" in result.stderr
     assert snapshot(out) == before
 
 

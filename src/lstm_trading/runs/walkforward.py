@@ -663,7 +663,13 @@ def start_ray(address: str | None, cpus: int) -> None:
 
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address is not None:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as error:  # the port answered, but the head's GCS (at the node IP it gave) did not
+            raise ConfigError(
+                f"--ray-address {address}: the Ray head could not be joined ({str(error).splitlines()[0]}); check "
+                "that `ray status --address` works from this machine and that the head's node IP is reachable"
+            ) from None
         return
     with one_thread_children(), environment({"RAY_worker_niceness": "0"}):
         ray.init(num_cpus=cpus, **options)
