@@ -666,8 +666,9 @@ def start_ray(address: str | None, cpus: int) -> None:
         try:
             ray.init(address=address, **options)
         except ConnectionError as error:  # the port answered, but the head's GCS (at the node IP it gave) did not
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ConfigError(
-                f"--ray-address {address}: the Ray head could not be joined ({str(error).splitlines()[0]}); check "
+                f"--ray-address {address}: the Ray head could not be joined ({why}); check "
                 "that `ray status --address` works from this machine and that the head's node IP is reachable"
             ) from None
         return
