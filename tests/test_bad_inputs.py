@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 from conftest import dump_tables, snapshot, tiny_config
 from lstm_trading.cli import app
 from lstm_trading.core.config import dump_config
-from lstm_trading.core.errors import DataError, ModelFileError
+from lstm_trading.core.errors import DataError, ModelFileError, error_line
 from lstm_trading.data.journal import read_journal, write_journal
 from lstm_trading.data.store import CandleStore
 from lstm_trading.features.compute import compute_features
@@ -719,3 +719,13 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tiny_db: Path, tmp_p
     replaced = CliRunner().invoke(app, [*args, "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert out.read_bytes() != b"precious"
+
+
+def test_an_error_kept_as_one_line_names_foreign_types_and_is_never_empty() -> None:
+    """Failed folds, trials and retrainings are recorded by `error_line`: a table row must say what happened."""
+    assert error_line(DataError("bybit1min.db row 12: NaN close\nsecond line")) == "bybit1min.db row 12: NaN close"
+    assert error_line(IndexError("list index out of range")) == "IndexError: list index out of range"
+    assert error_line(IndexError("list index out of range"), name_type=False) == "list index out of range"
+    assert error_line(DataError("")) == "DataError"  # an empty message used to leave an empty reason, or fail
+    assert error_line(ConnectionError("  \n")) == "ConnectionError"
+    assert error_line(KeyboardInterrupt()) == "KeyboardInterrupt"

@@ -24,3 +24,14 @@ class ModelFileError(LstmTradingError):
 
 class WriteError(LstmTradingError):
     """A file the tool writes could not be written (disk full, read-only folder); nothing half-written is left."""
+
+
+def error_line(error: BaseException, *, name_type: bool = True) -> str:
+    """`error` as the one line a table, a log or a record keeps: our own errors as worded, anything else led
+    by its type (a bare "list index out of range" says too little) unless `name_type` is off; an error with no
+    message is its type's name, never an empty line."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0]
+    return line if isinstance(error, LstmTradingError) or not name_type else f"{type(error).__name__}: {line}"

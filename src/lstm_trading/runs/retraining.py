@@ -30,7 +30,7 @@ import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import Config, LabelConfig, load_config
-from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError, ModelFileError
+from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError, ModelFileError, error_line
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.run_folder import RunFolder, WalkForwardFolder
 from lstm_trading.core.timeutil import MINUTE, format_time
@@ -384,8 +384,8 @@ def retrained_period(
         if outcome is not None:
             outcomes[task.run_name] = outcome
         else:
-            text = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
-            failures[task.run_name] = text.splitlines()[0] if text else repr(error)
+            assert error is not None  # an executor passes the error of every fold it has no outcome for
+            failures[task.run_name] = error_line(error)
 
     run_tasks(pending, wf_settings, report)
     by_start = {task.test_start: task for task in tasks}
@@ -534,8 +534,7 @@ def run_live_job(job: LiveJob) -> dict[str, Any]:
     try:
         record = _train_live(job)
     except Exception as error:  # noqa: BLE001 - a failed training keeps the current model; the log says why
-        text = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
-        record = {"status": "failed", "reason": text.splitlines()[0] if text else repr(error)}
+        record = {"status": "failed", "reason": error_line(error)}
     finally:
         job.snapshot.unlink(missing_ok=True)
     record = {"boundary": job.boundary, "k": job.k, "name": job.name, **record, "seconds": time.time() - started}

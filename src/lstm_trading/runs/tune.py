@@ -50,7 +50,7 @@ import pandas as pd
 
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.core.config import Config, dump_config
-from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
+from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError, error_line
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.machine import usable_cores
 from lstm_trading.core.run_folder import STATS_FILE, RunFolder, WalkForwardFolder
@@ -453,9 +453,7 @@ def run_trial(evaluator: Evaluator, task: TrialTask, report: FoldReport) -> Tria
     except TrialPruned:
         return TrialResult(pruned=True, seconds=time.perf_counter() - started)
     except Exception as error:  # noqa: BLE001 - the trial fails, the study goes on
-        message = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
-        line = message.splitlines()[0] if message else type(error).__name__
-        return TrialResult(error=line, seconds=time.perf_counter() - started)
+        return TrialResult(error=error_line(error), seconds=time.perf_counter() - started)
     return TrialResult(outcome=outcome, seconds=time.perf_counter() - started)
 
 
@@ -523,7 +521,7 @@ def open_storage(url: str) -> Any:
             url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **{callback: _retry_callback()}
         )
     except Exception as error:  # noqa: BLE001 - SQLAlchemy's and the drivers' errors: any of them means "cannot open"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = error_line(error, name_type=False)
         raise ConfigError(
             f"--storage {url}: cannot open the study's storage ({reason}); give a database URL Optuna accepts, "
             "e.g. sqlite:///tune/study.db or postgresql://user@host/db"
@@ -1403,7 +1401,7 @@ def _finish(
             best_config, holdout_walk, db=db, symbol=symbol, source=source, out=folder.holdout, echo=echo
         )
     except LstmTradingError as error:  # no fold fits the holdout, say: the study's record is written all the same
-        holdout_figures: dict[str, Any] = {"failures": [str(error).splitlines()[0]]}
+        holdout_figures: dict[str, Any] = {"failures": [error_line(error)]}
     else:
         holdout_figures = {"failures": [f"fold {f.run}: {f.error}" for f in holdout.failures]}
     if holdout is not None and not holdout.failures:

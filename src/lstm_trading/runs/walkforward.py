@@ -34,7 +34,7 @@ from lstm_trading.backtest.simulation import DEFAULT_RANDOM_RUNS, PeriodSignals
 from lstm_trading.backtest.sweep import SweepResult, sweep_thresholds
 from lstm_trading.core.atomic import write_bytes_atomic, write_text_atomic, write_texts_atomic
 from lstm_trading.core.config import BacktestConfig, Config
-from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError
+from lstm_trading.core.errors import ConfigError, DataError, LstmTradingError, error_line
 from lstm_trading.core.jsonio import json_safe
 from lstm_trading.core.machine import usable_cores
 from lstm_trading.core.run_folder import EQUITY_FILE, STATS_FILE, TRADES_FILE, RunFolder, WalkForwardFolder
@@ -666,7 +666,7 @@ def start_ray(address: str | None, cpus: int) -> None:
         try:
             ray.init(address=address, **options)
         except ConnectionError as error:  # the port answered, but the head's GCS (at the node IP it gave) did not
-            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            why = error_line(error, name_type=False)
             raise ConfigError(
                 f"--ray-address {address}: the Ray head could not be joined ({why}); check "
                 "that `ray status --address` works from this machine and that the head's node IP is reachable"
@@ -1594,8 +1594,8 @@ def _walkforward(
         """After each fold: its line, the folds done and an estimate of the time left (or its error)."""
         running.pop(task.run_name, None)
         if outcome is None:
-            message = str(error) if isinstance(error, LstmTradingError) else f"{type(error).__name__}: {error}"
-            failures.append(FoldFailure(task.run_name, message.splitlines()[0] if message else repr(error)))
+            assert error is not None  # an executor passes the error of every fold it has no outcome for
+            failures.append(FoldFailure(task.run_name, error_line(error)))
             echo(f"fold {task.run_name} failed: {failures[-1].error}")
             return
         outcomes[task.run_name] = outcome
