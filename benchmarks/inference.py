@@ -10,19 +10,27 @@ the chunk they give (`inference_sample_steps`); `--sample-steps 2048 8192 ...` a
 per chunk) next to the default's. `LSTM_TRADING_L2_BYTES` / `LSTM_TRADING_L3_BYTES` (`core.machine`) imitate a
 machine with other caches.
 
+`--ceiling` also times what one-thread processes can do at best on this machine: the bare `nn.LSTM` in the
+default chunks, on prepared tensors, one process per worker pinned to a core, side by side. `ceiling / bare`
+is then the most any worker scheme reaches here (where torch's own threads scale well, as on AMD Zen 2, it is
+below the 1.8x target), and `ours / ceiling` what our batching, chunk cutting and result passing cost.
+
     PYTHONPATH=src .venv/bin/python benchmarks/inference.py [--lengths 8640 32768 129600] [--windows 64]
-        [--batch 32] [--workers N] [--device cpu|cuda] [--sample-steps 2048 4096 8192 16384]
+        [--batch 32] [--workers N] [--device cpu|cuda] [--sample-steps 2048 4096 8192 16384] [--ceiling]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import time
+from typing import Any
 
 import numpy as np
 import torch
 
 from _common import best_of, load_average
-from lstm_trading.core.machine import cpu_caches
+from lstm_trading.core.machine import cpu_caches, pin_to_core
 from lstm_trading.models.lstm.batches import pad_windows
 from lstm_trading.models.lstm.inference import cpu_count, inference_sample_steps, run_windows
 from lstm_trading.models.lstm.model import LSTMModel, auto_chunk_len
@@ -35,6 +43,45 @@ def bare_forward(lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, leng
             x = torch.from_numpy(pad_windows(scaled, ends[first : first + batch], lengths[first : first + batch]))
             output, _ = lstm(x.to(device))
             output[:, -1].sum().item()  # a sync point on CUDA, so the time includes the work
+
+
+def _chunked_alone(lstm: torch.nn.LSTM, batches: list[torch.Tensor], chunk: int, core: int, queue: Any) -> None:
+    """One ceiling process: one thread, pinned, the bare LSTM over its prepared batches in chunks; its seconds."""
+    torch.set_num_threads(1)
+    pin_to_core(0, core)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for x in batches:
+            h = torch.zeros(1, x.shape[0], lstm.hidden_size)
+            c = torch.zeros_like(h)
+            for first in range(0, x.shape[1], chunk):
+                _, (h, c) = lstm(x[:, first : first + chunk], (h, c))
+    queue.put(time.perf_counter() - started)
+
+
+def ceiling(
+    lstm: torch.nn.LSTM, scaled: np.ndarray, ends: np.ndarray, lengths: np.ndarray, args: argparse.Namespace
+) -> float:
+    """Seconds for `workers` pinned one-thread processes to run the bare LSTM over the windows, side by side (the
+    slowest one's time): the batches are padded beforehand, so only the kernel and the caches count."""
+    workers = args.workers or cpu_count()
+    batches = [
+        torch.from_numpy(pad_windows(scaled, ends[first : first + args.batch], lengths[first : first + args.batch]))
+        for first in range(0, len(ends), args.batch)
+    ]
+    chunk = auto_chunk_len(args.batch, torch.device("cpu"), sample_steps=inference_sample_steps())
+    context = mp.get_context("fork")
+    queue = context.Queue()
+    processes = [
+        context.Process(target=_chunked_alone, args=(lstm, batches[worker::workers], chunk, worker, queue))
+        for worker in range(min(workers, len(batches)))
+    ]
+    for process in processes:
+        process.start()
+    seconds = max(queue.get() for _ in processes)
+    for process in processes:
+        process.join()
+    return seconds
 
 
 def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.random.Generator) -> list[str]:
@@ -66,6 +113,13 @@ def measure(model: LSTMModel, length: int, args: argparse.Namespace, rng: np.ran
         lines.append(
             f"{length:>7} {name:>8} {work / bare:>13,.0f} {work / ours:>13,.0f} {bare / ours:>6.2f} {diff:>10.1e}"
         )
+        if sample_steps is None and args.ceiling:
+            bound, _ = best_of(args.repeats, lambda: ceiling(model.lstm, scaled, ends, lengths, args))
+            lines.append(
+                f"{length:>7} {'ceiling':>8} {'':>13} {work / bound:>13,.0f} {bare / bound:>6.2f}   "
+                f"(ours / ceiling {bound / ours:.2f}; the bare LSTM in the default chunks, one pinned "
+                "one-thread process per worker)"
+            )
     return lines
 
 
@@ -80,7 +134,12 @@ def main() -> None:
     parser.add_argument(
         "--sample-steps", type=int, nargs="*", default=[], help="also time these B x C per chunk (a sweep)"
     )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also time the bare LSTM in pinned one-thread processes (CPU, Linux)"
+    )
     args = parser.parse_args()
+    if args.ceiling and (args.device != "cpu" or "fork" not in mp.get_all_start_methods()):
+        parser.error("--ceiling times forked CPU processes: it needs --device cpu on Linux")
     load = load_average()
     default = auto_chunk_len(args.batch, torch.device(args.device), sample_steps=inference_sample_steps())
     print(
