@@ -29,6 +29,7 @@ from lstm_trading.cli import app
 from lstm_trading.core.config import dump_config
 from lstm_trading.core.errors import ConfigError, DataError
 from lstm_trading.core.timeutil import MINUTE
+from lstm_trading.report.tables import NOT_TRADED_NAMES
 from lstm_trading.samples.folds import FoldSettings, fold_seed, plan_folds
 
 DAYS = 4.5
@@ -395,6 +396,34 @@ def test_a_failed_fold_is_named_the_others_finish_and_no_summary_is_written(
     assert result.stderr.startswith(f"error: 1 fold(s) failed ({gbm.name}); no summary.json written")
     assert (lstm / "fold.json").exists() and not (gbm / "fold.json").exists()
     assert not (out / "summary.json").exists()
+
+
+def test_the_moments_not_traded_are_counted_by_reason_printed_and_reported(
+    wf_out: Path, cli_args: list[str], tmp_path: Path
+) -> None:
+    """Few or no trades must say why (EV under min-ev, a take profit that cannot pay the costs, ...), as the
+    backtest does: a stricter min-ev restitches the finished folds without training and names the reasons."""
+    out = tmp_path / "wf"
+    shutil.copytree(wf_out, out)
+    flags = ["--train-span", "36h", "--test-span", "12h", "--no-sweep", "--min-ev", "0.3"]
+    result = CliRunner().invoke(app, [*cli_args, "--out", str(out), *flags])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "(0 trained now, " in result.output  # only the stitched backtest is redone
+    summary = json.loads((out / "summary.json").read_text())
+    for kind, folder in (("lstm", out / "oos"), ("gbm", out / "oos" / "gbm")):
+        stats = json.loads((folder / "stats.json").read_text())
+        counts = summary["models"][kind]["not_traded"]
+        expected = {key: value for key, value in stats["not_traded"].items() if value}
+        for key, value in (stats["model"].get("skipped") or {}).items():
+            expected[key] = expected.get(key, 0) + value
+        assert counts == {key: value for key, value in expected.items() if value}
+        assert counts["ev_below_min"] > 0 and summary["models"][kind]["moments"] == stats["moments"]
+        ordered = sorted(counts.items(), key=lambda item: -item[1])
+        reason, count = ordered[0]
+        line = f"{kind}: {stats['moments']:,} moments out of sample, not traded: {NOT_TRADED_NAMES[reason]}: {count:,}"
+        assert line in result.output, result.output
+    page = (out / "report.html").read_text()
+    assert page.count("Moments not traded (") == 2 and "EV at or below min-ev" in page
 
 
 def test_a_killed_fold_process_fails_its_fold_alone_and_the_rerun_retries_only_it(

@@ -1300,7 +1300,7 @@ def walkforward_command(
     if executor == "local" and pool_processes(fold_workers, warm_start) > 1:
         start_fold_server()  # the fold processes' imports run while this one imports the rest and reads the data
 
-    from lstm_trading.report.tables import text_table
+    from lstm_trading.report.tables import not_traded_line, text_table
     from lstm_trading.runs.walkforward import TradeSource, WalkForwardSettings, walkforward_run
 
     config = _walkforward_config(
@@ -1379,6 +1379,12 @@ def walkforward_command(
         _echo_plain(line)
     _echo_plain(f"wrote {out / 'folds.csv'}, {out / 'oos'}, {out / 'summary.json'} and {result.report}")
     main = model_kind
+    for kind, figures in sorted(result.verdicts.items(), key=lambda item: item[0] == main):
+        if figures["not_traded"]:
+            _echo_plain(
+                f"{kind}: {figures['moments']:,} moments out of sample, not traded: "
+                f"{not_traded_line(figures['not_traded'])}"
+            )
     for kind, figures in result.verdicts.items():  # the main model's verdict last
         if kind != main:
             _echo_plain(f"{kind} (baseline): {figures['sentence']}")

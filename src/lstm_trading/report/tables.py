@@ -328,12 +328,23 @@ NOT_TRADED_NAMES = {
 }
 
 
-def not_traded_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
-    """Why moments were not traded: the decision rule's reasons, then the account's (signals it refused)."""
-    counts = dict(stats.get("not_traded") or {})
+def not_traded_counts(stats: dict[str, Any]) -> dict[str, int]:
+    """Moments not traded by reason: the decision rule's, then the account's (signals it refused); none of 0."""
+    counts = {key: int(value) for key, value in (stats.get("not_traded") or {}).items()}
     for key, value in (stats["model"].get("skipped") or {}).items():
         counts[key] = counts.get(key, 0) + int(value)
-    return [(NOT_TRADED_NAMES.get(key, str(key)), f"{value:,}") for key, value in counts.items() if value]
+    return {key: value for key, value in counts.items() if value}
+
+
+def not_traded_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """Why moments were not traded, a row per reason (`not_traded_counts`)."""
+    return [(NOT_TRADED_NAMES.get(key, str(key)), f"{value:,}") for key, value in not_traded_counts(stats).items()]
+
+
+def not_traded_line(counts: dict[str, int]) -> str:
+    """`not_traded_counts` in one line, the commonest reason first: why a run has few trades, at a glance."""
+    ordered = sorted(counts.items(), key=lambda item: -item[1])
+    return "; ".join(f"{NOT_TRADED_NAMES.get(key, key)}: {value:,}" for key, value in ordered)
 
 
 EV_CALIBRATION_HEADER = ("trades", "predicted EV", "mean predicted EV", "realised net / trade")

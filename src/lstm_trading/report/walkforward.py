@@ -19,7 +19,13 @@ from matplotlib.figure import Figure
 from lstm_trading.core.atomic import write_text_atomic
 from lstm_trading.report.document import _STYLE, _table
 from lstm_trading.report.figures import _COLOURS, _times, random_band
-from lstm_trading.report.tables import SIGNIFICANCE_HEADER, SUMMARY_HEADER, significance_rows, summary_rows
+from lstm_trading.report.tables import (
+    SIGNIFICANCE_HEADER,
+    SUMMARY_HEADER,
+    not_traded_rows,
+    significance_rows,
+    summary_rows,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -127,6 +133,10 @@ def write_walkforward_report(
         sections.append("</figure>")
         sections.append(_table(SUMMARY_HEADER, summary_rows(stats)))
         sections.append(_table(SIGNIFICANCE_HEADER, significance_rows(stats)))
+        not_traded = not_traded_rows(stats)
+        if not_traded:
+            sections.append(f"<h3>Moments not traded ({stats['moments']:,} in all)</h3>")
+            sections.append(_table(("reason", "moments"), not_traded))
     per_fold = folds_figure(folds)
     if per_fold is not None:
         sections.append("<h2>Folds</h2>")

@@ -1410,6 +1410,7 @@ def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) ->
     block, whose rule gives the verdict), the share of folds beating the class prior, one sentence, and the
     evaluation's "no information" line when the folds' mean log-loss is above their priors'."""
     from lstm_trading.evaluate.metrics import no_information
+    from lstm_trading.report.tables import not_traded_counts
 
     sig = stats["model"]["significance"]
     judged = [row for row in rows if row["beats_prior"] is not None]
@@ -1426,6 +1427,8 @@ def verdict(kind: str, stats: dict[str, Any], rows: Sequence[dict[str, Any]]) ->
         "folds_beating_prior": beating,
         "folds_with_log_loss": len(judged),
         "share_beating_prior": beating / len(judged) if judged else None,
+        "moments": stats["moments"],
+        "not_traded": not_traded_counts(stats),  # why few trades, when there are few
     }
     figures["sentence"] = verdict_sentence(figures)
     # over the folds' test trades together: the mean log-loss against the mean of the folds' priors
